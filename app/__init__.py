@@ -1,0 +1,1 @@
+"""chemlatent application layer: the command line and the Panel dashboard."""
