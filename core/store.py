@@ -169,7 +169,9 @@ class SurveyWriter:
             raise ValueError(f"flux must be (n, {self.grid.npix}), got {flux.shape}")
         stop = start + flux.shape[0]
         self._ensure(stop)
-        self.flux[start:stop] = np.clip(np.nan_to_num(flux, nan=1.0), -FLUX_MAX, FLUX_MAX).astype(np.float16)
+        if flux.dtype != np.float16:
+            flux = np.clip(np.nan_to_num(flux, nan=1.0), -FLUX_MAX, FLUX_MAX).astype(np.float16)
+        self.flux[start:stop] = flux
         if self.ivar_layout == "full":
             if ivar is None:
                 raise ValueError("full ivar layout needs ivar")
