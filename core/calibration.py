@@ -1,0 +1,196 @@
+"""Linear calibration of the chemical latent axes to abundances in dex.
+
+Per axis, ``dex = intercept + slope * z``: z_fe -> [Fe/H], z_c -> [C/Fe], z_alpha ->
+[alpha/Fe] ([C/Fe] and [alpha/Fe] are ratios to iron; each map uses only its own axis).
+The fit is robust: least squares iterated with clipping of residuals beyond ``clip`` times
+the robust scatter (1.4826 * MAD), on the stars that have the reference column. The
+reference is the synthetic truth in the catalog or an external table already merged into it.
+
+Stored as ``MODEL_DIR/calibration.json``::
+
+    {"axes": {"fe": {"target": "fe_h", "slope": a, "intercept": b, "scatter": s, "n": n,
+                     "source": "...", "fitted": "2025-01-01T00:00:00Z"}, "c": ..., "alpha": ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .anomaly import AXES, MAD_TO_SIGMA
+from .errors import ChemlatentError
+
+CALIBRATION_JSON = "calibration.json"
+DEFAULT_TARGETS: dict[str, str] = {"fe": "fe_h", "c": "c_fe", "alpha": "alpha_fe"}
+LABELS: dict[str, str] = {"fe": "[Fe/H]", "c": "[C/Fe]", "alpha": "[alpha/Fe]"}
+
+
+@dataclass
+class AxisCalibration:
+    """dex = intercept + slope * z for one axis."""
+
+    target: str
+    slope: float
+    intercept: float
+    scatter: float
+    n: int
+    source: str = ""
+    fitted: str = ""
+
+    def to_dex(self, z: np.ndarray | float) -> np.ndarray | float:
+        return self.intercept + self.slope * np.asarray(z)
+
+    def to_latent(self, dex: np.ndarray | float) -> np.ndarray | float:
+        if self.slope == 0:
+            raise ChemlatentError(f"calibration of {self.target} has zero slope: cannot invert")
+        return (np.asarray(dex) - self.intercept) / self.slope
+
+
+@dataclass
+class Calibration:
+    """Per-axis linear maps latent -> dex (any subset of fe, c, alpha)."""
+
+    axes: dict[str, AxisCalibration]
+
+    def has(self, axis: str) -> bool:
+        return axis in self.axes
+
+    def axis(self, axis: str) -> AxisCalibration:
+        if axis not in self.axes:
+            raise ChemlatentError(
+                f"the calibration has no {LABELS.get(axis, axis)} axis: refit it with that reference"
+            )
+        return self.axes[axis]
+
+    def to_dex(self, axis: str, z: np.ndarray | float) -> np.ndarray | float:
+        return self.axis(axis).to_dex(z)
+
+    def to_latent(self, axis: str, dex: np.ndarray | float) -> np.ndarray | float:
+        return self.axis(axis).to_latent(dex)
+
+    def dex_columns(self, latents: pd.DataFrame) -> pd.DataFrame:
+        """``<target>_cal`` and ``<target>_cal_err`` (= |slope| * z_std) for each axis."""
+        out = {}
+        for axis, cal in self.axes.items():
+            z = np.asarray(latents[f"z_{axis}"], dtype=np.float64)
+            out[f"{cal.target}_cal"] = cal.to_dex(z).astype(np.float32)
+            std_col = f"z_{axis}_std"
+            if std_col in latents.columns:
+                err = abs(cal.slope) * np.asarray(latents[std_col], dtype=np.float64)
+                out[f"{cal.target}_cal_err"] = err.astype(np.float32)
+        return pd.DataFrame(out, index=latents.index)
+
+    def to_dict(self) -> dict:
+        return {"axes": {a: asdict(c) for a, c in self.axes.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        try:
+            axes = {}
+            for a, c in d["axes"].items():
+                if a not in AXES:
+                    raise ValueError(f"unknown axis {a!r}")
+                axes[a] = AxisCalibration(
+                    target=str(c["target"]), slope=float(c["slope"]),
+                    intercept=float(c["intercept"]), scatter=float(c.get("scatter", float("nan"))),
+                    n=int(c.get("n", 0)), source=str(c.get("source", "")),
+                    fitted=str(c.get("fitted", "")),
+                )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ChemlatentError(f"calibration is malformed ({exc})") from None
+        return cls(axes)
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write ``MODEL_DIR/calibration.json`` atomically; returns its path."""
+        from .store import write_json_atomic
+
+        path = Path(model_dir) / CALIBRATION_JSON
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.to_dict(), path)
+        return path
+
+
+def load_calibration(model_dir: str | Path | None) -> Calibration | None:
+    """The calibration in ``model_dir`` or None when the model has none."""
+    if model_dir is None:
+        return None
+    path = Path(model_dir) / CALIBRATION_JSON
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ChemlatentError(f"{path} is not valid JSON ({exc})") from None
+    return Calibration.from_dict(data)
+
+
+def robust_line(x: np.ndarray, y: np.ndarray, clip: float = 3.0, max_iter: int = 20
+                ) -> tuple[float, float, float, int]:
+    """Iteratively clipped least squares y = b + a x: (slope, intercept, scatter, n_used)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 3:
+        raise ChemlatentError(f"need at least 3 stars with a reference value to calibrate, got {keep.sum()}")
+    if np.ptp(x[keep]) == 0:
+        raise ChemlatentError("the latent axis is constant on the reference stars: cannot calibrate")
+    slope = intercept = scatter = float("nan")
+    for _ in range(max_iter):
+        slope, intercept = np.polyfit(x[keep], y[keep], 1)
+        resid = y - (intercept + slope * x)
+        r = resid[keep]
+        scatter = max(float(np.median(np.abs(r - np.median(r)))) * MAD_TO_SIGMA, 1e-12)
+        new = np.isfinite(x) & np.isfinite(y) & (np.abs(resid) <= clip * scatter)
+        if new.sum() < 3 or np.array_equal(new, keep):
+            break
+        keep = new
+    return float(slope), float(intercept), float(scatter), int(keep.sum())
+
+
+def fit_calibration(
+    latents: pd.DataFrame,
+    catalog: pd.DataFrame,
+    columns: dict[str, str] | None = None,
+    *,
+    source: str = "catalog truth labels",
+    clip: float = 3.0,
+) -> Calibration:
+    """Fit dex = intercept + slope * z per axis against reference columns of ``catalog``.
+
+    ``columns`` maps axis -> catalog column (default fe_h, c_fe, alpha_fe); axes whose
+    column is absent or has fewer than 3 values are skipped; none at all is an error.
+    Rows are matched on ``star_id``.
+    """
+    targets = dict(DEFAULT_TARGETS if columns is None else columns)
+    bad = [a for a in targets if a not in AXES]
+    if bad:
+        raise ChemlatentError(f"unknown axis {bad[0]!r}: use fe, c or alpha")
+    if "star_id" not in latents.columns or "star_id" not in catalog.columns:
+        raise ChemlatentError("latents and catalog both need a star_id column to calibrate")
+    present = {a: c for a, c in targets.items() if c in catalog.columns}
+    if not present:
+        raise ChemlatentError(
+            f"the catalog has none of the reference columns {', '.join(targets.values())}: "
+            "attach reference abundances first (chemlatent labels DIR TABLE)"
+        )
+    ref = catalog[["star_id", *present.values()]]
+    merged = latents[["star_id", *[f"z_{a}" for a in present]]].merge(ref, on="star_id", how="inner")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    axes = {}
+    for axis, col in present.items():
+        y = pd.to_numeric(merged[col], errors="coerce").to_numpy(np.float64)
+        x = merged[f"z_{axis}"].to_numpy(np.float64)
+        n_ref = int((np.isfinite(x) & np.isfinite(y)).sum())
+        if n_ref < 3:
+            continue
+        slope, intercept, scatter, n_used = robust_line(x, y, clip=clip)
+        axes[axis] = AxisCalibration(col, slope, intercept, scatter, n_used,
+                                     f"{source}: column {col}, {n_ref} stars with a value", now)
+    if not axes:
+        raise ChemlatentError("no reference column has 3 or more stars with values: cannot calibrate")
+    return Calibration(axes)
