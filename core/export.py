@@ -132,12 +132,21 @@ def _astropy_table(df: pd.DataFrame):
     cols = {}
     for c in df.columns:
         s = df[c]
-        if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-            cols[c] = np.array([_clean(v) if v is not None and v == v else "" for v in s], dtype=str)
-        elif pd.api.types.is_bool_dtype(s.dtype):
-            cols[c] = s.to_numpy(bool)
-        elif pd.api.types.is_datetime64_any_dtype(s.dtype):
+        dt = s.dtype
+        if (dt == object or pd.api.types.is_string_dtype(dt)
+                or isinstance(dt, pd.CategoricalDtype)):
+            cols[c] = np.array([_clean(v) if isinstance(v, str) or (v is not None and v == v)
+                                else "" for v in s.astype(object)], dtype=str)
+        elif pd.api.types.is_datetime64_any_dtype(dt):
             cols[c] = np.array(s.astype(str), dtype=str)
+        elif pd.api.types.is_extension_array_dtype(dt):  # nullable Int64 / boolean / Float
+            missing = s.isna().to_numpy()
+            kind = bool if pd.api.types.is_bool_dtype(dt) else (
+                np.int64 if pd.api.types.is_integer_dtype(dt) else np.float64)
+            filled = s.astype(object).where(~missing, 0).to_numpy().astype(kind)
+            cols[c] = np.ma.masked_array(filled, mask=missing) if missing.any() else filled
+        elif pd.api.types.is_bool_dtype(dt):
+            cols[c] = s.to_numpy(bool)
         else:
             cols[c] = s.to_numpy()
     return Table(cols, names=list(df.columns))

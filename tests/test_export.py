@@ -151,6 +151,22 @@ def test_empty_table_exports(candidates, tmp_path):
         assert len(Table.read(path, **kw)) == 0
 
 
+def test_awkward_pandas_dtypes(tmp_path):
+    df = pd.DataFrame({"star_id": np.arange(4, dtype=np.int64),
+                       "pop": pd.Categorical(["halo", "disc", None, "halo"]),
+                       "n_obs": pd.array([1, None, 3, 4], dtype="Int64"),
+                       "ok": pd.array([True, False, None, True], dtype="boolean"),
+                       "note": ["a", None, "c\nd", "\u00e9"]})
+    for ext in ("fits", "vot", "csv"):
+        path = export_table(df, tmp_path / f"d.{ext}", {"rule": "x"})
+        kw = {"format": "ascii.csv", "comment": "#"} if ext == "csv" else {}
+        t = Table.read(path, **kw)
+        assert list(t["star_id"]) == [0, 1, 2, 3]
+        assert str(t["pop"][0]) == "halo"
+        if ext != "csv":
+            assert t["n_obs"][0] == 1 and np.ma.is_masked(t["n_obs"][1])
+
+
 def test_write_is_atomic(candidates, tmp_path, monkeypatch):
     frame, meta, _ = candidates
     path = export_table(frame, tmp_path / "c.fits", meta)
