@@ -133,7 +133,7 @@ def _astropy_table(df: pd.DataFrame):
     for c in df.columns:
         s = df[c]
         dt = s.dtype
-        if (dt == object or pd.api.types.is_string_dtype(dt)
+        if (pd.api.types.is_object_dtype(dt) or pd.api.types.is_string_dtype(dt)
                 or isinstance(dt, pd.CategoricalDtype)):
             cols[c] = np.array([_clean(v) if isinstance(v, str) or (v is not None and v == v)
                                 else "" for v in s.astype(object)], dtype=str)
