@@ -289,7 +289,8 @@ class Survey:
             except Exception as exc:
                 raise SurveyError(f"{self.path / CATALOG} is missing or unreadable ({exc})") from None
             if len(self._catalog) != self.n_stars:
-                raise SurveyError(f"{self.path}: catalog has {len(self._catalog)} rows, expected {self.n_stars}")
+                raise SurveyError(
+                    f"{self.path}: catalog has {len(self._catalog)} rows, expected {self.n_stars}")
         return self._catalog
 
     def read(self, start: int, stop: int) -> Chunk:

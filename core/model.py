@@ -1,0 +1,170 @@
+"""The chemically disentangled VAE.
+
+Encoder: an MLP over the whole spectrum (absorption depth with masked pixels zeroed, a
+coarse coverage map and the S/N) -> diagonal Gaussian posterior over the chemical latents
+z = (z_fe, z_c, z_alpha), and a deterministic nuisance w = standardised (Teff, logg).
+
+Decoders: one per element group, each predicting the normalised flux only in its own
+element windows, with selective gradient flow (stop-gradient on the other axes):
+
+    fe:    [z_fe,                  w]
+    c:     [sg(z_fe), z_c,         w]
+    alpha: [sg(z_fe), sg(z_c), z_alpha, w]
+
+An adversary tries to predict (Teff, logg) from z; the encoder is trained to defeat it
+through a gradient-reversal layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .grid import ELEMENT_GROUPS, WavelengthGrid, window_masks
+
+COVERAGE_BIN = 30
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model (stored as config.json)."""
+
+    grid: dict
+    windows: dict  # group -> list of [lo, hi, label]
+    hidden: list = field(default_factory=lambda: [256, 256, 128])
+    decoder_hidden: list = field(default_factory=lambda: [64, 128, 256])
+    n_w: int = 2
+    label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
+    label_std: list = field(default_factory=lambda: [800.0, 1.2])
+    orientation: list = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    name: str = "model"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+    @property
+    def wavelength_grid(self) -> WavelengthGrid:
+        return WavelengthGrid.from_dict(self.grid)
+
+
+def _mlp(sizes: list[int], out_act: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2 or out_act:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+class GradReverse(torch.autograd.Function):
+    """Identity forward, gradient multiplied by -scale backward."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+class DisentangledVAE(nn.Module):
+    """Encoder, three element decoders, and the Teff/logg adversary."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        grid = config.wavelength_grid
+        self.npix = grid.npix
+        if self.npix % COVERAGE_BIN:
+            self.n_cov = self.npix // COVERAGE_BIN + 1
+        else:
+            self.n_cov = self.npix // COVERAGE_BIN
+        windows = {g: [tuple(w) for w in config.windows[g]] for g in ELEMENT_GROUPS}
+        masks = window_masks(grid, windows)
+        for g in ELEMENT_GROUPS:
+            idx = torch.from_numpy(np.nonzero(masks[g])[0].astype(np.int64))
+            if idx.numel() == 0:
+                raise ValueError(f"the {g} windows select no pixel of the grid")
+            self.register_buffer(f"win_{g}", idx, persistent=False)
+        n_in = self.npix + self.n_cov + 1
+        h = list(config.hidden)
+        self.encoder = _mlp([n_in, *h], out_act=True)
+        self.mu = nn.Linear(h[-1], 3)
+        self.logvar = nn.Linear(h[-1], 3)
+        self.w_head = nn.Linear(h[-1], config.n_w)
+        dh = list(config.decoder_hidden)
+        nw = config.n_w
+        self.decoders = nn.ModuleDict({
+            "fe": _mlp([1 + nw, *dh, int(masks["fe"].sum())]),
+            "c": _mlp([2 + nw, *dh, int(masks["c"].sum())]),
+            "alpha": _mlp([3 + nw, *dh, int(masks["alpha"].sum())]),
+        })
+        self.adversary = _mlp([3, 64, 64, 2])
+        nn.init.zeros_(self.logvar.weight)
+        nn.init.constant_(self.logvar.bias, -2.0)
+
+    def window(self, group: str) -> torch.Tensor:
+        return getattr(self, f"win_{group}")
+
+    # -- encoder -----------------------------------------------------------------------
+    def features(self, flux: torch.Tensor, ivar: torch.Tensor) -> torch.Tensor:
+        """Encoder input: depth (0 where ivar = 0), coverage per 30-pixel bin, log S/N."""
+        valid = ivar > 0
+        depth = torch.where(valid, (1.0 - flux.float()).clamp(-1.0, 1.5), torch.zeros((), device=flux.device))
+        b = flux.shape[0]
+        pad = self.n_cov * COVERAGE_BIN - self.npix
+        v = valid.float()
+        if pad:
+            v = torch.nn.functional.pad(v, (0, pad))
+        cov = v.view(b, self.n_cov, COVERAGE_BIN).mean(-1)
+        sn = (ivar.clamp_min(0).sqrt() * valid).sum(-1) / valid.sum(-1).clamp_min(1)
+        lsn = (torch.log(sn.clamp_min(1.0)) - 3.5).unsqueeze(-1)
+        return torch.cat([depth, cov, lsn], dim=-1)
+
+    def encode(self, flux: torch.Tensor, ivar: torch.Tensor):
+        """Posterior mean and log-variance of z (B, 3), and w (B, n_w)."""
+        hid = self.encoder(self.features(flux, ivar))
+        return self.mu(hid), self.logvar(hid).clamp(-12.0, 6.0), self.w_head(hid)
+
+    # -- decoders ----------------------------------------------------------------------
+    def decode(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True) -> dict:
+        """Flux predicted by each decoder in its own windows: {group: (B, n_group)}."""
+        zf, zc, za = z[:, 0:1], z[:, 1:2], z[:, 2:3]
+        sg = (lambda t: t.detach()) if selective else (lambda t: t)
+        return {
+            "fe": 1.0 - self.decoders["fe"](torch.cat([zf, w], -1)),
+            "c": 1.0 - self.decoders["c"](torch.cat([sg(zf), zc, w], -1)),
+            "alpha": 1.0 - self.decoders["alpha"](torch.cat([sg(zf), sg(zc), za, w], -1)),
+        }
+
+    def reconstruct(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Full-length reconstruction (B, P): NaN outside all windows, decoders averaged
+        where windows overlap."""
+        out = self.decode(z, w, selective=False)
+        b = z.shape[0]
+        total = torch.zeros(b, self.npix, device=z.device)
+        count = torch.zeros(self.npix, device=z.device)
+        for g in ELEMENT_GROUPS:
+            idx = self.window(g)
+            total[:, idx] += out[g].float()
+            count[idx] += 1
+        rec = total / count.clamp_min(1)
+        rec[:, count == 0] = float("nan")
+        return rec
+
+    def adversary_predict(self, z: torch.Tensor, reverse_scale: float) -> torch.Tensor:
+        return self.adversary(GradReverse.apply(z, reverse_scale))
+
+
+def build_model(config: ModelConfig) -> DisentangledVAE:
+    return DisentangledVAE(config)

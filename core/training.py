@@ -1,0 +1,366 @@
+"""Training the disentangled VAE: self-supervised, with Teff and logg as the only labels."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ChemlatentError
+from .grid import ELEMENT_GROUPS, default_windows, load_windows
+from .model import DisentangledVAE, ModelConfig
+from .modelio import flatten_state, save_model, unflatten_state, write_json
+from .store import Survey
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 40
+    batch_size: int = 512
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    kl_weight: float = 1.0
+    w_weight: float = 5.0
+    adv_weight: float = 0.1
+    max_stars: int = 400_000
+    val_fraction: float = 0.05
+    mask_prob: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    hidden: tuple = (256, 256, 128)
+    windows_dir: str | None = None
+    name: str | None = None
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ChemlatentError("--device cuda was asked for but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise ChemlatentError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return torch.device(device)
+
+
+class InMemoryData:
+    """Training spectra held as float16 flux plus compact ivar, batches built on the fly."""
+
+    def __init__(self, survey: Survey, rows: np.ndarray) -> None:
+        rows = np.sort(rows)
+        self.rows = rows
+        cs = survey.chunk_stars
+        flux, ivar_parts = [], []
+        for s in range(0, survey.n_stars, cs * 16):
+            sel = rows[(rows >= s) & (rows < s + cs * 16)]
+            if sel.size == 0:
+                continue
+            e = min(s + cs * 16, survey.n_stars)
+            block = np.asarray(survey._flux[s:e])
+            flux.append(block[sel - s])
+            if survey.ivar_layout == "full":
+                ivar_parts.append(np.asarray(survey._ivar[s:e])[sel - s].astype(np.float16))
+            else:
+                ivar_parts.append(np.asarray(survey._mask[s:e])[sel - s])
+        self.flux = torch.from_numpy(np.concatenate(flux))
+        self.layout = survey.ivar_layout
+        if self.layout == "full":
+            self.ivar = torch.from_numpy(np.concatenate(ivar_parts))
+        else:
+            self.mask = torch.from_numpy(np.concatenate(ivar_parts))
+            self.scale = torch.from_numpy(survey._ivar_scale[rows])
+            self.profile = torch.from_numpy(survey._ivar_profile)
+        cat = survey.catalog
+        lab = np.full((rows.size, 2), np.nan, np.float32)
+        for j, col in enumerate(("teff", "logg")):
+            if col in cat.columns:
+                lab[:, j] = cat[col].to_numpy(np.float32)[rows]
+        self.labels = torch.from_numpy(lab)
+
+    def __len__(self) -> int:
+        return self.rows.size
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        flux = self.flux[idx].float()
+        if self.layout == "full":
+            ivar = self.ivar[idx].float()
+        else:
+            ivar = self.scale[idx, None] * self.profile[None, :]
+            ivar = ivar.masked_fill(self.mask[idx] != 0, 0.0)
+        return flux, ivar, self.labels[idx]
+
+
+def random_stretch_mask(b: int, p: int, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """Boolean (b, p) mask of random missing stretches: blue/red ends cut (partial coverage
+    like LAMOST or another spectrograph) and gaps inside."""
+    out = torch.zeros(b, p, dtype=torch.bool)
+    pick = torch.rand(b, generator=gen) < prob
+    n = int(pick.sum())
+    if n == 0:
+        return out
+    rows = torch.nonzero(pick)[:, 0]
+    kind = torch.randint(0, 3, (n,), generator=gen)
+    length = (torch.rand(n, generator=gen) * 0.25 * p + 20).long()
+    start = (torch.rand(n, generator=gen) * (p - length)).long()
+    pos = torch.arange(p)[None, :]
+    blue = pos < length[:, None]
+    red = pos >= (p - length[:, None])
+    mid = (pos >= start[:, None]) & (pos < (start + length)[:, None])
+    m = torch.where((kind == 0)[:, None], blue, torch.where((kind == 1)[:, None], red, mid))
+    out[rows] = m
+    return out
+
+
+def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, adv_scale: float,
+               in_ivar=None, sample: bool = True) -> dict:
+    """All loss terms for one batch (means per star)."""
+    mu, logvar, w = model.encode(flux, ivar if in_ivar is None else in_ivar)
+    std = torch.exp(0.5 * logvar)
+    z = mu + std * torch.randn_like(std) if sample else mu
+    recon = model.decode(z, w, selective=True)
+    out = {}
+    npix = 0
+    total_nll = 0.0
+    for g in ELEMENT_GROUPS:
+        idx = model.window(g)
+        r = flux[:, idx] - recon[g]
+        iv = ivar[:, idx]
+        nll = 0.5 * (iv * r * r).sum(-1)
+        out[f"nll_{g}"] = nll.mean()
+        total_nll = total_nll + nll
+        npix += idx.numel()
+    kl = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1)
+    have = torch.isfinite(labels).all(-1)
+    y = torch.nan_to_num(labels)
+    y = (y - torch.tensor(model.config.label_mean, device=y.device)) / torch.tensor(
+        model.config.label_std, device=y.device)
+    if have.any():
+        w_mse = ((w - y) ** 2).mean(-1)[have].mean()
+        adv = model.adversary_predict(mu, adv_scale)
+        adv_mse = ((adv - y) ** 2).mean(-1)[have].mean()
+    else:
+        w_mse = adv_mse = torch.zeros((), device=flux.device)
+    out["kl"] = kl.mean()
+    out["w_mse"] = w_mse
+    out["adv_mse"] = adv_mse
+    out["loss"] = ((total_nll + opts.kl_weight * kl).mean() / npix + opts.w_weight * w_mse
+                   + adv_mse)
+    out["chi2"] = (2 * total_nll.mean() / npix).detach()
+    return out
+
+
+def _split(n: int, opts: TrainOptions, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.arange(n)
+    if n > opts.max_stars:
+        rows = np.sort(rng.choice(n, opts.max_stars, replace=False))
+    rng.shuffle(rows)
+    n_val = max(1, int(round(rows.size * opts.val_fraction)))
+    return np.sort(rows[n_val:]), np.sort(rows[:n_val])
+
+
+def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resume: bool = False,
+          progress: bool = True, log=print) -> Path:
+    """Train a model on a survey; checkpoints every epoch; returns the model directory."""
+    from tqdm.auto import tqdm
+
+    survey = Survey(survey_dir)
+    out = Path(out_dir)
+    if survey.n_stars < 16:
+        raise ChemlatentError(f"{survey.path} has {survey.n_stars} stars: too few to train on")
+    torch.manual_seed(opts.seed)
+    rng = np.random.default_rng(opts.seed)
+    device = pick_device(opts.device)
+    train_rows, val_rows = _split(survey.n_stars, opts, rng)
+    log(f"loading {train_rows.size} training and {val_rows.size} validation spectra from {survey.path}")
+    data = InMemoryData(survey, train_rows)
+    val = InMemoryData(survey, val_rows)
+    n_lab = int(torch.isfinite(data.labels).all(-1).sum())
+    if n_lab == 0:
+        warnings.warn("no star has both teff and logg: the nuisance head and the adversary are "
+                      "off (attach labels with `chemlatent labels`)", stacklevel=2)
+    elif n_lab < len(data):
+        warnings.warn(f"teff/logg known for {n_lab} of {len(data)} training stars: the nuisance "
+                      "head and the adversary use those only", stacklevel=2)
+    lab = data.labels.numpy()
+    ok = np.isfinite(lab).all(1)
+    mean = lab[ok].mean(0).tolist() if ok.any() else [5000.0, 3.0]
+    std = (lab[ok].std(0) + 1e-6).tolist() if ok.any() else [800.0, 1.2]
+    windows = load_windows(opts.windows_dir) if opts.windows_dir else default_windows()
+    cfg = ModelConfig(grid=survey.grid.to_dict(),
+                      windows={g: [list(w) for w in windows[g]] for g in ELEMENT_GROUPS},
+                      hidden=list(opts.hidden), label_mean=mean, label_std=std,
+                      name=opts.name or out.name)
+    model = DisentangledVAE(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    steps_per_epoch = max(1, len(data) // opts.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=opts.lr, total_steps=opts.epochs * steps_per_epoch, pct_start=0.15)
+    history: list[dict] = []
+    start_epoch = 0
+    ck = out / CHECKPOINT
+    if resume:
+        if not (ck / "state.json").exists():
+            raise ChemlatentError(f"--resume: no checkpoint in {out}")
+        start_epoch, history = _load_checkpoint(ck, model, opt, sched)
+        log(f"resuming from epoch {start_epoch}")
+    gen = torch.Generator().manual_seed(opts.seed + start_epoch)
+    amp = device.type == "cuda"
+    for epoch in range(start_epoch, opts.epochs):
+        model.train()
+        perm = torch.randperm(len(data), generator=gen)
+        ramp = min(1.0, epoch / max(1, opts.epochs // 3))
+        adv_scale = opts.adv_weight * ramp
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", disable=not progress,
+                   file=sys.stderr, leave=False)
+        t0 = time.perf_counter()
+        for step in bar:
+            idx = perm[step * opts.batch_size:(step + 1) * opts.batch_size]
+            flux, ivar, labels = data.batch(idx)
+            hide = random_stretch_mask(flux.shape[0], flux.shape[1], opts.mask_prob, gen)
+            in_ivar = ivar.masked_fill(hide, 0.0)
+            flux, ivar, in_ivar, labels = (t.to(device, non_blocking=True)
+                                           for t in (flux, ivar, in_ivar, labels))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                terms = loss_terms(model, flux, ivar, labels, opts, adv_scale, in_ivar=in_ivar)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if step % 10 == 0:
+                n = step + 1
+                bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", chi2=f"{sums['chi2'] / n:.3f}",
+                                w=f"{sums['w_mse'] / n:.4f}")
+        bar.close()
+        rec = {k: v / steps_per_epoch for k, v in sums.items()}
+        rec.update(epoch=epoch + 1, seconds=round(time.perf_counter() - t0, 1), adv_scale=adv_scale,
+                   lr=sched.get_last_lr()[0])
+        rec.update({f"val_{k}": v for k, v in evaluate_loss(model, val, opts, device).items()})
+        history.append(rec)
+        log(f"epoch {epoch + 1}/{opts.epochs}: loss {rec['loss']:.4f} chi2 {rec['chi2']:.3f} "
+            f"val chi2 {rec['val_chi2']:.3f} w_mse {rec['w_mse']:.4f} adv_mse {rec['adv_mse']:.3f} "
+            f"({rec['seconds']} s)")
+        _save_checkpoint(ck, model, opt, sched, epoch + 1, history)
+    model.eval()
+    orient_axes(model)
+    save_model(model, out, extra_config={
+        "training": {"survey": str(survey.path), "n_train": int(len(data)), "n_val": int(len(val)),
+                     "epochs": opts.epochs, "options": {k: (list(v) if isinstance(v, tuple) else v)
+                                                        for k, v in vars(opts).items()},
+                     "history": history}})
+    plot_history(history, out / "loss.png")
+    return out
+
+
+@torch.no_grad()
+def evaluate_loss(model, data: InMemoryData, opts: TrainOptions, device) -> dict:
+    model.eval()
+    sums: dict[str, float] = {}
+    nb = 0
+    for s in range(0, len(data), 2048):
+        idx = torch.arange(s, min(s + 2048, len(data)))
+        flux, ivar, labels = (t.to(device) for t in data.batch(idx))
+        terms = loss_terms(model, flux, ivar, labels, opts, 0.0, sample=False)
+        for k in ("loss", "chi2", "w_mse", "adv_mse"):
+            sums[k] = sums.get(k, 0.0) + float(terms[k])
+        nb += 1
+    model.train()
+    return {k: v / nb for k, v in sums.items()}
+
+
+@torch.no_grad()
+def orient_axes(model: DisentangledVAE) -> None:
+    """Flip each chemical axis so that its decoder's absorption deepens as z grows.
+
+    Label-free: more of an element means deeper lines in its windows. Flipping rewrites the
+    encoder's mean layer and the decoders' input weights, so the model is unchanged otherwise.
+    """
+    device = next(model.parameters()).device
+    z = torch.zeros(256, 3, device=device)
+    w = torch.randn(256, model.config.n_w, device=device)
+    signs = []
+    for a, g in enumerate(ELEMENT_GROUPS):
+        zp, zm = z.clone(), z.clone()
+        zp[:, a] += 0.5
+        zm[:, a] -= 0.5
+        depth_p = 1 - model.decode(zp, w, selective=False)[g]
+        depth_m = 1 - model.decode(zm, w, selective=False)[g]
+        signs.append(1.0 if float((depth_p - depth_m).mean()) >= 0 else -1.0)
+    s = torch.tensor(signs, device=device)
+    model.mu.weight.mul_(s[:, None])
+    model.mu.bias.mul_(s)
+    model.adversary[0].weight.mul_(s[None, :])
+    # decoder inputs: fe [z_fe, w], c [z_fe, z_c, w], alpha [z_fe, z_c, z_alpha, w]
+    for g, axes in (("fe", [0]), ("c", [0, 1]), ("alpha", [0, 1, 2])):
+        lin = model.decoders[g][0]
+        for col, a in enumerate(axes):
+            lin.weight[:, col] *= s[a]
+    model.config.orientation = [float(a * b) for a, b in zip(model.config.orientation, signs)]
+
+
+def _save_checkpoint(ck: Path, model, opt, sched, epoch: int, history: list) -> None:
+    from safetensors.torch import save_file
+
+    ck.mkdir(parents=True, exist_ok=True)
+    tensors, skel = flatten_state({"opt": opt.state_dict(), "sched": sched.state_dict()})
+    tensors.update({f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    tmp = ck / "state.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(ck / "state.safetensors")
+    js = ck / "state.json.tmp"
+    js.write_text(json.dumps({"epoch": epoch, "history": history, "skeleton": skel}, default=float))
+    js.replace(ck / "state.json")
+
+
+def _load_checkpoint(ck: Path, model, opt, sched) -> tuple[int, list]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((ck / "state.json").read_text())
+    tensors = load_file(str(ck / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    state = unflatten_state(meta["skeleton"], tensors)
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    return int(meta["epoch"]), list(meta["history"])
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Loss curves (training and validation chi2, nuisance and adversary losses)."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax[0].plot(ep, [h["chi2"] for h in history], label="train")
+    ax[0].plot(ep, [h["val_chi2"] for h in history], label="validation")
+    ax[0].set_ylabel("reduced chi2 in windows")
+    ax[0].legend()
+    ax[1].plot(ep, [h["w_mse"] for h in history], label="train")
+    ax[1].plot(ep, [h["val_w_mse"] for h in history], label="validation")
+    ax[1].set_ylabel("Teff/logg head MSE (std units)")
+    ax[1].set_yscale("log")
+    ax[2].plot(ep, [h["adv_mse"] for h in history])
+    ax[2].set_ylabel("adversary MSE (higher = less leakage)")
+    for a in ax:
+        a.set_xlabel("epoch")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+    write_json({"history": history}, path.with_name("history.json"))
+
