@@ -74,6 +74,7 @@ def run(args) -> int:
 
     import numpy as np
     import pandas as pd
+
     from chemlatent import rules
     from chemlatent.anomaly import compute_scores
     from chemlatent.calibration import fit_calibration, load_calibration

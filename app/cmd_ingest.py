@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Ingest the files; per-file problems are one line each on stderr."""
-    from chemlatent.ingest import ingest_files
     from tqdm import tqdm
+
+    from chemlatent.ingest import ingest_files
 
     def on_error(name: str, message: str) -> None:
         tqdm.write(f"chemlatent ingest: skipped {name}: {message}", file=sys.stderr)

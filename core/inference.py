@@ -19,7 +19,6 @@ import torch
 from . import __version__
 from .errors import ChemlatentError
 from .features import chi2_from_raw, features_from_raw
-from .grid import ELEMENT_GROUPS
 from .model import DisentangledVAE
 from .modelio import check_grid
 from .store import LATENTS_DIR, Survey
@@ -119,7 +118,7 @@ class Encoder:
             raise ChemlatentError(f"unknown precision {precision!r}: use auto, bf16 or fp32")
         self.precision = precision
         self.profile = None if survey.ivar_layout == "full" else survey._ivar_profile
-        self.win_all = np.concatenate([model.window(g).cpu().numpy() for g in ELEMENT_GROUPS])
+        self.win_all = model.win_all.cpu().numpy()
         self.label_mean = np.asarray(model.config.label_mean, np.float32)
         self.label_std = np.asarray(model.config.label_std, np.float32)
 
@@ -133,8 +132,7 @@ class Encoder:
             mu = self.model.mu(hid).float()
             logvar = self.model.logvar(hid).float().clamp(-12, 6)
             w = self.model.w_head(hid).float()
-            rec = self.model.decode(mu, w, selective=False)
-        rec_all = torch.cat([rec[g].float() for g in ELEMENT_GROUPS], dim=-1).cpu().numpy()
+            rec_all = self.model.decode(mu, w, selective=False).float().cpu().numpy()
         chi2, ngood = chi2_from_raw(blk.flux16, self.win_all, rec_all, mask=blk.mask,
                                     scale=blk.scale, profile=self.profile, ivar=blk.ivar)
         mu, std, wn = mu.cpu().numpy(), torch.exp(0.5 * logvar).cpu().numpy(), w.cpu().numpy()

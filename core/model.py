@@ -4,12 +4,17 @@ Encoder: an MLP over the whole spectrum (absorption depth with masked pixels zer
 coarse coverage map and the S/N) -> diagonal Gaussian posterior over the chemical latents
 z = (z_fe, z_c, z_alpha), and a deterministic nuisance w = standardised (Teff, logg).
 
-Decoders: one per element group, each predicting the normalised flux only in its own
-element windows, with selective gradient flow (stop-gradient on the other axes):
+Decoders: one per element group, each predicting absorption (1 - flux). The model flux in
+the element windows is 1 minus the sum of the decoders' absorptions:
 
-    fe:    [z_fe,                  w]
-    c:     [sg(z_fe), z_c,         w]
-    alpha: [sg(z_fe), sg(z_c), z_alpha, w]
+    fe:    D_fe([z_fe, w])                 on all window pixels (the metal-line background)
+    c:     D_c([sg(z_fe) + z_c, w])        on the carbon windows only
+    alpha: D_alpha([sg(z_fe) + z_alpha, w]) on the alpha windows only
+
+sg is stop-gradient, so each decoder's loss trains only its own chemical axis (plus w).
+Feeding the carbon and alpha decoders the *sum* z_fe + z_x (a total log abundance [X/H] in
+z_fe's units) makes z_x the abundance *relative to iron*, [X/Fe]: a decoder given z_fe and
+z_x separately could use [X/H] or [X/Fe] equally well, and the latent would mix them.
 
 An adversary tries to predict (Teff, logg) from z; the encoder is trained to defeat it
 through a gradient-reversal layer.
@@ -104,10 +109,17 @@ class DisentangledVAE(nn.Module):
         self.w_head = nn.Linear(h[-1], config.n_w)
         dh = list(config.decoder_hidden)
         nw = config.n_w
+        union = masks["fe"] | masks["c"] | masks["alpha"]
+        self.register_buffer("win_all", torch.from_numpy(np.nonzero(union)[0].astype(np.int64)),
+                             persistent=False)
+        pos = np.full(self.npix, -1, np.int64)
+        pos[union] = np.arange(int(union.sum()))
+        for g in ("c", "alpha"):
+            self.register_buffer(f"pos_{g}", torch.from_numpy(pos[masks[g]]), persistent=False)
         self.decoders = nn.ModuleDict({
-            "fe": _mlp([1 + nw, *dh, int(masks["fe"].sum())]),
-            "c": _mlp([2 + nw, *dh, int(masks["c"].sum())]),
-            "alpha": _mlp([3 + nw, *dh, int(masks["alpha"].sum())]),
+            "fe": _mlp([1 + nw, *dh, int(union.sum())]),
+            "c": _mlp([1 + nw, *dh, int(masks["c"].sum())]),
+            "alpha": _mlp([1 + nw, *dh, int(masks["alpha"].sum())]),
         })
         self.adversary = _mlp([3, 64, 64, 2])
         nn.init.zeros_(self.logvar.weight)
@@ -137,29 +149,31 @@ class DisentangledVAE(nn.Module):
         return self.mu(hid), self.logvar(hid).clamp(-12.0, 6.0), self.w_head(hid)
 
     # -- decoders ----------------------------------------------------------------------
-    def decode(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True) -> dict:
-        """Flux predicted by each decoder in its own windows: {group: (B, n_group)}."""
+    def absorption(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True) -> dict:
+        """Each decoder's absorption: fe on all window pixels, c and alpha on their own."""
         zf, zc, za = z[:, 0:1], z[:, 1:2], z[:, 2:3]
-        sg = (lambda t: t.detach()) if selective else (lambda t: t)
+        zf_in = zf.detach() if selective else zf
         return {
-            "fe": 1.0 - self.decoders["fe"](torch.cat([zf, w], -1)),
-            "c": 1.0 - self.decoders["c"](torch.cat([sg(zf), zc, w], -1)),
-            "alpha": 1.0 - self.decoders["alpha"](torch.cat([sg(zf), sg(zc), za, w], -1)),
+            "fe": self.decoders["fe"](torch.cat([zf, w], -1)),
+            "c": self.decoders["c"](torch.cat([zf_in + zc, w], -1)),
+            "alpha": self.decoders["alpha"](torch.cat([zf_in + za, w], -1)),
         }
 
+    def combine(self, parts: dict) -> torch.Tensor:
+        """Model flux on the window pixels (B, n_windows): 1 - sum of absorptions."""
+        total = parts["fe"].float().clone()
+        total.index_add_(1, self.pos_c, parts["c"].float())
+        total.index_add_(1, self.pos_alpha, parts["alpha"].float())
+        return 1.0 - total
+
+    def decode(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True) -> torch.Tensor:
+        """Model flux on the union of the element windows (pixels ``win_all``)."""
+        return self.combine(self.absorption(z, w, selective))
+
     def reconstruct(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Full-length reconstruction (B, P): NaN outside all windows, decoders averaged
-        where windows overlap."""
-        out = self.decode(z, w, selective=False)
-        b = z.shape[0]
-        total = torch.zeros(b, self.npix, device=z.device)
-        count = torch.zeros(self.npix, device=z.device)
-        for g in ELEMENT_GROUPS:
-            idx = self.window(g)
-            total[:, idx] += out[g].float()
-            count[idx] += 1
-        rec = total / count.clamp_min(1)
-        rec[:, count == 0] = float("nan")
+        """Full-length reconstruction (B, P), NaN outside the element windows."""
+        rec = torch.full((z.shape[0], self.npix), float("nan"), device=z.device)
+        rec[:, self.win_all] = self.decode(z, w, selective=False)
         return rec
 
     def adversary_predict(self, z: torch.Tensor, reverse_scale: float) -> torch.Tensor:

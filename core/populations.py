@@ -122,7 +122,7 @@ def sample_labels(seed: int, idx: np.ndarray) -> pd.DataFrame:
     logg = np.clip(logg, 0.5, 5.0)
 
     # Carbon: CEMP fraction rises toward low metallicity; giants deplete C by mixing
-    p_cemp = 0.01 + 0.40 / (1.0 + np.exp(-(-feh - 2.3) / 0.35))
+    p_cemp = 0.002 + 0.40 / (1.0 + np.exp(-(-feh - 2.3) / 0.35))
     cemp = u[:, 9] < p_cemp
     cfe = 0.05 + 0.12 * g[:, 10]
     cfe += np.where(feh < -2.0, 0.15, 0.0)

@@ -29,7 +29,7 @@ class TrainOptions:
     weight_decay: float = 1e-5
     kl_weight: float = 1.0
     w_weight: float = 5.0
-    adv_weight: float = 0.1
+    adv_weight: float = 0.05
     max_stars: int = 400_000
     val_fraction: float = 0.05
     mask_prob: float = 0.5
@@ -126,16 +126,10 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     z = mu + std * torch.randn_like(std) if sample else mu
     recon = model.decode(z, w, selective=True)
     out = {}
-    npix = 0
-    total_nll = 0.0
-    for g in ELEMENT_GROUPS:
-        idx = model.window(g)
-        r = flux[:, idx] - recon[g]
-        iv = ivar[:, idx]
-        nll = 0.5 * (iv * r * r).sum(-1)
-        out[f"nll_{g}"] = nll.mean()
-        total_nll = total_nll + nll
-        npix += idx.numel()
+    idx = model.win_all
+    npix = idx.numel()
+    r = flux[:, idx] - recon
+    total_nll = 0.5 * (ivar[:, idx] * r * r).sum(-1)
     kl = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1)
     have = torch.isfinite(labels).all(-1)
     y = torch.nan_to_num(labels)
@@ -280,32 +274,28 @@ def evaluate_loss(model, data: InMemoryData, opts: TrainOptions, device) -> dict
 
 @torch.no_grad()
 def orient_axes(model: DisentangledVAE) -> None:
-    """Flip each chemical axis so that its decoder's absorption deepens as z grows.
+    """Orient the latent space so that the iron decoder's absorption deepens as z_fe grows.
 
-    Label-free: more of an element means deeper lines in its windows. Flipping rewrites the
-    encoder's mean layer and the decoders' input weights, so the model is unchanged otherwise.
+    Label-free: more metals mean deeper lines. The carbon and alpha decoders see
+    z_fe + z_x, so the three axes flip together; flipping rewrites the encoder's mean layer,
+    the adversary's input and the decoders' first layers, leaving the model unchanged
+    otherwise.
     """
     device = next(model.parameters()).device
     z = torch.zeros(256, 3, device=device)
     w = torch.randn(256, model.config.n_w, device=device)
-    signs = []
-    for a, g in enumerate(ELEMENT_GROUPS):
-        zp, zm = z.clone(), z.clone()
-        zp[:, a] += 0.5
-        zm[:, a] -= 0.5
-        depth_p = 1 - model.decode(zp, w, selective=False)[g]
-        depth_m = 1 - model.decode(zm, w, selective=False)[g]
-        signs.append(1.0 if float((depth_p - depth_m).mean()) >= 0 else -1.0)
-    s = torch.tensor(signs, device=device)
-    model.mu.weight.mul_(s[:, None])
-    model.mu.bias.mul_(s)
-    model.adversary[0].weight.mul_(s[None, :])
-    # decoder inputs: fe [z_fe, w], c [z_fe, z_c, w], alpha [z_fe, z_c, z_alpha, w]
-    for g, axes in (("fe", [0]), ("c", [0, 1]), ("alpha", [0, 1, 2])):
-        lin = model.decoders[g][0]
-        for col, a in enumerate(axes):
-            lin.weight[:, col] *= s[a]
-    model.config.orientation = [float(a * b) for a, b in zip(model.config.orientation, signs)]
+    zp, zm = z.clone(), z.clone()
+    zp[:, 0] += 0.5
+    zm[:, 0] -= 0.5
+    deeper = float((model.absorption(zp, w)["fe"] - model.absorption(zm, w)["fe"]).mean())
+    sign = 1.0 if deeper >= 0 else -1.0
+    if sign < 0:
+        model.mu.weight.mul_(-1.0)
+        model.mu.bias.mul_(-1.0)
+        model.adversary[0].weight.mul_(-1.0)
+        for g in ELEMENT_GROUPS:
+            model.decoders[g][0].weight[:, 0] *= -1.0
+    model.config.orientation = [o * sign for o in model.config.orientation]
 
 
 def _save_checkpoint(ck: Path, model, opt, sched, epoch: int, history: list) -> None:
@@ -318,7 +308,8 @@ def _save_checkpoint(ck: Path, model, opt, sched, epoch: int, history: list) -> 
     save_file(tensors, str(tmp))
     tmp.replace(ck / "state.safetensors")
     js = ck / "state.json.tmp"
-    js.write_text(json.dumps({"epoch": epoch, "history": history, "skeleton": skel}, default=float))
+    js.write_text(json.dumps({"epoch": epoch, "history": history, "skeleton": skel,
+                              "config": model.config.to_dict()}, default=float))
     js.replace(ck / "state.json")
 
 

@@ -1,0 +1,74 @@
+"""``chemlatent evaluate DIR [--model MODEL_DIR] --json``: the model's science metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+HELP = "score a model's latents against a survey's truth labels (a survey it was not trained on)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("dir", help="survey directory with truth labels")
+    p.add_argument("--model", default=None, help="model directory (default: the bundled model)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plots", default=None, help="directory for figures (default DIR/evaluation/MODEL)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--allow-training-survey", action="store_true",
+                   help="evaluate even if this is the model's training survey (numbers are then biased)")
+
+
+def _clean(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    return obj
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from chemlatent.calibration import load_calibration
+    from chemlatent.errors import ChemlatentError
+    from chemlatent.evaluation import evaluate, plot_evaluation
+    from chemlatent.inference import encode_survey
+    from chemlatent.modelio import load_config, load_model
+    from chemlatent.store import Survey
+    from chemlatent.training import pick_device
+
+    survey = Survey(args.dir)
+    model_dir, cfg = load_config(args.model)
+    trained_on = (cfg.get("training") or {}).get("survey")
+    if trained_on and Path(trained_on).resolve() == survey.path.resolve() and not args.allow_training_survey:
+        raise ChemlatentError(f"{survey.path} is the survey this model was trained on; evaluate on "
+                              "a fresh survey (chemlatent generate ... --seed OTHER)")
+    name = cfg.get("name") or model_dir.name
+    lat_path = survey.latents_path(name)
+    if not lat_path.exists():
+        device = pick_device(args.device)
+        model = load_model(model_dir, device=str(device))
+        encode_survey(survey, model, device=str(device))
+    latents = pd.read_parquet(lat_path)
+    cal = load_calibration(model_dir)
+    metrics = evaluate(latents, survey.catalog, cal)
+    metrics["model"] = name
+    metrics["survey"] = str(survey.path)
+    plots = plot_evaluation(latents, survey.catalog, cal,
+                            Path(args.plots) if args.plots else survey.path / "evaluation" / name)
+    metrics["plots"] = [str(p) for p in plots]
+    metrics = _clean(metrics)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        r = metrics["pearson_r"]
+        print(f"r(z_fe,[Fe/H]) {r['fe_h']:.3f}  r(z_c,[C/Fe]) {r['c_fe']:.3f}  "
+              f"r(z_alpha,[alpha/Fe]) {r['alpha_fe']:.3f}")
+        lk = metrics["leakage_r2"]
+        print(f"excess leakage R^2: Teff {lk['teff']:.3f}, logg {lk['logg']:.3f}")
+        for k, v in metrics["flags"].items():
+            print(f"{k}: precision {v['precision']}, recall {v['recall']}")
+        print("plots: " + ", ".join(metrics["plots"]))
+    return 0
