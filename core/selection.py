@@ -1,0 +1,203 @@
+"""Selections on a 2-D map of stars: box, lasso and tap, as boolean masks over all stars.
+
+Everything here is plain NumPy/Numba and knows nothing of the GUI: the dashboard passes the
+geometry it receives from its streams (a box's bounds, a lasso's vertices, a click
+position with the visible ranges) and gets back a mask or a row index. That keeps a lasso
+over millions of points fast (a bounding-box prefilter and a compiled even-odd
+point-in-polygon test; the GUI library's own lasso on datashaded points is far slower).
+
+Summaries (:func:`selection_summary`, :func:`compare_histograms`) describe a selection
+against the whole survey for the dashboard's side panels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+MODES: tuple[str, ...] = ("replace", "add", "subtract", "intersect")
+
+
+def _as_float(a) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    return a
+
+
+def box_mask(x, y, bounds) -> np.ndarray:
+    """Stars with ``x0 <= x <= x1`` and ``y0 <= y <= y1``; ``bounds = (x0, y0, x1, y1)``.
+
+    The corners may come in any order; NaN coordinates are never selected.
+    """
+    x, y = _as_float(x), _as_float(y)
+    x0, y0, x1, y1 = (float(b) for b in bounds)
+    x0, x1 = min(x0, x1), max(x0, x1)
+    y0, y1 = min(y0, y1), max(y0, y1)
+    m = x >= x0
+    m &= x <= x1
+    m &= y >= y0
+    m &= y <= y1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _pip(x, y, idx, px, py, out):  # pragma: no cover - compiled
+    n = px.shape[0]
+    for k in range(idx.shape[0]):
+        i = idx[k]
+        xi = x[i]
+        yi = y[i]
+        inside = False
+        j = n - 1
+        for m in range(n):
+            ym, yj = py[m], py[j]
+            if (ym > yi) != (yj > yi):
+                xc = px[m] + (yi - ym) * (px[j] - px[m]) / (yj - ym)
+                if xi < xc:
+                    inside = not inside
+            j = m
+        out[i] = inside
+
+
+def polygon_mask(x, y, xs, ys) -> np.ndarray:
+    """Stars inside the polygon with vertices ``(xs, ys)`` (even-odd rule, so a lasso that
+    crosses itself selects what a user sees as enclosed). Fewer than 3 vertices: nothing.
+    """
+    x, y = _as_float(x), _as_float(y)
+    px = np.asarray(xs, dtype=np.float64).ravel()
+    py = np.asarray(ys, dtype=np.float64).ravel()
+    ok = np.isfinite(px) & np.isfinite(py)
+    px, py = px[ok], py[ok]
+    out = np.zeros(x.shape, bool)
+    if px.size < 3:
+        return out
+    cand = box_mask(x, y, (px.min(), py.min(), px.max(), py.max()))
+    idx = np.flatnonzero(cand)
+    if idx.size:
+        _pip(x.astype(np.float64, copy=False), y.astype(np.float64, copy=False),
+             idx.astype(np.int64), px, py, out)
+    return out
+
+
+def lasso_mask(x, y, geometry) -> np.ndarray:
+    """Mask from a lasso geometry: an (n, 2) array of vertices (HoloViews ``Lasso``)."""
+    g = np.asarray(geometry, dtype=np.float64)
+    if g.ndim != 2 or g.shape[1] != 2:
+        return np.zeros(np.shape(x), bool)
+    return polygon_mask(x, y, g[:, 0], g[:, 1])
+
+
+def combine(old: np.ndarray | None, new: np.ndarray, mode: str = "replace") -> np.ndarray:
+    """Merge a new selection into the current one (replace, add, subtract, intersect)."""
+    if mode not in MODES:
+        raise ValueError(f"selection mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if old is None or mode == "replace":
+        return new.copy()
+    if mode == "add":
+        return old | new
+    if mode == "subtract":
+        return old & ~new
+    return old & new
+
+
+def nearest_index(x, y, px: float, py: float, x_range=None, y_range=None,
+                  max_distance: float | None = 0.03) -> int | None:
+    """Row of the star nearest to the click ``(px, py)`` in screen-normalised units.
+
+    Distances are measured after dividing each axis by its visible span (``x_range``,
+    ``y_range``: (lo, hi); default the data's span), so a click picks what looks nearest
+    whatever the axes' units. ``max_distance`` (a fraction of the view, None = any) keeps a
+    click in empty space from picking a far-away star. Returns None when nothing is close.
+    """
+    x, y = _as_float(x), _as_float(y)
+    if x.size == 0 or not (np.isfinite(px) and np.isfinite(py)):
+        return None
+
+    def span(v, r):
+        if r is not None and all(np.isfinite(r)) and r[1] != r[0]:
+            return abs(float(r[1]) - float(r[0]))
+        fin = v[np.isfinite(v)]
+        s = float(fin.max() - fin.min()) if fin.size else 1.0
+        return s if s > 0 else 1.0
+
+    sx, sy = span(x, x_range), span(y, y_range)
+    if max_distance is not None:  # prefilter to the neighbourhood: cheap on millions
+        cand = box_mask(x, y, (px - max_distance * sx, py - max_distance * sy,
+                               px + max_distance * sx, py + max_distance * sy))
+        idx = np.flatnonzero(cand)
+    else:
+        idx = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+    if idx.size == 0:
+        return None
+    d2 = ((x[idx] - px) / sx) ** 2 + ((y[idx] - py) / sy) ** 2
+    k = int(np.argmin(d2))
+    if max_distance is not None and d2[k] > max_distance ** 2:
+        return None
+    return int(idx[k])
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+@dataclass
+class HistogramPair:
+    """Histograms of one column for the selection and for all stars (same bins)."""
+
+    column: str
+    edges: np.ndarray
+    selected: np.ndarray
+    total: np.ndarray
+
+    @property
+    def centers(self) -> np.ndarray:
+        return 0.5 * (self.edges[1:] + self.edges[:-1])
+
+    def normalised(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both histograms as densities (each integrates to 1; zeros when empty)."""
+        w = np.diff(self.edges)
+        out = []
+        for h in (self.selected, self.total):
+            s = h.sum()
+            out.append(h / (s * w) if s > 0 else np.zeros_like(w))
+        return out[0], out[1]
+
+
+def compare_histograms(values, mask: np.ndarray, bins: int = 40, column: str = "",
+                       clip: tuple[float, float] = (0.5, 99.5)) -> HistogramPair | None:
+    """Histogram a column for the selection and for all stars over the same range
+    (percentile-clipped so a few outliers do not squash the plot). None if no finite value."""
+    v = np.asarray(values, dtype=np.float64)
+    fin = np.isfinite(v)
+    if not fin.any():
+        return None
+    lo, hi = np.percentile(v[fin], clip)
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    total, _ = np.histogram(np.clip(v[fin], lo, hi), edges)
+    sel = fin & np.asarray(mask, bool)
+    selected, _ = np.histogram(np.clip(v[sel], lo, hi), edges)
+    return HistogramPair(column, edges, selected, total)
+
+
+def selection_summary(frame, mask: np.ndarray, columns=("snr", "chi2", "score", "fe_h", "c_fe",
+                                                       "alpha_fe", "teff_pred", "logg_pred")) -> dict:
+    """Count and per-column median/16th/84th percentiles of the selection (columns present)."""
+    mask = np.asarray(mask, bool)
+    n = int(np.count_nonzero(mask))
+    out = {"n_selected": n, "n_total": int(mask.size), "columns": {}}
+    if n == 0:
+        return out
+    for c in columns:
+        if c not in frame.columns:
+            continue
+        v = np.asarray(frame[c].to_numpy()[mask], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if v.size:
+            p16, p50, p84 = np.percentile(v, [16, 50, 84])
+            out["columns"][c] = {"median": float(p50), "p16": float(p16), "p84": float(p84),
+                                 "n": int(v.size)}
+    return out
