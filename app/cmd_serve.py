@@ -1,0 +1,37 @@
+"""``chemlatent serve DIR [--port P] [--address 127.0.0.1] [--model MODEL_DIR] [--no-show]``."""
+
+from __future__ import annotations
+
+import sys
+
+from .options import positive_int
+
+HELP = "serve the interactive explorer (latent map, spectra, thresholds, candidates) for a survey"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("dir", help="survey directory (with latents/ from chemlatent encode)")
+    p.add_argument("--port", type=positive_int, default=5006, help="port (default 5006)")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--model", default=None,
+                   help="model directory or name (default: the one named by the latents file)")
+    p.add_argument("--db", default=None,
+                   help="annotations database (SQLAlchemy URL; default DIR/annotations.sqlite)")
+    p.add_argument("--who", default=None, help="name recorded with verdicts (default: login name)")
+    p.add_argument("--no-show", action="store_true", help="do not open a browser")
+
+
+def run(args) -> int:
+    from chemlatent.session import SurveyData
+
+    print(f"chemlatent serve: loading {args.dir} ...", file=sys.stderr)
+    data = SurveyData(args.dir, args.model, db=args.db, who=args.who)
+    for note in data.notes:
+        print(f"chemlatent serve: note: {note}", file=sys.stderr)
+    from .dashboard import serve
+
+    print(f"chemlatent serve: {data.n:,} stars loaded in {data.load_seconds:.1f} s; "
+          f"open http://{args.address}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    serve(data, port=args.port, address=args.address, show=not args.no_show)
+    return 0

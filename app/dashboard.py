@@ -1,0 +1,514 @@
+"""The Panel dashboard: a thin view over :class:`chemlatent.session.ExplorerState`.
+
+``make_app(data)`` builds one browser session's page (its own ``ExplorerState`` over the
+shared :class:`chemlatent.session.SurveyData`); ``serve(data, ...)`` serves it with
+``pn.serve({'/': ...})`` so every session gets fresh state. The numbers (masks, nearest
+star, rule counts, spectra, exports) all come from core; this module only draws and wires
+widgets and HoloViews streams to the state.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from functools import partial
+
+import datashader as ds
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+from holoviews.operation.datashader import dynspread, rasterize
+
+from chemlatent.session import ExplorerState, SurveyData
+from chemlatent.spectrum_view import GROUP_COLORS, GROUP_LABELS, key_lines, window_spans, zoom_choices
+
+log = logging.getLogger("chemlatent.dashboard")
+hv.extension("bokeh", logo=False)
+
+LABELS = {"z_fe": "z_Fe", "z_c": "z_C", "z_alpha": "z_alpha", "w_0": "w_0 (Teff)", "w_1": "w_1 (logg)",
+          "teff_pred": "predicted Teff (K)", "logg_pred": "predicted log g", "fe_h": "[Fe/H] (truth)",
+          "c_fe": "[C/Fe] (truth)", "alpha_fe": "[alpha/Fe] (truth)", "teff": "Teff (truth)",
+          "logg": "log g (truth)", "snr": "S/N", "chi2": "reconstruction chi2",
+          "score": "anomaly score (Mahalanobis d2)", "s_c_cond": "z_C sigma at its z_Fe",
+          "s_alpha_cond": "z_alpha sigma at its z_Fe", "density": "density", "flagged": "flagged"}
+HOVER_COLUMNS = ("star_id", "snr", "teff_pred", "logg_pred")
+MAP_SIZE = (620, 520)
+SPEC_WIDTH = 660
+PLAIN_OVERLAY_MAX = 20000  # more overlay points than this are rasterized too
+
+
+def warm_up(data: SurveyData) -> None:
+    """Compile datashader's aggregation once (the first call costs ~1-2 s)."""
+    f = data.frame
+    cvs = ds.Canvas(plot_width=50, plot_height=50)
+    cvs.points(f.iloc[: min(len(f), 2000)], "z_fe", "z_c", agg=ds.count())
+    cvs.points(f.iloc[: min(len(f), 2000)], "z_fe", "z_c", agg=ds.mean("snr" if "snr" in f else "z_fe"))
+
+
+class Dashboard:
+    """One session's widgets and plots."""
+
+    def __init__(self, data: SurveyData, state: ExplorerState | None = None) -> None:
+        self.data = data
+        self.state = state or ExplorerState(data)
+        st = self.state
+        self._busy = threading.Lock()
+        # -- controls ------------------------------------------------------
+        self.w_x = pn.widgets.Select.from_param(st.param.x_axis, name="x axis", width=140)
+        self.w_y = pn.widgets.Select.from_param(st.param.y_axis, name="y axis", width=140)
+        self.w_color = pn.widgets.Select.from_param(st.param.color_by, name="colour", width=140)
+        self.w_mode = pn.widgets.RadioButtonGroup.from_param(st.param.selection_mode, button_type="light")
+        self.b_clear = pn.widgets.Button(name="Clear selection", button_type="default")
+        self.b_clear.on_click(lambda e: st.clear_selection())
+        self.w_preset = pn.widgets.Select.from_param(st.param.preset, name="rule preset", width=140)
+        self.w_unit = pn.widgets.RadioButtonGroup.from_param(st.param.unit, button_type="light")
+        self.s_elem_sigma = self._throttled_slider("element_sigma", "element cut (sigma at its z_Fe)")
+        self.s_fe_sigma = self._throttled_slider("fe_sigma", "metal-poor: z_Fe below median by (sigma)")
+        self.s_elem_dex = self._throttled_slider("element_dex", "element cut (dex)")
+        self.s_fe_dex = self._throttled_slider("fe_dex", "[Fe/H] below (dex)")
+        self.counts_md = pn.pane.Markdown(self._counts_text(), name="flag counts", width=300)
+        self.message = pn.pane.Markdown("", name="status", css_classes=["cl-status"])
+        # -- map -----------------------------------------------------------
+        self.map_pane = pn.pane.HoloViews(self._build_map(), width=MAP_SIZE[0], height=MAP_SIZE[1] + 40,
+                                          linked_axes=False, css_classes=["cl-map"])
+        self.sel_md = pn.pane.Markdown(self._selection_text(), name="selection")
+        self.hist_pane = pn.pane.HoloViews(self._histograms(), height=190)
+        # -- spectrum -------------------------------------------------------
+        self.w_zoom = pn.widgets.Select(name="zoom to", options=list(zoom_choices(data.windows)), width=260)
+        self.w_star = pn.widgets.IntInput(name="star_id", value=st.picked, width=120)
+        self.spec_info = pn.pane.Markdown("Click a star on the map (tap tool) to see its spectrum.")
+        self.spec_pane = pn.pane.HoloViews(self._spectrum_plot(), height=470, width=SPEC_WIDTH + 20,
+                                           css_classes=["cl-spectrum"])
+        self.b_stack = pn.widgets.Button(name="Stack selection vs similar Teff/logg", button_type="primary")
+        self.b_stack.on_click(self._on_stack)
+        self.stack_pane = pn.pane.HoloViews(hv.Curve([]).opts(height=10), height=380,
+                                            sizing_mode="stretch_width", visible=False)
+        self.stack_info = pn.pane.Markdown("")
+        # -- candidates ------------------------------------------------------
+        self.w_source = pn.widgets.RadioButtonGroup.from_param(st.param.table_source, button_type="light")
+        self.table = pn.widgets.Tabulator(self._table_frame(), pagination="remote", page_size=st.page_size,
+                                          selectable="checkbox", disabled=True, show_index=False,
+                                          sizing_mode="stretch_width", height=560, name="candidates")
+        self.table.on_click(self._on_table_click)
+        self.w_note = pn.widgets.TextInput(name="note", placeholder="optional note", width=260)
+        self.b_accept = pn.widgets.Button(name="Accept", button_type="success")
+        self.b_reject = pn.widgets.Button(name="Reject", button_type="danger")
+        self.b_cand = pn.widgets.Button(name="Mark candidate", button_type="default")
+        self.b_note = pn.widgets.Button(name="Save note", button_type="default")
+        for b, v in ((self.b_accept, "accepted"), (self.b_reject, "rejected"), (self.b_cand, "candidate"),
+                     (self.b_note, None)):
+            b.on_click(partial(self._on_verdict, v))
+        self.w_format = pn.widgets.Select.from_param(st.param.export_format, name="format", width=110)
+        self.download = pn.widgets.FileDownload(callback=self._export_callback, filename=st.export_filename(),
+                                                button_type="primary", label="Download table", width=220)
+        self.b_samp = pn.widgets.Button(name="Send to TOPCAT (SAMP)", button_type="default")
+        self.b_samp.on_click(self._on_samp)
+        # -- wiring ------------------------------------------------------------
+        st.param.watch(self._on_axes, ["x_axis", "y_axis", "color_by"])
+        st.param.watch(self._on_selection, ["selection_version"])
+        st.param.watch(self._on_flags, ["flag_version"])
+        st.param.watch(self._on_unit, ["unit", "preset"])
+        st.param.watch(self._on_pick, ["picked"])
+        st.param.watch(self._on_table_source, ["table_source", "annotation_version"])
+        st.param.watch(self._on_message, ["message"])
+        st.param.watch(lambda e: setattr(self.download, "filename", st.export_filename()),
+                       ["export_format", "table_source", "preset"])
+        self.w_zoom.param.watch(lambda e: self._refresh_spectrum(), "value")
+        self.w_star.param.watch(self._on_star_input, "value")
+        self._on_unit()
+        if st.picked is not None:
+            self._on_pick()
+
+    # ------------------------------------------------------------------ helpers
+    def _throttled_slider(self, name: str, label: str) -> pn.widgets.FloatSlider:
+        p = self.state.param[name]
+        lo, hi = p.bounds
+        s = pn.widgets.FloatSlider(name=label, start=lo, end=hi, step=p.step or 0.1,
+                                   value=getattr(self.state, name), width=280)
+        s.param.watch(lambda e: setattr(self.state, name, e.new), "value_throttled")
+        self.state.param.watch(lambda e: setattr(s, "value", e.new), name)
+        return s
+
+    def _on_message(self, *_):
+        self.message.object = f"**{self.state.message}**" if self.state.message else ""
+
+    # ------------------------------------------------------------------ map
+    def _map_frame(self) -> pd.DataFrame:
+        st, f = self.state, self.data.frame
+        cols = list(dict.fromkeys([st.x_axis, st.y_axis, *[c for c in HOVER_COLUMNS if c in f]]))
+        c = st.color_by
+        if c not in ("density", "flagged") and c not in cols:
+            cols.append(c)
+        df = f[cols]
+        if c == "flagged":
+            df = df.assign(flagged=st.flagged.astype(np.float32))
+        return df
+
+    def _build_map(self):
+        st = self.state
+        x, y, c = st.x_axis, st.y_axis, st.color_by
+        df = self._map_frame()
+        vd = [d for d in df.columns if d not in (x, y)]
+        kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
+        pts = hv.Points(df, kd, vd)
+        if c == "density":
+            agg, cmap, cnorm = ds.count(), "fire", "eq_hist"
+        elif c == "flagged":
+            agg, cmap, cnorm = ds.max("flagged"), ["#bbbbbb", "#d62728"], "linear"
+        else:
+            agg, cmap, cnorm = ds.mean(c), "viridis", "eq_hist"
+        raster = rasterize(pts, aggregator=agg, selector=ds.first("star_id"))
+        base = dynspread(raster, threshold=0.6, max_px=3).opts(
+            cmap=cmap, cnorm=cnorm, colorbar=True, clabel=LABELS.get(c, c),
+            tools=["hover", "box_select", "lasso_select", "tap"],
+            active_tools=["box_select", "wheel_zoom", "tap"],
+            width=MAP_SIZE[0], height=MAP_SIZE[1], xlabel=LABELS.get(x, x), ylabel=LABELS.get(y, y),
+            title=f"{self.data.n:,} stars", default_tools=["pan", "wheel_zoom", "reset", "save"])
+        self._streams = []
+        bounds = hv.streams.BoundsXY(source=base)
+        bounds.add_subscriber(self._on_box)
+        lasso = hv.streams.Lasso(source=base)
+        lasso.add_subscriber(self._on_lasso)
+        tap = hv.streams.Tap(source=base)
+        tap.add_subscriber(self._on_tap)
+        self._range = hv.streams.RangeXY(source=base)
+        self._streams = [bounds, lasso, tap, self._range]
+        flagged = hv.DynamicMap(self._flag_overlay, streams=[hv.streams.Params(st, ["flag_version"])])
+        selected = hv.DynamicMap(self._sel_overlay, streams=[hv.streams.Params(st, ["selection_version"])])
+        picked = hv.DynamicMap(self._pick_overlay, streams=[hv.streams.Params(st, ["picked"])])
+        return (base * selected * flagged * picked).opts(hv.opts.Overlay(legend_position="bottom_left"))
+
+    def _subset_points(self, mask: np.ndarray, label: str, color: str, size: int, marker="circle"):
+        st = self.state
+        x, y = st.x_axis, st.y_axis
+        kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
+        idx = np.flatnonzero(mask)
+        df = self.data.frame.iloc[idx][list(dict.fromkeys([x, y, "star_id"]))]
+        pts = hv.Points(df, kd, ["star_id"] if "star_id" not in (x, y) else [], label=label)
+        if idx.size <= PLAIN_OVERLAY_MAX:
+            return pts.opts(color=color, size=size, marker=marker, alpha=0.8, line_color=None,
+                            fill_alpha=0.7 if marker != "x" else 1.0)
+        return dynspread(rasterize(pts, aggregator=ds.any()).opts(cmap=[color], alpha=0.6), threshold=0.5)
+
+    def _flag_overlay(self, flag_version=0):
+        return self._subset_points(self.state.flagged, "flagged", "#d62728", 5)
+
+    def _sel_overlay(self, selection_version=0):
+        return self._subset_points(self.state.selected, "selected", "#17becf", 3)
+
+    def _pick_overlay(self, picked=None):
+        st = self.state
+        mask = np.zeros(self.data.n, bool)
+        if picked is not None:
+            i = self.data.index_of(picked)
+            if i is not None:
+                mask[i] = True
+        return self._subset_points(mask, "picked", "#ffdd00", 14, marker="star").opts(line_color="black",
+                                                                                      line_width=1.5) \
+            if mask.any() else hv.Points([], [st.x_axis, st.y_axis], label="picked")
+
+    def _on_axes(self, *_):
+        self.map_pane.object = self._build_map()
+        self.hist_pane.object = self._histograms()
+
+    def _on_box(self, bounds=None, **_):
+        if bounds is None:
+            return
+        self.state.select_box(bounds)
+
+    def _on_lasso(self, geometry=None, **_):
+        if geometry is None or len(geometry) < 3:
+            return
+        self.state.select_lasso(np.asarray(geometry))
+
+    def _on_tap(self, x=None, y=None, **_):
+        if x is None or y is None:
+            return
+        xr = self._range.x_range if self._range is not None else None
+        yr = self._range.y_range if self._range is not None else None
+        self.state.pick_at(x, y, xr, yr)
+
+    # ------------------------------------------------------------------ selection
+    def _selection_text(self) -> str:
+        st = self.state
+        s = st.selection_summary()
+        lines = [f"**Selection: {s['n_selected']:,} of {s['n_total']:,} stars**", ""]
+        if s["n_selected"]:
+            for c, v in s["columns"].items():
+                lines.append(f"- {LABELS.get(c, c)}: median {v['median']:.3g} "
+                             f"(16-84%: {v['p16']:.3g} to {v['p84']:.3g})")
+        else:
+            lines.append("Drag a box (box select) or draw a lasso on the map.")
+        return "\n".join(lines)
+
+    def _histograms(self):
+        hists = self.state.selection_histograms()
+        plots = []
+        for c, h in hists.items():
+            sel, tot = h.normalised()
+            el = hv.Histogram((h.edges, tot), kdims=[hv.Dimension(c, label=LABELS.get(c, c))],
+                              vdims=["density"], label="all").opts(color="#bbbbbb", line_color=None)
+            if h.selected.sum():
+                el = el * hv.Histogram((h.edges, sel), kdims=[c], vdims=["density"], label="selected").opts(
+                    color="#17becf", alpha=0.6, line_color=None)
+            plots.append(el.opts(width=230, height=170, show_legend=False, toolbar=None, yaxis=None,
+                                 title=""))
+        if not plots:
+            return hv.Div("no columns to histogram")
+        return hv.Layout(plots).cols(len(plots)).opts(shared_axes=False)
+
+    def _on_selection(self, *_):
+        self.sel_md.object = self._selection_text()
+        self.hist_pane.object = self._histograms()
+        if self.state.table_source != "flagged":
+            self._refresh_table()
+
+    # ------------------------------------------------------------------ thresholds
+    def _on_unit(self, *_):
+        st = self.state
+        dex = st.unit == "dex"
+        self.s_elem_sigma.visible = self.s_fe_sigma.visible = not dex and st.preset != "none"
+        self.s_elem_dex.visible = self.s_fe_dex.visible = dex and st.preset != "none"
+
+    def _counts_text(self) -> str:
+        st = self.state
+        c = st.counts_summary()
+        if st.rule is None:
+            return "No rule: choose a preset to flag stars."
+        lines = [f"**{c['n_flagged']:,} flagged** of {c['n_stars']:,}",
+                 f"expected by chance: {c['expected']:,.1f}", f"`{c['rule']}`"]
+        if "precision" in c:
+            lines.append(f"precision {c['precision']:.3f}, recall {c['recall']:.3f} "
+                         f"({c['n_true']:,} true by the labels)")
+        return "\n\n".join(lines)
+
+    def _on_flags(self, *_):
+        self.counts_md.object = self._counts_text()
+        if self.state.table_source != "selection":
+            self._refresh_table()
+        if self.state.color_by == "flagged":
+            self.map_pane.object = self._build_map()
+
+    # ------------------------------------------------------------------ spectrum
+    def _on_star_input(self, event):
+        if event.new is not None and event.new != self.state.picked:
+            try:
+                self.state.pick_star(event.new)
+            except Exception as exc:  # unknown star id
+                self.state.message = str(exc)
+
+    def _on_pick(self, *_):
+        self.w_star.value = self.state.picked
+        self._refresh_spectrum()
+
+    def _refresh_spectrum(self):
+        self.spec_pane.loading = True
+        try:
+            self.spec_pane.object = self._spectrum_plot()
+        finally:
+            self.spec_pane.loading = False
+
+    def _spectrum_plot(self):
+        st = self.state
+        if st.picked is None:
+            return hv.Curve([], "wavelength", "flux").opts(height=420, width=SPEC_WIDTH,
+                                                           title="no star picked")
+        try:
+            spec = st.picked_spectrum()
+        except Exception as exc:
+            st.message = f"cannot show star {st.picked}: {exc}"
+            return hv.Curve([], "wavelength", "flux").opts(height=420, width=SPEC_WIDTH)
+        wave = spec.wave
+        wdim = hv.Dimension("wave", label="vacuum wavelength (A)")
+        fdim = hv.Dimension("flux", label="normalised flux")
+        band = hv.Area((wave, spec.flux - spec.sigma, spec.flux + spec.sigma), wdim,
+                       ["lo", "hi"], label="1 sigma").opts(color="#999999", alpha=0.35, line_alpha=0)
+        obs = hv.Curve((wave, spec.flux), wdim, fdim, label="observed").opts(color="black", line_width=1)
+        over = band * obs
+        spans = window_spans(self.data.windows)
+        for g, sub in spans.groupby("group", sort=False):
+            over = over * hv.VSpans(sub[["lo", "hi"]].to_numpy(), kdims=["lo", "hi"],
+                                    label=f"{GROUP_LABELS[g]} windows").opts(
+                color=GROUP_COLORS[g], alpha=0.15)
+        if spec.model is not None:
+            over = over * hv.Curve((wave, spec.model), wdim, fdim, label="model").opts(
+                color="#d62728", line_width=1.3)
+        lines = key_lines(float(wave[0]), float(wave[-1]))
+        ymax = float(np.nanpercentile(spec.flux, 99.5)) if np.isfinite(spec.flux).any() else 1.2
+        if len(lines):
+            over = over * hv.VLines(lines["wave"].to_numpy()).opts(color="#555555", line_dash="dotted",
+                                                                 line_width=1)
+            first = lines.groupby("label", sort=False)["wave"].min().reset_index()
+            over = over * hv.Labels((first["wave"], np.full(len(first), ymax * 1.08), first["label"]),
+                                    [wdim, fdim], "label").opts(text_font_size="8pt", text_color="#333333",
+                                                                angle=90, text_align="right")
+        lab = spans.groupby("group", sort=False).first().reset_index()
+        over = over * hv.Labels(((lab["lo"] + lab["hi"]) / 2, np.full(len(lab), ymax * 1.15),
+                                 [GROUP_LABELS[g] for g in lab["group"]]), [wdim, fdim], "label").opts(
+            text_font_size="9pt", text_color="#444444")
+        zr = zoom_choices(self.data.windows).get(self.w_zoom.value) if hasattr(self, "w_zoom") else None
+        xlim = zr if zr is not None else (float(wave[0]), float(wave[-1]))
+        info = st.picked_info()
+        title = (f"star {spec.star_id}: Teff_pred {info.get('teff_pred', np.nan):.0f} K, "
+                 f"logg_pred {info.get('logg_pred', np.nan):.2f}, chi2 {spec.info.get('chi2', np.nan):.2f}")
+        top = over.opts(hv.opts.Overlay(title=title, height=300, width=SPEC_WIDTH, xlim=xlim,
+                                        ylim=(max(-0.1, float(np.nanmin(spec.flux)) - 0.05), ymax * 1.2),
+                                        legend_position="bottom_right", show_legend=True))
+        res = hv.Curve((wave, spec.residual), wdim, hv.Dimension("residual", label="obs - model")).opts(
+            color="#d62728", line_width=1)
+        res = (hv.Area((wave, -spec.sigma, spec.sigma), wdim, ["lo", "hi"]).opts(
+            color="#999999", alpha=0.3, line_alpha=0) * res * hv.HLine(0).opts(color="black", line_width=0.5)
+        ).opts(hv.opts.Overlay(height=140, width=SPEC_WIDTH, xlim=xlim, show_legend=False))
+        if hasattr(self, "spec_info"):
+            shaded = ", ".join(f"<span style='color:{GROUP_COLORS[g]}'>{GROUP_LABELS[g]}</span>"
+                               for g in GROUP_LABELS)
+            self.spec_info.object = (f"**star {spec.star_id}** (survey row {spec.row}); windows shaded: "
+                                     + shaded
+                                     + ("" if spec.model is not None else f"; {self.data.model_note}"))
+        return (top + res).cols(1).opts(shared_axes=True)
+
+    def _on_stack(self, *_):
+        st = self.state
+        if st.n_selected == 0:
+            st.message = "select stars first (box or lasso on the map)"
+            return
+        self.b_stack.loading = True
+        self.stack_pane.loading = True
+        try:
+            sel, ctrl = st.selection_stacks()
+            wdim = hv.Dimension("wave", label="vacuum wavelength (A)")
+            a = hv.Curve((sel.wave, sel.mean), wdim, "mean flux", label=f"selection ({sel.n_stars})").opts(
+                color="#17becf", line_width=1.2)
+            b = hv.Curve((ctrl.wave, ctrl.mean), wdim, "mean flux",
+                         label=f"survey at similar Teff/logg ({ctrl.n_stars})").opts(color="black",
+                                                                                     line_width=1)
+            d = hv.Curve((sel.wave, sel.mean - ctrl.mean), wdim, "selection - survey").opts(color="#d62728")
+            zr = zoom_choices(self.data.windows).get(self.w_zoom.value)
+            xlim = zr if zr is not None else (float(sel.wave[0]), float(sel.wave[-1]))
+            self.stack_pane.object = ((a * b).opts(height=240, width=2 * SPEC_WIDTH, xlim=xlim,
+                                                   legend_position="bottom_right")
+                                      + d.opts(height=120, width=2 * SPEC_WIDTH, xlim=xlim)).cols(1)
+            self.stack_pane.visible = True
+            self.stack_info.object = (f"Mean of {sel.n_stars} selected stars vs {ctrl.n_stars} unselected "
+                                      "stars drawn from the same predicted Teff/logg cells.")
+        finally:
+            self.b_stack.loading = False
+            self.stack_pane.loading = False
+
+    # ------------------------------------------------------------------ candidates
+    def _table_frame(self) -> pd.DataFrame:
+        return self.state.candidates()
+
+    def _refresh_table(self):
+        self.table.value = self._table_frame()
+
+    def _on_table_source(self, *_):
+        self._refresh_table()
+
+    def _on_table_click(self, event):
+        try:
+            sid = int(self.table.value["star_id"].iloc[event.row])
+        except (IndexError, KeyError, TypeError, ValueError):
+            return
+        self.state.pick_star(sid)
+
+    def _target_ids(self) -> np.ndarray:
+        rows = self.table.selection
+        if rows:
+            return self.table.value["star_id"].iloc[rows].to_numpy(np.int64)
+        if self.state.picked is not None:
+            return np.array([self.state.picked], np.int64)
+        return np.zeros(0, np.int64)
+
+    def _on_verdict(self, verdict, *_):
+        ids = self._target_ids()
+        note = self.w_note.value or ""
+        if verdict is None:  # "save note": keep each star's verdict, change the note
+            cur = self.state.verdicts(ids) if ids.size else pd.DataFrame(columns=["star_id", "verdict"])
+            by = dict(zip(cur["star_id"], cur["verdict"]))
+            for v in ("candidate", "accepted", "rejected"):
+                sub = [s for s in ids if by.get(int(s), "candidate") == v]
+                if sub:
+                    self.state.annotate(sub, v, note)
+            if not ids.size:
+                self.state.annotate(ids, "candidate", note)
+            return
+        self.state.annotate(ids, verdict, note)
+
+    def _export_callback(self):
+        name, data = self.state.export()
+        self.download.filename = name
+        return io.BytesIO(data)
+
+    def _on_samp(self, *_):
+        self.b_samp.loading = True
+        try:
+            self.state.send_samp()
+        finally:
+            self.b_samp.loading = False
+
+    # ------------------------------------------------------------------ layout
+    def sidebar(self):
+        return [
+            pn.pane.Markdown(f"**Survey** `{self.data.path.name}`: {self.data.n:,} stars  \n"
+                             f"**Model** `{self.data.model_name}`"
+                             + ("  \n*calibrated (dex available)*" if self.data.calibration else "")),
+            pn.pane.Markdown("#### Latent map"), pn.Row(self.w_x, self.w_y), self.w_color,
+            pn.pane.Markdown("Selection mode"), self.w_mode, self.b_clear,
+            pn.layout.Divider(),
+            pn.pane.Markdown("#### Thresholds"), self.w_preset, self.w_unit,
+            self.s_elem_sigma, self.s_fe_sigma, self.s_elem_dex, self.s_fe_dex, self.counts_md,
+            pn.layout.Divider(), self.message,
+        ]
+
+    def main(self):
+        spectrum = pn.Column(pn.Row(self.w_star, self.w_zoom), self.spec_info, self.spec_pane,
+                             sizing_mode="stretch_width")
+        explore = pn.Column(pn.Row(self.map_pane, spectrum, sizing_mode="stretch_width"),
+                            pn.Row(pn.Column(self.sel_md, width=340), self.hist_pane),
+                            pn.Row(self.b_stack), self.stack_info, self.stack_pane,
+                            sizing_mode="stretch_width", name="Explore")
+        cands = pn.Column(
+            pn.Row(pn.pane.Markdown("Show"), self.w_source),
+            pn.Row(self.b_accept, self.b_reject, self.b_cand, self.w_note, self.b_note),
+            pn.pane.Markdown("Verdicts apply to the ticked rows, or to the picked star when no row "
+                             "is ticked. Click a row to show its spectrum."),
+            self.table,
+            pn.Row(self.w_format, self.download, self.b_samp),
+            sizing_mode="stretch_width", name="Candidates")
+        reinf = pn.Column(pn.pane.Markdown(
+            "### Re-inference\nRe-encoding a selection on a GPU from the browser comes later. "
+            "For now run `chemlatent encode DIR --ids FILE` on the command line."), name="Re-inference")
+        return [pn.Tabs(explore, cands, reinf, dynamic=False, sizing_mode="stretch_width")]
+
+
+def make_app(data: SurveyData, **state_params):
+    """One session's page (called by the server for each browser session)."""
+    pn.extension("tabulator", notifications=False)
+    state = ExplorerState(data, **state_params)
+    if pn.state.location is not None:
+        try:
+            query = {k: v for k, v in (pn.state.location.query_params or {}).items()}
+            state.apply_url_state(query)
+            pn.state.location.sync(state, {k: k for k in state.URL_PARAMS})
+        except Exception as exc:  # a bad URL must not break the page
+            log.warning("URL state ignored: %s", exc)
+    dash = Dashboard(data, state)
+    tmpl = pn.template.BootstrapTemplate(title="chemlatent explorer", sidebar=dash.sidebar(),
+                                         main=dash.main(), sidebar_width=330)
+    tmpl._dashboard = dash  # for tests and scripts
+    return tmpl
+
+
+def serve(data: SurveyData, *, port: int = 5006, address: str = "127.0.0.1", show: bool = True,
+          threaded: bool = False, **kwargs):
+    """Serve the dashboard; each browser session gets its own state."""
+    warm_up(data)
+    origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+    def app():  # a plain function: Panel calls it once per browser session
+        return make_app(data)
+
+    return pn.serve({"/": app}, port=port, address=address, show=show,
+                    threaded=threaded, websocket_origin=origins, title="chemlatent explorer", **kwargs)
