@@ -34,8 +34,9 @@ LABELS = {"z_fe": "z_Fe", "z_c": "z_C", "z_alpha": "z_alpha", "w_0": "w_0 (Teff)
           "score": "anomaly score (Mahalanobis d2)", "s_c_cond": "z_C sigma at its z_Fe",
           "s_alpha_cond": "z_alpha sigma at its z_Fe", "density": "density", "flagged": "flagged"}
 HOVER_COLUMNS = ("star_id", "snr", "teff_pred", "logg_pred")
-MAP_SIZE = (620, 520)
-SPEC_WIDTH = 660
+MAP_SIZE = (560, 480)
+SPEC_WIDTH = 560
+LEGEND_OPTS = {"label_text_font_size": "8pt", "glyph_height": 12, "spacing": 0, "padding": 3}
 PLAIN_OVERLAY_MAX = 20000  # more overlay points than this are rasterized too
 
 
@@ -79,12 +80,14 @@ class Dashboard:
         self.w_zoom = pn.widgets.Select(name="zoom to", options=list(zoom_choices(data.windows)), width=260)
         self.w_star = pn.widgets.IntInput(name="star_id", value=st.picked, width=120)
         self.spec_info = pn.pane.Markdown("Click a star on the map (tap tool) to see its spectrum.")
-        self.spec_pane = pn.pane.HoloViews(self._spectrum_plot(), height=470, width=SPEC_WIDTH + 20,
+        top, res = self._spectrum_plot()
+        self.spec_pane = pn.pane.HoloViews(top, height=310, width=SPEC_WIDTH + 10, linked_axes=False,
                                            css_classes=["cl-spectrum"])
+        self.res_pane = pn.pane.HoloViews(res, height=150, width=SPEC_WIDTH + 10, linked_axes=False)
         self.b_stack = pn.widgets.Button(name="Stack selection vs similar Teff/logg", button_type="primary")
         self.b_stack.on_click(self._on_stack)
-        self.stack_pane = pn.pane.HoloViews(hv.Curve([]).opts(height=10), height=380,
-                                            sizing_mode="stretch_width", visible=False)
+        self.stack_pane = pn.pane.HoloViews(hv.Curve([]).opts(height=10), height=250, visible=False)
+        self.stack_diff_pane = pn.pane.HoloViews(hv.Curve([]).opts(height=10), height=130, visible=False)
         self.stack_info = pn.pane.Markdown("")
         # -- candidates ------------------------------------------------------
         self.w_source = pn.widgets.RadioButtonGroup.from_param(st.param.table_source, button_type="light")
@@ -306,30 +309,30 @@ class Dashboard:
     def _refresh_spectrum(self):
         self.spec_pane.loading = True
         try:
-            self.spec_pane.object = self._spectrum_plot()
+            self.spec_pane.object, self.res_pane.object = self._spectrum_plot()
         finally:
             self.spec_pane.loading = False
 
     def _spectrum_plot(self):
         st = self.state
         if st.picked is None:
-            return hv.Curve([], "wavelength", "flux").opts(height=420, width=SPEC_WIDTH,
-                                                           title="no star picked")
+            return self._empty_spectrum("no star picked")
         try:
             spec = st.picked_spectrum()
         except Exception as exc:
             st.message = f"cannot show star {st.picked}: {exc}"
-            return hv.Curve([], "wavelength", "flux").opts(height=420, width=SPEC_WIDTH)
+            return self._empty_spectrum(f"star {st.picked}: no spectrum")
         wave = spec.wave
         wdim = hv.Dimension("wave", label="vacuum wavelength (A)")
         fdim = hv.Dimension("flux", label="normalised flux")
         band = hv.Area((wave, spec.flux - spec.sigma, spec.flux + spec.sigma), wdim,
-                       ["lo", "hi"], label="1 sigma").opts(color="#999999", alpha=0.35, line_alpha=0)
+                       ["flux_lo", "flux_hi"], label="1 sigma").opts(color="#999999", alpha=0.35,
+                                                                     line_alpha=0)
         obs = hv.Curve((wave, spec.flux), wdim, fdim, label="observed").opts(color="black", line_width=1)
         over = band * obs
         spans = window_spans(self.data.windows)
         for g, sub in spans.groupby("group", sort=False):
-            over = over * hv.VSpans(sub[["lo", "hi"]].to_numpy(), kdims=["lo", "hi"],
+            over = over * hv.VSpans(sub[["lo", "hi"]].to_numpy(), kdims=["win_lo", "win_hi"],
                                     label=f"{GROUP_LABELS[g]} windows").opts(
                 color=GROUP_COLORS[g], alpha=0.15)
         if spec.model is not None:
@@ -355,19 +358,29 @@ class Dashboard:
                  f"logg_pred {info.get('logg_pred', np.nan):.2f}, chi2 {spec.info.get('chi2', np.nan):.2f}")
         top = over.opts(hv.opts.Overlay(title=title, height=300, width=SPEC_WIDTH, xlim=xlim,
                                         ylim=(max(-0.1, float(np.nanmin(spec.flux)) - 0.05), ymax * 1.2),
-                                        legend_position="bottom_right", show_legend=True))
+                                        legend_position="bottom_right", show_legend=True,
+                                        ylabel="normalised flux", legend_opts=LEGEND_OPTS))
         res = hv.Curve((wave, spec.residual), wdim, hv.Dimension("residual", label="obs - model")).opts(
             color="#d62728", line_width=1)
-        res = (hv.Area((wave, -spec.sigma, spec.sigma), wdim, ["lo", "hi"]).opts(
+        res = (hv.Area((wave, -spec.sigma, spec.sigma), wdim, ["res_lo", "res_hi"]).opts(
             color="#999999", alpha=0.3, line_alpha=0) * res * hv.HLine(0).opts(color="black", line_width=0.5)
-        ).opts(hv.opts.Overlay(height=140, width=SPEC_WIDTH, xlim=xlim, show_legend=False))
+        ).opts(hv.opts.Overlay(height=140, width=SPEC_WIDTH, xlim=xlim, show_legend=False,
+                               ylabel="obs - model"))
         if hasattr(self, "spec_info"):
             shaded = ", ".join(f"<span style='color:{GROUP_COLORS[g]}'>{GROUP_LABELS[g]}</span>"
                                for g in GROUP_LABELS)
             self.spec_info.object = (f"**star {spec.star_id}** (survey row {spec.row}); windows shaded: "
                                      + shaded
                                      + ("" if spec.model is not None else f"; {self.data.model_note}"))
-        return (top + res).cols(1).opts(shared_axes=True)
+        return top, res
+
+    @staticmethod
+    def _empty_spectrum(title: str):
+        top = hv.Curve([], hv.Dimension("wave", label="vacuum wavelength (A)"), "flux").opts(
+            height=300, width=SPEC_WIDTH, title=title)
+        res = hv.Curve([], hv.Dimension("wave", label="vacuum wavelength (A)"), "residual").opts(
+            height=140, width=SPEC_WIDTH)
+        return top, res
 
     def _on_stack(self, *_):
         st = self.state
@@ -387,10 +400,10 @@ class Dashboard:
             d = hv.Curve((sel.wave, sel.mean - ctrl.mean), wdim, "selection - survey").opts(color="#d62728")
             zr = zoom_choices(self.data.windows).get(self.w_zoom.value)
             xlim = zr if zr is not None else (float(sel.wave[0]), float(sel.wave[-1]))
-            self.stack_pane.object = ((a * b).opts(height=240, width=2 * SPEC_WIDTH, xlim=xlim,
-                                                   legend_position="bottom_right")
-                                      + d.opts(height=120, width=2 * SPEC_WIDTH, xlim=xlim)).cols(1)
-            self.stack_pane.visible = True
+            self.stack_pane.object = (a * b).opts(height=240, width=2 * SPEC_WIDTH, xlim=xlim,
+                                                  legend_position="bottom_right")
+            self.stack_diff_pane.object = d.opts(height=120, width=2 * SPEC_WIDTH, xlim=xlim)
+            self.stack_pane.visible = self.stack_diff_pane.visible = True
             self.stack_info.object = (f"Mean of {sel.n_stars} selected stars vs {ctrl.n_stars} unselected "
                                       "stars drawn from the same predicted Teff/logg cells.")
         finally:
@@ -464,11 +477,11 @@ class Dashboard:
         ]
 
     def main(self):
-        spectrum = pn.Column(pn.Row(self.w_star, self.w_zoom), self.spec_info, self.spec_pane,
+        spectrum = pn.Column(pn.Row(self.w_star, self.w_zoom), self.spec_info, self.spec_pane, self.res_pane,
                              sizing_mode="stretch_width")
         explore = pn.Column(pn.Row(self.map_pane, spectrum, sizing_mode="stretch_width"),
                             pn.Row(pn.Column(self.sel_md, width=340), self.hist_pane),
-                            pn.Row(self.b_stack), self.stack_info, self.stack_pane,
+                            pn.Row(self.b_stack), self.stack_info, self.stack_pane, self.stack_diff_pane,
                             sizing_mode="stretch_width", name="Explore")
         cands = pn.Column(
             pn.Row(pn.pane.Markdown("Show"), self.w_source),
