@@ -6,6 +6,15 @@ The fit is robust: least squares iterated with clipping of residuals beyond ``cl
 the robust scatter (1.4826 * MAD), on the stars that have the reference column. The
 reference is the synthetic truth in the catalog or an external table already merged into it.
 
+Optional Teff/logg zero point (``gauge``): a self-supervised latent is identifiable only up
+to a function of the nuisance parameters (adding g(Teff, logg) to z_fe changes nothing the
+decoders can see), and the adversary/KL push it toward independence from Teff/logg, which a
+real population does not have (metal-poor giants are warmer...). When reference abundances
+exist, the calibration can therefore also fit a smooth quadratic zero point in the model's
+predicted Teff and logg: ``dex = intercept + slope * (z + sum_k gauge_k f_k(teff_pred,
+logg_pred))``. ``corrected_latents`` applies it, so thresholds stay scalar in latent units
+and every rule, score and export works on the corrected axes unchanged.
+
 Stored as ``MODEL_DIR/calibration.json``::
 
     {"axes": {"fe": {"target": "fe_h", "slope": a, "intercept": b, "scatter": s, "n": n,
@@ -41,6 +50,7 @@ class AxisCalibration:
     n: int
     source: str = ""
     fitted: str = ""
+    gauge: list[float] | None = None  # coefficients of GAUGE_FEATURES, latent units
 
     def to_dex(self, z: np.ndarray | float) -> np.ndarray | float:
         return self.intercept + self.slope * np.asarray(z)
@@ -70,14 +80,33 @@ class Calibration:
     def to_dex(self, axis: str, z: np.ndarray | float) -> np.ndarray | float:
         return self.axis(axis).to_dex(z)
 
+    @property
+    def has_gauge(self) -> bool:
+        return any(a.gauge for a in self.axes.values())
+
+    def corrected_latents(self, latents: pd.DataFrame) -> pd.DataFrame:
+        """Latents with each calibrated axis shifted by its Teff/logg zero point (a copy).
+
+        Returns the frame itself when the calibration has no zero-point terms."""
+        if not self.has_gauge:
+            return latents
+        feats = gauge_features(latents)
+        out = latents.copy()
+        for axis, cal in self.axes.items():
+            if cal.gauge:
+                out[f"z_{axis}"] = (np.asarray(latents[f"z_{axis}"], np.float64)
+                                    + feats @ np.asarray(cal.gauge)).astype(np.float32)
+        return out
+
     def to_latent(self, axis: str, dex: np.ndarray | float) -> np.ndarray | float:
         return self.axis(axis).to_latent(dex)
 
     def dex_columns(self, latents: pd.DataFrame) -> pd.DataFrame:
         """``<target>_cal`` and ``<target>_cal_err`` (= |slope| * z_std) for each axis."""
         out = {}
+        latents_c = self.corrected_latents(latents)
         for axis, cal in self.axes.items():
-            z = np.asarray(latents[f"z_{axis}"], dtype=np.float64)
+            z = np.asarray(latents_c[f"z_{axis}"], dtype=np.float64)
             out[f"{cal.target}_cal"] = cal.to_dex(z).astype(np.float32)
             std_col = f"z_{axis}_std"
             if std_col in latents.columns:
@@ -100,6 +129,7 @@ class Calibration:
                     intercept=float(c["intercept"]), scatter=float(c.get("scatter", float("nan"))),
                     n=int(c.get("n", 0)), source=str(c.get("source", "")),
                     fitted=str(c.get("fitted", "")),
+                    gauge=[float(v) for v in c["gauge"]] if c.get("gauge") else None,
                 )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ChemlatentError(f"calibration is malformed ({exc})") from None
@@ -127,6 +157,45 @@ def load_calibration(model_dir: str | Path | None) -> Calibration | None:
     except (OSError, ValueError) as exc:
         raise ChemlatentError(f"{path} is not valid JSON ({exc})") from None
     return Calibration.from_dict(data)
+
+
+GAUGE_FEATURES = ("t", "g", "t2", "tg", "g2")
+
+
+def gauge_features(latents: pd.DataFrame) -> np.ndarray:
+    """(n, 5) smooth functions of the predicted Teff and logg: t, g, t^2, t g, g^2 with
+    t = (teff_pred - 5000) / 1000 and g = logg_pred - 3."""
+    for col in ("teff_pred", "logg_pred"):
+        if col not in latents.columns:
+            raise ChemlatentError(f"the latents have no {col} column, needed by this calibration")
+    t = (np.asarray(latents["teff_pred"], np.float64) - 5000.0) / 1000.0
+    g = np.asarray(latents["logg_pred"], np.float64) - 3.0
+    return np.stack([t, g, t * t, t * g, g * g], axis=1)
+
+
+def robust_gauge_fit(z: np.ndarray, feats: np.ndarray, y: np.ndarray, clip: float = 3.0,
+                     max_iter: int = 20) -> tuple[float, float, np.ndarray, float, int]:
+    """Clipped least squares y = b + a (z + feats @ c): (slope a, intercept b, c, scatter, n)."""
+    keep = np.isfinite(z) & np.isfinite(y) & np.isfinite(feats).all(1)
+    if keep.sum() < 20:
+        raise ChemlatentError(
+            f"need at least 20 reference stars for a Teff/logg zero point, got {keep.sum()}")
+    design = np.column_stack([np.ones_like(z), z, feats])
+    coef = np.zeros(design.shape[1])
+    scatter = float("nan")
+    for _ in range(max_iter):
+        coef, *_ = np.linalg.lstsq(design[keep], y[keep], rcond=None)
+        resid = y - design @ coef
+        r = resid[keep]
+        scatter = max(float(np.median(np.abs(r - np.median(r)))) * MAD_TO_SIGMA, 1e-12)
+        new = np.isfinite(resid) & (np.abs(resid) <= clip * scatter)
+        if new.sum() < 20 or np.array_equal(new, keep):
+            break
+        keep = new
+    intercept, slope = float(coef[0]), float(coef[1])
+    if slope == 0:
+        raise ChemlatentError("the latent axis has no slope against the reference: cannot calibrate")
+    return slope, intercept, coef[2:] / slope, scatter, int(keep.sum())
 
 
 def robust_line(x: np.ndarray, y: np.ndarray, clip: float = 3.0, max_iter: int = 20
@@ -159,6 +228,7 @@ def fit_calibration(
     *,
     source: str = "catalog truth labels",
     clip: float = 3.0,
+    gauge: bool = False,
 ) -> Calibration:
     """Fit dex = intercept + slope * z per axis against reference columns of ``catalog``.
 
@@ -179,7 +249,10 @@ def fit_calibration(
             "attach reference abundances first (chemlatent labels DIR TABLE)"
         )
     ref = catalog[["star_id", *present.values()]]
-    merged = latents[["star_id", *[f"z_{a}" for a in present]]].merge(ref, on="star_id", how="inner")
+    keep_cols = ["star_id", *[f"z_{a}" for a in present]]
+    if gauge:
+        keep_cols += ["teff_pred", "logg_pred"]
+    merged = latents[keep_cols].merge(ref, on="star_id", how="inner")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     axes = {}
     for axis, col in present.items():
@@ -188,9 +261,16 @@ def fit_calibration(
         n_ref = int((np.isfinite(x) & np.isfinite(y)).sum())
         if n_ref < 3:
             continue
-        slope, intercept, scatter, n_used = robust_line(x, y, clip=clip)
-        axes[axis] = AxisCalibration(col, slope, intercept, scatter, n_used,
-                                     f"{source}: column {col}, {n_ref} stars with a value", now)
+        what = f"{source}: column {col}, {n_ref} stars with a value"
+        if gauge:
+            slope, intercept, coefs, scatter, n_used = robust_gauge_fit(
+                x, gauge_features(merged), y, clip=clip)
+            axes[axis] = AxisCalibration(col, slope, intercept, scatter, n_used,
+                                         what + "; with a Teff/logg zero point", now,
+                                         [float(v) for v in coefs])
+        else:
+            slope, intercept, scatter, n_used = robust_line(x, y, clip=clip)
+            axes[axis] = AxisCalibration(col, slope, intercept, scatter, n_used, what, now)
     if not axes:
         raise ChemlatentError("no reference column has 3 or more stars with values: cannot calibrate")
     return Calibration(axes)

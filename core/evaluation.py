@@ -74,8 +74,10 @@ def evaluate(latents: pd.DataFrame, catalog: pd.DataFrame, calibration: Calibrat
     if calibration is None:
         rng = np.random.default_rng(seed)
         cal_rows = rng.random(len(df)) < calibrate_fraction
-        calibration = fit_calibration(df.loc[cal_rows, ["star_id", "z_fe", "z_c", "z_alpha"]],
-                                      df.loc[cal_rows], source="half of the evaluated survey")
+        calibration = fit_calibration(df.loc[cal_rows, ["star_id", "z_fe", "z_c", "z_alpha",
+                                                        "teff_pred", "logg_pred"]],
+                                      df.loc[cal_rows], source="half of the evaluated survey",
+                                      gauge=True)
         score_rows = ~cal_rows
         out["calibration"] = "fitted on a random half of this survey; flags scored on the other half"
     else:
@@ -93,8 +95,10 @@ def evaluate(latents: pd.DataFrame, catalog: pd.DataFrame, calibration: Calibrat
         flags[name] = {"precision": pr["precision"], "recall": pr["recall"], "f1": pr["f1"],
                        "n_flagged": int(flagged[sel].sum()), "n_true": pr["n_true"]}
     out["flags"] = flags
-    out["dex_scatter"] = {TRUTH[a]: float(np.nanstd(calibration.to_dex(a, z[:, i]) - truth[:, i]))
+    zc = calibration.corrected_latents(df)[["z_fe", "z_c", "z_alpha"]].to_numpy(np.float64)
+    out["dex_scatter"] = {TRUTH[a]: float(np.nanstd(calibration.to_dex(a, zc[:, i]) - truth[:, i]))
                           for i, a in enumerate(TRUTH) if calibration.has(a)}
+    out["pearson_r_calibrated"] = {TRUTH[a]: pearson(zc[:, i], truth[:, i]) for i, a in enumerate(TRUTH)}
     return out
 
 

@@ -549,6 +549,8 @@ class RuleEngine:
     def from_latents(cls, latents: pd.DataFrame, *, reference: Reference | None = None,
                      calibration: Calibration | None = None) -> RuleEngine:
         sid = latents["star_id"].to_numpy() if "star_id" in latents.columns else None
+        if calibration is not None:
+            latents = calibration.corrected_latents(latents)
         return cls(latent_matrix(latents), reference=reference, calibration=calibration,
                    star_id=sid)
 

@@ -29,7 +29,8 @@ class TrainOptions:
     weight_decay: float = 1e-5
     kl_weight: float = 1.0
     w_weight: float = 5.0
-    adv_weight: float = 0.05
+    adv_weight: float = 0.1
+    teacher_forcing: bool = True
     max_stars: int = 400_000
     val_fraction: float = 0.05
     mask_prob: float = 0.5
@@ -124,17 +125,20 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     mu, logvar, w = model.encode(flux, ivar if in_ivar is None else in_ivar)
     std = torch.exp(0.5 * logvar)
     z = mu + std * torch.randn_like(std) if sample else mu
-    recon = model.decode(z, w, selective=True)
+    have = torch.isfinite(labels).all(-1)
+    y = torch.nan_to_num(labels)
+    y = (y - torch.tensor(model.config.label_mean, device=y.device)) / torch.tensor(
+        model.config.label_std, device=y.device)
+    # conditional decoding: the decoders see the known Teff/logg (teacher forcing), the
+    # encoder's own prediction only where a star has no labels
+    w_dec = torch.where(have[:, None], y, w) if opts.teacher_forcing else w
+    recon = model.decode(z, w_dec, selective=True)
     out = {}
     idx = model.win_all
     npix = idx.numel()
     r = flux[:, idx] - recon
     total_nll = 0.5 * (ivar[:, idx] * r * r).sum(-1)
     kl = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1)
-    have = torch.isfinite(labels).all(-1)
-    y = torch.nan_to_num(labels)
-    y = (y - torch.tensor(model.config.label_mean, device=y.device)) / torch.tensor(
-        model.config.label_std, device=y.device)
     if have.any():
         w_mse = ((w - y) ** 2).mean(-1)[have].mean()
         adv = model.adversary_predict(mu, adv_scale)
@@ -203,6 +207,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         if not (ck / "state.json").exists():
             raise ChemlatentError(f"--resume: no checkpoint in {out}")
         start_epoch, history = _load_checkpoint(ck, model, opt, sched)
+        sched.total_steps = opts.epochs * steps_per_epoch  # --epochs may extend the schedule
         log(f"resuming from epoch {start_epoch}")
     gen = torch.Generator().manual_seed(opts.seed + start_epoch)
     amp = device.type == "cuda"

@@ -1,0 +1,194 @@
+"""The disentangled VAE: training, selective gradients, save/load, encoding, evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from chemlatent.app.cli import main
+from chemlatent.errors import ModelError
+from chemlatent.features import features_from_raw
+from chemlatent.grid import DEFAULT_GRID, WavelengthGrid, default_windows
+from chemlatent.inference import encode_survey
+from chemlatent.model import DisentangledVAE, ModelConfig
+from chemlatent.modelio import check_grid, load_model, save_model
+from chemlatent.synth import generate_survey
+from chemlatent.training import TrainOptions, orient_axes, random_stretch_mask, train
+
+TINY = dict(hidden=(32, 32, 16), max_stars=1200, batch_size=128, val_fraction=0.1)
+
+
+def _config(**kw) -> ModelConfig:
+    return ModelConfig(grid=DEFAULT_GRID.to_dict(),
+                       windows={g: [list(w) for w in ws] for g, ws in default_windows().items()},
+                       hidden=[32, 32, 16], **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_survey, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    train(tiny_survey.path, out, TrainOptions(epochs=4, **TINY), progress=False, log=lambda s: None)
+    return out
+
+
+def test_tiny_model_trains_and_loss_falls(tiny_model):
+    cfg = json.loads((tiny_model / "config.json").read_text())
+    hist = cfg["training"]["history"]
+    assert len(hist) == 4
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    assert hist[-1]["val_chi2"] < hist[0]["val_chi2"]
+    assert (tiny_model / "weights.safetensors").exists() and (tiny_model / "loss.png").exists()
+    assert not list(tiny_model.glob("*.pt"))
+
+
+def test_selective_gradient_flow():
+    torch.manual_seed(0)
+    model = DisentangledVAE(_config())
+    flux = 1 - 0.1 * torch.rand(8, DEFAULT_GRID.npix)
+    ivar = torch.full_like(flux, 100.0)
+    mu, _, w = model.encode(flux, ivar)
+    z = mu.detach().requires_grad_(True)
+    parts = model.absorption(z, w.detach(), selective=True)
+    expect_nonzero = {"fe": [0], "c": [1], "alpha": [2]}
+    for group, axes in expect_nonzero.items():
+        (grad,) = torch.autograd.grad(parts[group].pow(2).sum(), z, retain_graph=True)
+        for a in range(3):
+            if a in axes:
+                assert grad[:, a].abs().sum() > 0, (group, a)
+            else:
+                assert torch.all(grad[:, a] == 0), (group, a)
+    # the carbon decoder's loss gives zero gradient to the encoder's z_fe output
+    model.zero_grad()
+    mu, _, w = model.encode(flux, ivar)
+    mu.retain_grad()
+    model.absorption(mu, w, selective=True)["c"].pow(2).sum().backward()
+    assert torch.all(mu.grad[:, 0] == 0) and torch.all(mu.grad[:, 2] == 0)
+    assert mu.grad[:, 1].abs().sum() > 0
+
+
+def test_save_load_round_trip(tmp_path):
+    model = DisentangledVAE(_config()).eval()
+    save_model(model, tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    flux = 1 - 0.1 * torch.rand(4, DEFAULT_GRID.npix)
+    ivar = torch.full_like(flux, 50.0)
+    with torch.no_grad():
+        a = model.encode(flux, ivar)
+        b = again.encode(flux, ivar)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y)
+
+
+def test_pickles_are_refused(tmp_path):
+    bad = tmp_path / "model.pt"
+    torch.save({"a": torch.zeros(1)}, bad)
+    with pytest.raises(ModelError, match="refused"):
+        load_model(bad)
+    (tmp_path / "dir").mkdir()
+    torch.save({"a": torch.zeros(1)}, tmp_path / "dir" / "weights.pt")
+    with pytest.raises(ModelError, match="pickles are refused"):
+        load_model(tmp_path / "dir")
+
+
+def test_grid_mismatch_is_a_clear_error(tmp_path, tiny_survey, capsys):
+    other = WavelengthGrid(loglam0=3.6, dloglam=1e-4, npix=4000)
+    cfg = _config()
+    cfg.grid = other.to_dict()
+    model = DisentangledVAE(cfg)
+    with pytest.raises(ModelError, match="does not match the survey grid"):
+        check_grid(model, tiny_survey.grid)
+    save_model(model, tmp_path / "other")
+    assert main(["encode", str(tiny_survey.path), "--model", str(tmp_path / "other"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not match" in err[0]
+
+
+def test_numba_features_match_the_model(tiny_survey):
+    model = DisentangledVAE(_config())
+    c = tiny_survey.read(0, 64)
+    ref = model.features(torch.from_numpy(c.flux), torch.from_numpy(c.ivar)).numpy()
+    raw = np.asarray(tiny_survey._flux[0:64])
+    fast = features_from_raw(raw, mask=np.asarray(tiny_survey._mask[0:64]),
+                             scale=tiny_survey._ivar_scale[0:64], profile=tiny_survey._ivar_profile)
+    np.testing.assert_allclose(fast, ref, atol=1e-5)
+    full = features_from_raw(raw, ivar=c.ivar)
+    np.testing.assert_allclose(full, ref, atol=1e-5)
+
+
+def test_orientation_makes_iron_absorption_grow_with_z_fe():
+    torch.manual_seed(3)
+    model = DisentangledVAE(_config())
+    with torch.no_grad():
+        model.decoders["fe"][-1].weight.mul_(-1)  # make absorption fall with z_fe
+    orient_axes(model)
+    z0 = torch.zeros(64, 3)
+    z1 = z0.clone()
+    z1[:, 0] = 1.0
+    w = torch.randn(64, 2)
+    with torch.no_grad():
+        d = model.absorption(z1, w)["fe"] - model.absorption(z0, w)["fe"]
+    assert float(d.mean()) > 0
+
+
+def test_random_stretches_cover_ends_and_gaps():
+    gen = torch.Generator().manual_seed(0)
+    m = random_stretch_mask(300, 1000, 1.0, gen)
+    assert m.any(1).all()
+    assert m[:, 0].any() and m[:, -1].any()
+    frac = m.float().mean(1)
+    assert float(frac.max()) < 0.3
+
+
+def test_resume_continues_from_checkpoint(tiny_survey, tmp_path):
+    out = tmp_path / "m"
+    train(tiny_survey.path, out, TrainOptions(epochs=1, **TINY), progress=False, log=lambda s: None)
+    train(tiny_survey.path, out, TrainOptions(epochs=2, **TINY), resume=True, progress=False,
+          log=lambda s: None)
+    hist = json.loads((out / "config.json").read_text())["training"]["history"]
+    assert [h["epoch"] for h in hist] == [1, 2]
+
+
+def test_encode_writes_complete_latents(tiny_survey, tiny_model, tmp_path):
+    model = load_model(tiny_model)
+    out = encode_survey(tiny_survey, model, out_path=tmp_path / "lat.parquet", chunk=512)
+    lat = pd.read_parquet(out)
+    assert len(lat) == tiny_survey.n_stars
+    assert (lat["star_id"].to_numpy() == tiny_survey.catalog["star_id"].to_numpy()).all()
+    for col in ("z_fe", "z_c", "z_alpha", "z_fe_std", "w_0", "w_1", "teff_pred", "logg_pred", "chi2", "run"):
+        assert col in lat.columns and lat[col].notna().all()
+    assert (lat["z_fe_std"] > 0).all()
+    with pytest.raises(Exception, match="already exists"):
+        encode_survey(tiny_survey, model, out_path=out)
+
+
+def test_masked_pixels_do_not_bias_the_encoding(tiny_survey, tiny_model):
+    """Zeroing ivar where flux is garbage gives the same latents as clean flux there."""
+    model = load_model(tiny_model)
+    c = tiny_survey.read(0, 32)
+    flux, ivar = torch.from_numpy(c.flux), torch.from_numpy(c.ivar)
+    ivar2 = ivar.clone()
+    ivar2[:, 1000:1100] = 0
+    garbage = flux.clone()
+    garbage[:, 1000:1100] = 50.0
+    with torch.no_grad():
+        a = model.encode(flux, ivar2)[0]
+        b = model.encode(garbage, ivar2)[0]
+    torch.testing.assert_close(a, b)
+
+
+def test_evaluate_command(tiny_survey, tiny_model, tmp_path, capsys):
+    assert main(["evaluate", str(tiny_survey.path), "--model", str(tiny_model), "--json"]) == 2
+    assert "trained on" in capsys.readouterr().err
+    other = generate_survey(tmp_path / "other", 800, seed=99, progress=False)
+    assert main(["evaluate", str(other.path), "--model", str(tiny_model), "--json", "--device", "cpu"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["pearson_r"]) == {"fe_h", "c_fe", "alpha_fe"}
+    assert set(res["leakage_r2"]) == {"teff", "logg"}
+    assert set(res["flags"]) == {"cemp", "apmp"}
+    assert all(set(v) >= {"precision", "recall"} for v in res["flags"].values())
+    assert res["n_stars"] == 800
