@@ -1,0 +1,37 @@
+"""``chemlatent bench [--stars N] --json``: measure the speed targets on this machine."""
+
+from __future__ import annotations
+
+import json
+
+from .options import positive_int
+
+HELP = "measure generator, store, encoder and rule speeds on this machine"
+PARTS = ["generate", "store", "encode", "rules"]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--stars", type=positive_int, default=100_000,
+                   help="survey size to generate (default 100k)")
+    p.add_argument("--model", default=None, help="model directory (default: the bundled model)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument("--workdir", default=None, help="where to put the temporary survey (default: system temp)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    from chemlatent.bench import run_benchmarks
+    from chemlatent.errors import ChemlatentError
+
+    only = [p.strip() for p in args.only.split(",") if p.strip()]
+    bad = [p for p in only if p not in PARTS]
+    if bad:
+        raise ChemlatentError(f"unknown benchmark {bad[0]!r}: choose from {', '.join(PARTS)}")
+    res = run_benchmarks(args.stars, args.model, args.workdir, args.device, only)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k}: {v}")
+    return 0
