@@ -57,14 +57,14 @@ class Dashboard:
         st = self.state
         self._busy = threading.Lock()
         # -- controls ------------------------------------------------------
-        self.w_x = pn.widgets.Select.from_param(st.param.x_axis, name="x axis", width=140)
-        self.w_y = pn.widgets.Select.from_param(st.param.y_axis, name="y axis", width=140)
-        self.w_color = pn.widgets.Select.from_param(st.param.color_by, name="colour", width=140)
-        self.w_mode = pn.widgets.RadioButtonGroup.from_param(st.param.selection_mode, button_type="light")
-        self.b_clear = pn.widgets.Button(name="Clear selection", button_type="default")
+        self.w_x = pn.widgets.Select.from_param(st.param.x_axis, label="x axis", width=140)
+        self.w_y = pn.widgets.Select.from_param(st.param.y_axis, label="y axis", width=140)
+        self.w_color = pn.widgets.Select.from_param(st.param.color_by, label="colour", width=140)
+        self.w_mode = pn.widgets.RadioButtonGroup.from_param(st.param.selection_mode, color="light")
+        self.b_clear = pn.widgets.Button(label="Clear selection", color="default")
         self.b_clear.on_click(lambda e: st.clear_selection())
-        self.w_preset = pn.widgets.Select.from_param(st.param.preset, name="rule preset", width=140)
-        self.w_unit = pn.widgets.RadioButtonGroup.from_param(st.param.unit, button_type="light")
+        self.w_preset = pn.widgets.Select.from_param(st.param.preset, label="rule preset", width=140)
+        self.w_unit = pn.widgets.RadioButtonGroup.from_param(st.param.unit, color="light")
         self.s_elem_sigma = self._throttled_slider("element_sigma", "element cut (sigma at its z_Fe)")
         self.s_fe_sigma = self._throttled_slider("fe_sigma", "metal-poor: z_Fe below median by (sigma)")
         self.s_elem_dex = self._throttled_slider("element_dex", "element cut (dex)")
@@ -77,36 +77,36 @@ class Dashboard:
         self.sel_md = pn.pane.Markdown(self._selection_text(), name="selection")
         self.hist_pane = pn.pane.HoloViews(self._histograms(), height=190)
         # -- spectrum -------------------------------------------------------
-        self.w_zoom = pn.widgets.Select(name="zoom to", options=list(zoom_choices(data.windows)), width=260)
-        self.w_star = pn.widgets.IntInput(name="star_id", value=st.picked, width=120)
+        self.w_zoom = pn.widgets.Select(label="zoom to", options=list(zoom_choices(data.windows)), width=260)
+        self.w_star = pn.widgets.IntInput(label="star_id", value=st.picked, width=120)
         self.spec_info = pn.pane.Markdown("Click a star on the map (tap tool) to see its spectrum.")
         top, res = self._spectrum_plot()
         self.spec_pane = pn.pane.HoloViews(top, height=310, width=SPEC_WIDTH + 10, linked_axes=False,
                                            css_classes=["cl-spectrum"])
         self.res_pane = pn.pane.HoloViews(res, height=150, width=SPEC_WIDTH + 10, linked_axes=False)
-        self.b_stack = pn.widgets.Button(name="Stack selection vs similar Teff/logg", button_type="primary")
+        self.b_stack = pn.widgets.Button(label="Stack selection vs similar Teff/logg", color="primary")
         self.b_stack.on_click(self._on_stack)
         self.stack_pane = pn.pane.HoloViews(hv.Curve([]).opts(height=10), height=250, visible=False)
         self.stack_diff_pane = pn.pane.HoloViews(hv.Curve([]).opts(height=10), height=130, visible=False)
         self.stack_info = pn.pane.Markdown("")
         # -- candidates ------------------------------------------------------
-        self.w_source = pn.widgets.RadioButtonGroup.from_param(st.param.table_source, button_type="light")
+        self.w_source = pn.widgets.RadioButtonGroup.from_param(st.param.table_source, color="light")
         self.table = pn.widgets.Tabulator(self._table_frame(), pagination="remote", page_size=st.page_size,
                                           selectable="checkbox", disabled=True, show_index=False,
-                                          sizing_mode="stretch_width", height=560, name="candidates")
+                                          sizing_mode="stretch_width", height=560)
         self.table.on_click(self._on_table_click)
-        self.w_note = pn.widgets.TextInput(name="note", placeholder="optional note", width=260)
-        self.b_accept = pn.widgets.Button(name="Accept", button_type="success")
-        self.b_reject = pn.widgets.Button(name="Reject", button_type="danger")
-        self.b_cand = pn.widgets.Button(name="Mark candidate", button_type="default")
-        self.b_note = pn.widgets.Button(name="Save note", button_type="default")
+        self.w_note = pn.widgets.TextInput(label="note", placeholder="optional note", width=260)
+        self.b_accept = pn.widgets.Button(label="Accept", color="success")
+        self.b_reject = pn.widgets.Button(label="Reject", color="danger")
+        self.b_cand = pn.widgets.Button(label="Mark candidate", color="default")
+        self.b_note = pn.widgets.Button(label="Save note", color="default")
         for b, v in ((self.b_accept, "accepted"), (self.b_reject, "rejected"), (self.b_cand, "candidate"),
                      (self.b_note, None)):
             b.on_click(partial(self._on_verdict, v))
-        self.w_format = pn.widgets.Select.from_param(st.param.export_format, name="format", width=110)
+        self.w_format = pn.widgets.Select.from_param(st.param.export_format, label="format", width=110)
         self.download = pn.widgets.FileDownload(callback=self._export_callback, filename=st.export_filename(),
-                                                button_type="primary", label="Download table", width=220)
-        self.b_samp = pn.widgets.Button(name="Send to TOPCAT (SAMP)", button_type="default")
+                                                color="primary", label="Download table", width=220)
+        self.b_samp = pn.widgets.Button(label="Send to TOPCAT (SAMP)", color="default")
         self.b_samp.on_click(self._on_samp)
         # -- wiring ------------------------------------------------------------
         st.param.watch(self._on_axes, ["x_axis", "y_axis", "color_by"])
@@ -128,7 +128,7 @@ class Dashboard:
     def _throttled_slider(self, name: str, label: str) -> pn.widgets.FloatSlider:
         p = self.state.param[name]
         lo, hi = p.bounds
-        s = pn.widgets.FloatSlider(name=label, start=lo, end=hi, step=p.step or 0.1,
+        s = pn.widgets.FloatSlider(label=label, start=lo, end=hi, step=p.step or 0.1,
                                    value=getattr(self.state, name), width=280)
         s.param.watch(lambda e: setattr(self.state, name, e.new), "value_throttled")
         self.state.param.watch(lambda e: setattr(s, "value", e.new), name)

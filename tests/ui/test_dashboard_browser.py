@@ -1,0 +1,215 @@
+"""Browser tests of the dashboard: a real Chromium (playwright) against ``pn.serve``.
+
+A 3,000-star survey and a tiny model are made once per session in a temporary directory.
+Run with ``pytest -m browser tests/ui``; skipped when playwright or /usr/bin/chromium is
+missing. Panel renders into shadow DOM: locators and ``get_by_text`` pierce it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+TIMEOUT = 90_000  # ms: the machine may be busy
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium (apt-get install -y chromium)")
+    from chemlatent.inference import encode_survey
+    from chemlatent.modelio import load_model
+    from chemlatent.session import SurveyData
+    from chemlatent.synth import generate_survey
+    from chemlatent.training import TrainOptions, train
+
+    root = tmp_path_factory.mktemp("ui")
+    survey = generate_survey(root / "survey", 3000, seed=5, chunk=512, progress=False)
+    train(survey.path, root / "model", TrainOptions(epochs=1, hidden=(32, 32, 16), device="cpu",
+                                                    batch_size=256), progress=False)
+    encode_survey(survey, load_model(root / "model"))
+    data = SurveyData(survey.path, db=str(root / "ann.sqlite"), who="ui-test")
+
+    import panel as pn
+
+    from chemlatent.app import dashboard
+
+    apps = []
+
+    def app():
+        tmpl = dashboard.make_app(data)
+        apps.append(tmpl._dashboard)
+        return tmpl
+
+    dashboard.warm_up(data)
+    port = _free_port()
+    server = pn.serve({"/": app}, port=port, address="127.0.0.1", show=False, threaded=True,
+                      websocket_origin=[f"127.0.0.1:{port}", f"localhost:{port}"])
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield {"url": f"http://127.0.0.1:{port}/", "apps": apps, "data": data, "root": root}
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser(served):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, served):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(served["url"])
+    pg.get_by_text("Selection: 0 of 3,000 stars").first.wait_for()
+    pg.wait_for_timeout(1500)
+    yield pg
+    ctx.close()
+    assert not errors, errors
+
+
+def _wait_until(fn, timeout=60.0, step=0.25):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(step)
+    return fn()
+
+
+def _image(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def _map_box(pg):
+    box = pg.locator(".cl-map").first.bounding_box()
+    assert box and box["width"] > 300
+    return box
+
+
+def test_page_loads_and_map_renders(page):
+    _map_box(page)
+    img = _image(page.locator(".cl-map").first.screenshot())
+    # datashaded points in colour, not a blank canvas: many non-grey, non-white pixels
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    coloured = (np.abs(r - g) > 40) | (np.abs(g - b) > 40)
+    assert coloured.sum() > 2000
+    assert page.get_by_text("3,000 stars").count() >= 1
+    assert page.get_by_text("Re-inference").count() >= 1
+
+
+def test_box_drag_changes_selected_count(page, served):
+    box = _map_box(page)
+    x0, y0 = box["x"] + box["width"] * 0.15, box["y"] + box["height"] * 0.15
+    x1, y1 = box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.85
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=10)
+    page.mouse.up()
+    loc = page.get_by_text(re.compile(r"Selection: [1-9][\d,]* of 3,000 stars"))
+    loc.first.wait_for()
+    n = int(re.search(r"Selection: ([\d,]+)", loc.first.text_content()).group(1).replace(",", ""))
+    assert 0 < n <= 3000
+    assert served["apps"][-1].state.n_selected == n
+
+
+def test_tap_shows_spectrum_with_windows(page, served):
+    box = _map_box(page)
+    dash = served["apps"][-1]
+    # a click in empty space picks nothing: try a few places inside the plot frame
+    for fx, fy in ((0.45, 0.5), (0.3, 0.4), (0.6, 0.6), (0.4, 0.3), (0.5, 0.7), (0.25, 0.6)):
+        page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+        if _wait_until(lambda: dash.state.picked is not None, 8):
+            break
+    assert dash.state.picked is not None
+    page.get_by_text("survey row").first.wait_for()
+    assert dash.state.picked is not None
+    import holoviews as hv
+
+    obj = dash.spec_pane.object
+    spans = [el for el in obj.traverse(lambda e: e, [hv.VSpans])]
+    assert len(spans) == 3  # Fe, C, alpha windows
+    page.wait_for_timeout(1500)
+    img = _image(page.locator(".cl-spectrum").first.screenshot())
+    r, b = img[..., 0], img[..., 2]
+    # light blue (Fe), light orange (C) shading drawn behind the spectrum
+    bluish = (b > r + 8) & (r > 180)
+    orangish = (r > b + 15) & (b > 150)
+    assert bluish.sum() > 500 and orangish.sum() > 100
+
+
+def test_threshold_slider_changes_flagged_count(page, served):
+    dash = served["apps"][-1]
+    before = dash.state.n_flagged
+    label = page.get_by_text(re.compile(r"^[\d,]+ flagged$")).first
+    label.wait_for()
+    text_before = label.text_content()
+    handle = page.locator(".noUi-handle").first
+    hb = handle.bounding_box()
+    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(hb["x"] - 70, hb["y"] + hb["height"] / 2, steps=8)
+    page.mouse.up()
+    assert _wait_until(lambda: dash.state.element_sigma < 2.5, 30), dash.state.element_sigma
+    assert _wait_until(lambda: dash.state.n_flagged != before, 30)
+    after = page.get_by_text(re.compile(r"^[\d,]+ flagged$")).first
+    _wait_until(lambda: after.text_content() != text_before, 30)
+    assert after.text_content() == f"{dash.state.n_flagged:,} flagged"
+
+
+def test_export_downloads_readable_file(page, served):
+    from astropy.table import Table
+
+    dash = served["apps"][-1]
+    dash.state.element_sigma = 1.0  # some stars flagged
+    page.get_by_text("Candidates", exact=True).first.click()
+    page.get_by_text("Download table").first.wait_for()
+    with page.expect_download() as dl:
+        page.get_by_text("Download table").first.click()
+    path = dl.value.path()
+    t = Table.read(path, format="ascii.csv", comment="#")
+    assert len(t) == dash.state.n_flagged
+    assert "star_id" in t.colnames and "z_c" in t.colnames
+    assert dl.value.suggested_filename.endswith(".csv")
+
+
+def test_samp_button_without_hub_shows_message(page, served, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SAMP_HUB", raising=False)
+    page.get_by_text("Candidates", exact=True).first.click()
+    page.get_by_text("Send to TOPCAT (SAMP)").first.click()
+    page.get_by_text(re.compile("SAMP: .*hub")).first.wait_for()
