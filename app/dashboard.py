@@ -86,8 +86,14 @@ class Dashboard:
         self.res_pane = pn.pane.HoloViews(res, height=150, width=SPEC_WIDTH + 10, linked_axes=False)
         self.b_stack = pn.widgets.Button(label="Stack selection vs similar Teff/logg", color="primary")
         self.b_stack.on_click(self._on_stack)
-        self.stack_pane = pn.pane.HoloViews(hv.Curve([]).opts(height=10), height=250, visible=False)
-        self.stack_diff_pane = pn.pane.HoloViews(hv.Curve([]).opts(height=10), height=130, visible=False)
+        wdim = hv.Dimension("wave", label="vacuum wavelength (A)")
+        self.stack_pane = pn.pane.HoloViews(
+            hv.Curve([], wdim, "mean flux").opts(height=240, width=2 * SPEC_WIDTH,
+                                                 title="select stars, then stack them"),
+            height=250, linked_axes=False)
+        self.stack_diff_pane = pn.pane.HoloViews(
+            hv.Curve([], wdim, "selection - survey").opts(height=120, width=2 * SPEC_WIDTH),
+            height=130, linked_axes=False)
         self.stack_info = pn.pane.Markdown("")
         # -- candidates ------------------------------------------------------
         self.w_source = pn.widgets.RadioButtonGroup.from_param(st.param.table_source, color="light")
@@ -403,7 +409,6 @@ class Dashboard:
             self.stack_pane.object = (a * b).opts(height=240, width=2 * SPEC_WIDTH, xlim=xlim,
                                                   legend_position="bottom_right")
             self.stack_diff_pane.object = d.opts(height=120, width=2 * SPEC_WIDTH, xlim=xlim)
-            self.stack_pane.visible = self.stack_diff_pane.visible = True
             self.stack_info.object = (f"Mean of {sel.n_stars} selected stars vs {ctrl.n_stars} unselected "
                                       "stars drawn from the same predicted Teff/logg cells.")
         finally:

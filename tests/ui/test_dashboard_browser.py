@@ -213,3 +213,19 @@ def test_samp_button_without_hub_shows_message(page, served, monkeypatch, tmp_pa
     page.get_by_text("Candidates", exact=True).first.click()
     page.get_by_text("Send to TOPCAT (SAMP)").first.click()
     page.get_by_text(re.compile("SAMP: .*hub")).first.wait_for()
+
+
+def test_view_state_comes_from_the_url(browser, served):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    sid = int(served["data"].frame["star_id"].iat[7])
+    pg.goto(served["url"] + f"?x_axis=teff_pred&y_axis=logg_pred&color_by=snr&element_sigma=1.5&picked={sid}")
+    pg.get_by_text(f"star {sid}").first.wait_for()
+    dash = served["apps"][-1]
+    assert _wait_until(lambda: dash.state.x_axis == "teff_pred" and dash.state.color_by == "snr", 30)
+    assert dash.state.element_sigma == 1.5 and dash.state.picked == sid
+    pg.locator("select").first.select_option("w_0")  # the x axis selector
+    pg.wait_for_url(re.compile(r"x_axis=w_0"))
+    assert _wait_until(lambda: dash.state.x_axis == "w_0", 30)
+    ctx.close()
