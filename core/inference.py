@@ -210,19 +210,3 @@ def read_latents_meta(path: Path) -> dict:
     md = pq.read_schema(path).metadata or {}
     raw = md.get(b"chemlatent")
     return json.loads(raw) if raw else {}
-
-
-def find_latents(survey: Survey, model_name: str | None = None) -> Path:
-    """The latents file for a model name, or the only/newest one."""
-    d = survey.path / LATENTS_DIR
-    files = sorted(d.glob("*.parquet"), key=lambda p: p.stat().st_mtime) if d.exists() else []
-    if model_name:
-        p = d / f"{model_name}.parquet"
-        if not p.exists():
-            have = ", ".join(f.stem for f in files) or "none"
-            raise ChemlatentError(f"no latents for model {model_name} in {survey.path} (have: {have}); "
-                                  f"run chemlatent encode {survey.path} first")
-        return p
-    if not files:
-        raise ChemlatentError(f"no latents for {survey.path}: run chemlatent encode {survey.path} first")
-    return files[-1]

@@ -1061,6 +1061,10 @@ def latents_metadata(path) -> dict:
             out[key] = json.loads(text)
         except ValueError:
             out[key] = text
+    # ``chemlatent encode`` stores its provenance as one JSON object under "chemlatent"
+    nested = out.pop("chemlatent", None)
+    if isinstance(nested, dict):
+        out = {**nested, **out}
     return out
 
 
