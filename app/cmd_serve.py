@@ -25,13 +25,16 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from chemlatent.session import SurveyData
 
+    address = getattr(args, "address", None) or "127.0.0.1"
+    port = getattr(args, "port", None) or 5006
     print(f"chemlatent serve: loading {args.dir} ...", file=sys.stderr)
-    data = SurveyData(args.dir, args.model, db=args.db, who=args.who)
+    data = SurveyData(args.dir, getattr(args, "model", None), db=getattr(args, "db", None),
+                      who=getattr(args, "who", None))
     for note in data.notes:
         print(f"chemlatent serve: note: {note}", file=sys.stderr)
     from .dashboard import serve
 
     print(f"chemlatent serve: {data.n:,} stars loaded in {data.load_seconds:.1f} s; "
-          f"open http://{args.address}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
-    serve(data, port=args.port, address=args.address, show=not args.no_show)
+          f"open http://{address}:{port}/ (Ctrl-C stops)", file=sys.stderr)
+    serve(data, port=port, address=address, show=not getattr(args, "no_show", False))
     return 0
