@@ -16,6 +16,7 @@ import json
 import platform
 
 import numpy as np
+
 from chemlatent import __version__
 from chemlatent.rules import bench_rules
 

@@ -41,6 +41,7 @@ class ModelConfig:
     windows: dict  # group -> list of [lo, hi, label]
     hidden: list = field(default_factory=lambda: [256, 256, 128])
     decoder_hidden: list = field(default_factory=lambda: [64, 128, 256])
+    decoder_mode: str = "additive"  # or "separate" (the reference paper's inputs)
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
     label_std: list = field(default_factory=lambda: [800.0, 1.2])
@@ -114,13 +115,18 @@ class DisentangledVAE(nn.Module):
                              persistent=False)
         pos = np.full(self.npix, -1, np.int64)
         pos[union] = np.arange(int(union.sum()))
-        for g in ("c", "alpha"):
+        for g in ELEMENT_GROUPS:
             self.register_buffer(f"pos_{g}", torch.from_numpy(pos[masks[g]]), persistent=False)
-        self.decoders = nn.ModuleDict({
-            "fe": _mlp([1 + nw, *dh, int(union.sum())]),
-            "c": _mlp([1 + nw, *dh, int(masks["c"].sum())]),
-            "alpha": _mlp([1 + nw, *dh, int(masks["alpha"].sum())]),
-        })
+        self.mode = config.decoder_mode
+        if self.mode not in ("additive", "separate"):
+            raise ValueError(f"unknown decoder_mode {self.mode!r}")
+        n_out = {g: int(masks[g].sum()) for g in ELEMENT_GROUPS}
+        if self.mode == "additive":
+            n_in = {"fe": 1, "c": 1, "alpha": 1}
+            n_out["fe"] = int(union.sum())
+        else:
+            n_in = {"fe": 1, "c": 2, "alpha": 3}
+        self.decoders = nn.ModuleDict({g: _mlp([n_in[g] + nw, *dh, n_out[g]]) for g in ELEMENT_GROUPS})
         self.adversary = _mlp([3, 64, 64, 2])
         nn.init.zeros_(self.logvar.weight)
         nn.init.constant_(self.logvar.bias, -2.0)
@@ -150,21 +156,39 @@ class DisentangledVAE(nn.Module):
 
     # -- decoders ----------------------------------------------------------------------
     def absorption(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True) -> dict:
-        """Each decoder's absorption: fe on all window pixels, c and alpha on their own."""
+        """Each decoder's absorption (1 - flux) on its pixels (see the module docstring)."""
         zf, zc, za = z[:, 0:1], z[:, 1:2], z[:, 2:3]
-        zf_in = zf.detach() if selective else zf
+        sg = (lambda t: t.detach()) if selective else (lambda t: t)
+        if self.mode == "additive":
+            return {
+                "fe": self.decoders["fe"](torch.cat([zf, w], -1)),
+                "c": self.decoders["c"](torch.cat([sg(zf) + zc, w], -1)),
+                "alpha": self.decoders["alpha"](torch.cat([sg(zf) + za, w], -1)),
+            }
         return {
             "fe": self.decoders["fe"](torch.cat([zf, w], -1)),
-            "c": self.decoders["c"](torch.cat([zf_in + zc, w], -1)),
-            "alpha": self.decoders["alpha"](torch.cat([zf_in + za, w], -1)),
+            "c": self.decoders["c"](torch.cat([sg(zf), zc, w], -1)),
+            "alpha": self.decoders["alpha"](torch.cat([sg(zf), sg(zc), za, w], -1)),
         }
 
     def combine(self, parts: dict) -> torch.Tensor:
-        """Model flux on the window pixels (B, n_windows): 1 - sum of absorptions."""
-        total = parts["fe"].float().clone()
-        total.index_add_(1, self.pos_c, parts["c"].float())
-        total.index_add_(1, self.pos_alpha, parts["alpha"].float())
-        return 1.0 - total
+        """Model flux on the window pixels (B, n_windows).
+
+        additive: 1 - the sum of the absorptions; separate: each decoder's flux on its own
+        windows, averaged where windows overlap."""
+        if self.mode == "additive":
+            total = parts["fe"].float().clone()
+            total.index_add_(1, self.pos_c, parts["c"].float())
+            total.index_add_(1, self.pos_alpha, parts["alpha"].float())
+            return 1.0 - total
+        b = parts["fe"].shape[0]
+        total = torch.zeros(b, self.win_all.numel(), device=parts["fe"].device)
+        count = torch.zeros(self.win_all.numel(), device=parts["fe"].device)
+        for g in ELEMENT_GROUPS:
+            pos = getattr(self, f"pos_{g}")
+            total.index_add_(1, pos, parts[g].float())
+            count.index_add_(0, pos, torch.ones_like(pos, dtype=count.dtype))
+        return 1.0 - total / count.clamp_min(1)
 
     def decode(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True) -> torch.Tensor:
         """Model flux on the union of the element windows (pixels ``win_all``)."""

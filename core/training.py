@@ -28,6 +28,7 @@ class TrainOptions:
     lr: float = 2e-3
     weight_decay: float = 1e-5
     kl_weight: float = 1.0
+    mean_weight: float = 10.0
     w_weight: float = 5.0
     adv_weight: float = 0.1
     teacher_forcing: bool = True
@@ -37,6 +38,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"
     hidden: tuple = (256, 256, 128)
+    decoder_mode: str = "additive"
     windows_dir: str | None = None
     name: str | None = None
 
@@ -132,12 +134,21 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     # conditional decoding: the decoders see the known Teff/logg (teacher forcing), the
     # encoder's own prediction only where a star has no labels
     w_dec = torch.where(have[:, None], y, w) if opts.teacher_forcing else w
-    recon = model.decode(z, w_dec, selective=True)
+    parts = model.absorption(z, w_dec, selective=True)
     out = {}
-    idx = model.win_all
-    npix = idx.numel()
-    r = flux[:, idx] - recon
-    total_nll = 0.5 * (ivar[:, idx] * r * r).sum(-1)
+    if model.mode == "additive":
+        idx = model.win_all
+        npix = idx.numel()
+        r = flux[:, idx] - model.combine(parts)
+        total_nll = 0.5 * (ivar[:, idx] * r * r).sum(-1)
+    else:  # each decoder's own loss on its own windows
+        npix = 0
+        total_nll = 0.0
+        for g in ELEMENT_GROUPS:
+            idx = model.window(g)
+            r = flux[:, idx] - (1.0 - parts[g])
+            total_nll = total_nll + 0.5 * (ivar[:, idx] * r * r).sum(-1)
+            npix += idx.numel()
     kl = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1)
     if have.any():
         w_mse = ((w - y) ** 2).mean(-1)[have].mean()
@@ -148,8 +159,12 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     out["kl"] = kl.mean()
     out["w_mse"] = w_mse
     out["adv_mse"] = adv_mse
-    out["loss"] = ((total_nll + opts.kl_weight * kl).mean() / npix + opts.w_weight * w_mse
-                   + adv_mse)
+    # extra pull of the posterior means toward the prior's centre: among latents that explain
+    # the spectra equally well it prefers the most compact one, e.g. z_alpha = [alpha/Fe]
+    # rather than [alpha/Fe] - z_fe (see docs/model.md)
+    mean_pull = 0.5 * (mu * mu).sum(-1)
+    out["loss"] = ((total_nll + opts.kl_weight * kl + opts.mean_weight * mean_pull).mean() / npix
+                   + opts.w_weight * w_mse + adv_mse)
     out["chi2"] = (2 * total_nll.mean() / npix).detach()
     return out
 
@@ -194,6 +209,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     cfg = ModelConfig(grid=survey.grid.to_dict(),
                       windows={g: [list(w) for w in windows[g]] for g in ELEMENT_GROUPS},
                       hidden=list(opts.hidden), label_mean=mean, label_std=std,
+                      decoder_mode=opts.decoder_mode,
                       name=opts.name or out.name)
     model = DisentangledVAE(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
@@ -279,28 +295,39 @@ def evaluate_loss(model, data: InMemoryData, opts: TrainOptions, device) -> dict
 
 @torch.no_grad()
 def orient_axes(model: DisentangledVAE) -> None:
-    """Orient the latent space so that the iron decoder's absorption deepens as z_fe grows.
+    """Orient the latent axes so that absorption deepens as each z grows (label-free: more
+    of an element means deeper lines).
 
-    Label-free: more metals mean deeper lines. The carbon and alpha decoders see
-    z_fe + z_x, so the three axes flip together; flipping rewrites the encoder's mean layer,
-    the adversary's input and the decoders' first layers, leaving the model unchanged
-    otherwise.
+    additive decoders see z_fe + z_x, so the three axes flip together (decided by the iron
+    decoder); separate decoders are oriented axis by axis. Flipping rewrites the encoder's
+    mean layer, the adversary's input and the decoders' first layers only.
     """
     device = next(model.parameters()).device
-    z = torch.zeros(256, 3, device=device)
     w = torch.randn(256, model.config.n_w, device=device)
-    zp, zm = z.clone(), z.clone()
-    zp[:, 0] += 0.5
-    zm[:, 0] -= 0.5
-    deeper = float((model.absorption(zp, w)["fe"] - model.absorption(zm, w)["fe"]).mean())
-    sign = 1.0 if deeper >= 0 else -1.0
-    if sign < 0:
-        model.mu.weight.mul_(-1.0)
-        model.mu.bias.mul_(-1.0)
-        model.adversary[0].weight.mul_(-1.0)
-        for g in ELEMENT_GROUPS:
-            model.decoders[g][0].weight[:, 0] *= -1.0
-    model.config.orientation = [o * sign for o in model.config.orientation]
+
+    def deepening(axis: int, group: str) -> float:
+        zp = torch.zeros(256, 3, device=device)
+        zm = zp.clone()
+        zp[:, axis] += 0.5
+        zm[:, axis] -= 0.5
+        return float((model.absorption(zp, w)[group] - model.absorption(zm, w)[group]).mean())
+
+    if model.mode == "additive":
+        s = 1.0 if deepening(0, "fe") >= 0 else -1.0
+        signs = [s, s, s]
+    else:
+        signs = [1.0 if deepening(a, g) >= 0 else -1.0 for a, g in enumerate(ELEMENT_GROUPS)]
+    sv = torch.tensor(signs, device=device)
+    model.mu.weight.mul_(sv[:, None])
+    model.mu.bias.mul_(sv)
+    model.adversary[0].weight.mul_(sv[None, :])
+    inputs = {"fe": [0], "c": [0] if model.mode == "additive" else [0, 1],
+              "alpha": [0] if model.mode == "additive" else [0, 1, 2]}
+    for g, axes in inputs.items():
+        lin = model.decoders[g][0]
+        for col, a in enumerate(axes):
+            lin.weight[:, col] *= sv[a] if model.mode == "separate" else sv[0]
+    model.config.orientation = [o * s for o, s in zip(model.config.orientation, signs)]
 
 
 def _save_checkpoint(ck: Path, model, opt, sched, epoch: int, history: list) -> None:

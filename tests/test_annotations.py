@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import sqlalchemy as sa
+
 from chemlatent.annotations import DB_NAME, AnnotationStore, database_url, open_annotations
 from chemlatent.errors import ChemlatentError
 from chemlatent.rules import Cut, Rule, preset, rule_from_json

@@ -7,6 +7,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+
 from chemlatent.anomaly import (
     AXES,
     Reference,
@@ -20,7 +22,6 @@ from chemlatent.anomaly import (
 )
 from chemlatent.errors import ChemlatentError
 from chemlatent.rules import simulate_tables
-from scipy import stats
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import pytest
+
 from chemlatent.calibration import (
     CALIBRATION_JSON,
     AxisCalibration,

@@ -10,11 +10,12 @@ import warnings
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-import chemlatent
 import numpy as np
 import pandas as pd
 import pytest
 from astropy.table import Table
+
+import chemlatent
 from chemlatent import export
 from chemlatent.anomaly import compute_scores
 from chemlatent.calibration import fit_calibration

@@ -10,6 +10,7 @@ import fixtures_ingest as fx
 import numpy as np
 import pytest
 from astropy.io import fits
+
 from chemlatent.app.cli import main
 from chemlatent.errors import FormatError, SurveyError
 from chemlatent.grid import DEFAULT_GRID

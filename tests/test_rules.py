@@ -10,6 +10,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+
 from chemlatent import rules
 from chemlatent.anomaly import fit_reference
 from chemlatent.calibration import AxisCalibration, Calibration, fit_calibration
@@ -28,7 +30,6 @@ from chemlatent.rules import (
     simulate_tables,
     truth_mask,
 )
-from scipy import stats
 
 
 @pytest.fixture(scope="module")
