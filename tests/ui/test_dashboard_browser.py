@@ -8,6 +8,7 @@ missing. Panel renders into shadow DOM: locators and ``get_by_text`` pierce it.
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import time
@@ -32,6 +33,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory):
+    if os.environ.get("CI"):  # in CI a missing browser is a failure, never a skip
+        import playwright.sync_api  # noqa: F401
+
+        assert CHROMIUM.exists(), "no /usr/bin/chromium: scripts/bootstrap.sh installs it"
     pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (apt-get install -y chromium)")
