@@ -11,9 +11,12 @@ to a function of the nuisance parameters (adding g(Teff, logg) to z_fe changes n
 decoders can see), and the adversary/KL push it toward independence from Teff/logg, which a
 real population does not have (metal-poor giants are warmer...). When reference abundances
 exist, the calibration can therefore also fit a smooth quadratic zero point in the model's
-predicted Teff and logg: ``dex = intercept + slope * (z + sum_k gauge_k f_k(teff_pred,
-logg_pred))``. ``corrected_latents`` applies it, so thresholds stay scalar in latent units
-and every rule, score and export works on the corrected axes unchanged.
+predicted Teff and logg: ``dex = intercept + slope * (z + sum_k gauge_k f_k)``. For the
+element axes (c, alpha), whose response per dex can change with metallicity, the features
+f_k also include z_fe, z_fe^2 and the products z * z_fe, z * z_fe^2 (the map stays
+monotonic in z wherever ``slope + ...`` keeps its sign over the survey's z_fe range).
+``corrected_latents`` applies it, so thresholds stay scalar in latent units and every rule,
+score and export works on the corrected axes unchanged.
 
 Stored as ``MODEL_DIR/calibration.json``::
 
@@ -50,7 +53,7 @@ class AxisCalibration:
     n: int
     source: str = ""
     fitted: str = ""
-    gauge: list[float] | None = None  # coefficients of GAUGE_FEATURES, latent units
+    gauge: list[float] | None = None  # coefficients of gauge_features(), latent units
 
     def to_dex(self, z: np.ndarray | float) -> np.ndarray | float:
         return self.intercept + self.slope * np.asarray(z)
@@ -90,10 +93,10 @@ class Calibration:
         Returns the frame itself when the calibration has no zero-point terms."""
         if not self.has_gauge:
             return latents
-        feats = gauge_features(latents)
         out = latents.copy()
         for axis, cal in self.axes.items():
             if cal.gauge:
+                feats = gauge_features(latents, axis)[:, :len(cal.gauge)]
                 out[f"z_{axis}"] = (np.asarray(latents[f"z_{axis}"], np.float64)
                                     + feats @ np.asarray(cal.gauge)).astype(np.float32)
         return out
@@ -160,17 +163,24 @@ def load_calibration(model_dir: str | Path | None) -> Calibration | None:
 
 
 GAUGE_FEATURES = ("t", "g", "t2", "tg", "g2")
+ELEMENT_FEATURES = ("zfe", "zfe2", "z_zfe", "z_zfe2")
 
 
-def gauge_features(latents: pd.DataFrame) -> np.ndarray:
-    """(n, 5) smooth functions of the predicted Teff and logg: t, g, t^2, t g, g^2 with
-    t = (teff_pred - 5000) / 1000 and g = logg_pred - 3."""
+def gauge_features(latents: pd.DataFrame, axis: str = "fe") -> np.ndarray:
+    """Smooth functions of the predicted Teff and logg (t, g, t^2, t g, g^2 with
+    t = (teff_pred - 5000) / 1000 and g = logg_pred - 3) and, for the c and alpha axes,
+    of z_fe (z_fe, z_fe^2, z z_fe, z z_fe^2)."""
     for col in ("teff_pred", "logg_pred"):
         if col not in latents.columns:
             raise ChemlatentError(f"the latents have no {col} column, needed by this calibration")
     t = (np.asarray(latents["teff_pred"], np.float64) - 5000.0) / 1000.0
     g = np.asarray(latents["logg_pred"], np.float64) - 3.0
-    return np.stack([t, g, t * t, t * g, g * g], axis=1)
+    cols = [t, g, t * t, t * g, g * g]
+    if axis != "fe":
+        zf = np.asarray(latents["z_fe"], np.float64)
+        z = np.asarray(latents[f"z_{axis}"], np.float64)
+        cols += [zf, zf * zf, z * zf, z * zf * zf]
+    return np.stack(cols, axis=1)
 
 
 def robust_gauge_fit(z: np.ndarray, feats: np.ndarray, y: np.ndarray, clip: float = 3.0,
@@ -251,7 +261,7 @@ def fit_calibration(
     ref = catalog[["star_id", *present.values()]]
     keep_cols = ["star_id", *[f"z_{a}" for a in present]]
     if gauge:
-        keep_cols += ["teff_pred", "logg_pred"]
+        keep_cols += ["teff_pred", "logg_pred"] + (["z_fe"] if "fe" not in present else [])
     merged = latents[keep_cols].merge(ref, on="star_id", how="inner")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     axes = {}
@@ -264,7 +274,7 @@ def fit_calibration(
         what = f"{source}: column {col}, {n_ref} stars with a value"
         if gauge:
             slope, intercept, coefs, scatter, n_used = robust_gauge_fit(
-                x, gauge_features(merged), y, clip=clip)
+                x, gauge_features(merged, axis), y, clip=clip)
             axes[axis] = AxisCalibration(col, slope, intercept, scatter, n_used,
                                          what + "; with a Teff/logg zero point", now,
                                          [float(v) for v in coefs])

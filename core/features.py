@@ -30,21 +30,19 @@ def _features_scaled(bits, mask, scale, sqrt_prof, lut, n_cov, out):
         sn_sum = 0.0
         nvalid = 0
         for b in range(n_cov):
-            out[k, P + b] = 0.0
-        for j in range(P):
-            if mask[k, j] == 0 and sk > 0:
-                d = 1.0 - lut[bits[k, j]]
-                d = min(max(d, -1.0), 1.5)
-                out[k, j] = d
-                out[k, P + j // COVERAGE_BIN] += 1.0
-                sn_sum += sk * sqrt_prof[j]
-                nvalid += 1
-            else:
-                out[k, j] = 0.0
-        for b in range(n_cov):
-            width = min(COVERAGE_BIN, P - b * COVERAGE_BIN)
-            out[k, P + b] /= COVERAGE_BIN if width == COVERAGE_BIN else COVERAGE_BIN
-        sn = sn_sum / max(nvalid, 1)
+            j0 = b * COVERAGE_BIN
+            j1 = min(j0 + COVERAGE_BIN, P)
+            cnt = 0
+            for j in range(j0, j1):
+                good = mask[k, j] == 0 and sk > 0
+                d = min(max(1.0 - lut[bits[k, j]], -1.0), 1.5)
+                out[k, j] = d if good else 0.0
+                if good:
+                    cnt += 1
+                    sn_sum += sqrt_prof[j]
+            out[k, P + b] = cnt / COVERAGE_BIN
+            nvalid += cnt
+        sn = sk * sn_sum / max(nvalid, 1)
         out[k, P + n_cov] = math.log(max(sn, 1.0)) - 3.5
 
 

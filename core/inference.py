@@ -129,7 +129,7 @@ class Encoder:
         x = torch.from_numpy(feats).to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             hid = self.model.encoder(x)
-            mu = self.model.mu(hid).float()
+            mu = self.model.mu(hid).float() * self.model.orient
             logvar = self.model.logvar(hid).float().clamp(-12, 6)
             w = self.model.w_head(hid).float()
             rec_all = self.model.decode(mu, w, selective=False).float().cpu().numpy()

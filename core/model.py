@@ -42,6 +42,7 @@ class ModelConfig:
     hidden: list = field(default_factory=lambda: [256, 256, 128])
     decoder_hidden: list = field(default_factory=lambda: [64, 128, 256])
     decoder_mode: str = "additive"  # or "separate" (the reference paper's inputs)
+    abundance_input: str = "linear"  # "exp": decoders see exp(u), an abundance, not u
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
     label_std: list = field(default_factory=lambda: [800.0, 1.2])
@@ -128,6 +129,8 @@ class DisentangledVAE(nn.Module):
             n_in = {"fe": 1, "c": 2, "alpha": 3}
         self.decoders = nn.ModuleDict({g: _mlp([n_in[g] + nw, *dh, n_out[g]]) for g in ELEMENT_GROUPS})
         self.adversary = _mlp([3, 64, 64, 2])
+        # +-1 per chemical axis: reported z = orient * internal z (see training.orient_axes)
+        self.register_buffer("orient", torch.ones(3))
         nn.init.zeros_(self.logvar.weight)
         nn.init.constant_(self.logvar.bias, -2.0)
 
@@ -152,24 +155,34 @@ class DisentangledVAE(nn.Module):
     def encode(self, flux: torch.Tensor, ivar: torch.Tensor):
         """Posterior mean and log-variance of z (B, 3), and w (B, n_w)."""
         hid = self.encoder(self.features(flux, ivar))
-        return self.mu(hid), self.logvar(hid).clamp(-12.0, 6.0), self.w_head(hid)
+        return self.mu(hid) * self.orient, self.logvar(hid).clamp(-12.0, 6.0), self.w_head(hid)
 
     # -- decoders ----------------------------------------------------------------------
     def absorption(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True) -> dict:
         """Each decoder's absorption (1 - flux) on its pixels (see the module docstring)."""
+        z = z * self.orient
         zf, zc, za = z[:, 0:1], z[:, 1:2], z[:, 2:3]
         sg = (lambda t: t.detach()) if selective else (lambda t: t)
         if self.mode == "additive":
+            f = self._abundance
             return {
-                "fe": self.decoders["fe"](torch.cat([zf, w], -1)),
-                "c": self.decoders["c"](torch.cat([sg(zf) + zc, w], -1)),
-                "alpha": self.decoders["alpha"](torch.cat([sg(zf) + za, w], -1)),
+                "fe": self.decoders["fe"](torch.cat([f(zf), w], -1)),
+                "c": self.decoders["c"](torch.cat([f(sg(zf) + zc), w], -1)),
+                "alpha": self.decoders["alpha"](torch.cat([f(sg(zf) + za), w], -1)),
             }
         return {
             "fe": self.decoders["fe"](torch.cat([zf, w], -1)),
             "c": self.decoders["c"](torch.cat([sg(zf), zc, w], -1)),
             "alpha": self.decoders["alpha"](torch.cat([sg(zf), sg(zc), za, w], -1)),
         }
+
+    def _abundance(self, u: torch.Tensor) -> torch.Tensor:
+        """Decoder input for a log-abundance-like latent: u itself, or exp(u) (so that line
+        strengths, which grow like the abundance, are simple functions of it and z stays
+        linear in dex)."""
+        if self.config.abundance_input == "exp":
+            return torch.exp(u.clamp(-8.0, 8.0))
+        return u
 
     def combine(self, parts: dict) -> torch.Tensor:
         """Model flux on the window pixels (B, n_windows).

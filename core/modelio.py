@@ -93,6 +93,7 @@ def load_model(model_dir: str | Path | None, device: str = "cpu") -> Disentangle
     try:
         model = DisentangledVAE(ModelConfig.from_dict(cfg))
         state = load_file(str(weights), device="cpu")
+        state.setdefault("orient", torch.ones(3))  # models saved before the orient buffer
         model.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise ModelError(f"{path}: weights do not match config ({str(exc).splitlines()[0][:200]})") from None

@@ -40,8 +40,11 @@ SPECTRA = "spectra.zarr"
 CATALOG = "catalog.parquet"
 LATENTS_DIR = "latents"
 FLUX_MAX = 60000.0  # float16 limit; normalised flux never gets near it
-_FAST = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
-_SMALL = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+_FAST = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")  # masks: mostly zeros
+_SMALL = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")  # float32 ivar
+# flux is stored uncompressed: noisy float16 compresses by only ~35% and decompression
+# would cost more CPU than the encoder's first layer; 1M stars need 8.5 GB
+_FLUX = None
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -129,7 +132,7 @@ class SurveyWriter:
         shape = (self.capacity, grid.npix)
         chunks = (chunk_stars, grid.npix)
         self.flux = root.create_array("flux", shape=shape, chunks=chunks, dtype="float16",
-                                      compressors=_FAST, fill_value=1.0)
+                                      compressors=_FLUX, fill_value=1.0)
         if ivar_layout == "full":
             self.ivar = root.create_array("ivar", shape=shape, chunks=chunks, dtype="float32",
                                           compressors=_SMALL, fill_value=0.0)
@@ -141,7 +144,7 @@ class SurveyWriter:
             prof = root.create_array("ivar_profile", shape=(grid.npix,), dtype="float32")
             prof[:] = np.asarray(ivar_profile, dtype=np.float32)
             self.mask = root.create_array("mask", shape=shape, chunks=chunks, dtype="uint8",
-                                          compressors=_SMALL, fill_value=0)
+                                          compressors=_FAST, fill_value=0)
             self.arrays = [self.flux, self.ivar_scale, self.mask]
         self._root = root
 

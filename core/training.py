@@ -39,6 +39,7 @@ class TrainOptions:
     device: str = "auto"
     hidden: tuple = (256, 256, 128)
     decoder_mode: str = "additive"
+    abundance_input: str = "linear"
     windows_dir: str | None = None
     name: str | None = None
 
@@ -209,7 +210,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     cfg = ModelConfig(grid=survey.grid.to_dict(),
                       windows={g: [list(w) for w in windows[g]] for g in ELEMENT_GROUPS},
                       hidden=list(opts.hidden), label_mean=mean, label_std=std,
-                      decoder_mode=opts.decoder_mode,
+                      decoder_mode=opts.decoder_mode, abundance_input=opts.abundance_input,
                       name=opts.name or out.name)
     model = DisentangledVAE(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
@@ -299,8 +300,8 @@ def orient_axes(model: DisentangledVAE) -> None:
     of an element means deeper lines).
 
     additive decoders see z_fe + z_x, so the three axes flip together (decided by the iron
-    decoder); separate decoders are oriented axis by axis. Flipping rewrites the encoder's
-    mean layer, the adversary's input and the decoders' first layers only.
+    decoder); separate decoders are oriented axis by axis. A flip only changes the model's
+    ``orient`` buffer (reported z = orient * internal z), so the model is otherwise unchanged.
     """
     device = next(model.parameters()).device
     w = torch.randn(256, model.config.n_w, device=device)
@@ -317,16 +318,7 @@ def orient_axes(model: DisentangledVAE) -> None:
         signs = [s, s, s]
     else:
         signs = [1.0 if deepening(a, g) >= 0 else -1.0 for a, g in enumerate(ELEMENT_GROUPS)]
-    sv = torch.tensor(signs, device=device)
-    model.mu.weight.mul_(sv[:, None])
-    model.mu.bias.mul_(sv)
-    model.adversary[0].weight.mul_(sv[None, :])
-    inputs = {"fe": [0], "c": [0] if model.mode == "additive" else [0, 1],
-              "alpha": [0] if model.mode == "additive" else [0, 1, 2]}
-    for g, axes in inputs.items():
-        lin = model.decoders[g][0]
-        for col, a in enumerate(axes):
-            lin.weight[:, col] *= sv[a] if model.mode == "separate" else sv[0]
+    model.orient.mul_(torch.tensor(signs, device=device))
     model.config.orientation = [o * s for o, s in zip(model.config.orientation, signs)]
 
 
