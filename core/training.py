@@ -28,7 +28,7 @@ class TrainOptions:
     lr: float = 2e-3
     weight_decay: float = 1e-5
     kl_weight: float = 1.0
-    mean_weight: float = 10.0
+    mean_weight: float | tuple = 0.0  # extra pull of the means to 0 (per axis, or one for all)
     w_weight: float = 5.0
     adv_weight: float = 0.1
     teacher_forcing: bool = True
@@ -163,8 +163,9 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     # extra pull of the posterior means toward the prior's centre: among latents that explain
     # the spectra equally well it prefers the most compact one, e.g. z_alpha = [alpha/Fe]
     # rather than [alpha/Fe] - z_fe (see docs/model.md)
-    mean_pull = 0.5 * (mu * mu).sum(-1)
-    out["loss"] = ((total_nll + opts.kl_weight * kl + opts.mean_weight * mean_pull).mean() / npix
+    mw = torch.as_tensor(opts.mean_weight, dtype=mu.dtype, device=mu.device).expand(3)
+    mean_pull = 0.5 * (mw * mu * mu).sum(-1)
+    out["loss"] = ((total_nll + opts.kl_weight * kl + mean_pull).mean() / npix
                    + opts.w_weight * w_mse + adv_mse)
     out["chi2"] = (2 * total_nll.mean() / npix).detach()
     return out
