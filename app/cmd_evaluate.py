@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 HELP = "score a model's latents against a survey's truth labels (a survey it was not trained on)"
 
@@ -18,14 +17,6 @@ def add_arguments(p) -> None:
                    help="evaluate even if this is the model's training survey (numbers are then biased)")
 
 
-def _clean(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    return obj
-
-
 def run(args) -> int:
     from pathlib import Path
 
@@ -35,7 +26,7 @@ def run(args) -> int:
     from chemlatent.errors import ChemlatentError
     from chemlatent.evaluation import evaluate, plot_evaluation
     from chemlatent.inference import encode_survey
-    from chemlatent.modelio import load_config, load_model
+    from chemlatent.modelio import json_safe, load_config, load_model
     from chemlatent.store import Survey
     from chemlatent.training import pick_device
 
@@ -59,7 +50,7 @@ def run(args) -> int:
     plots = plot_evaluation(latents, survey.catalog, cal,
                             Path(args.plots) if args.plots else survey.path / "evaluation" / name)
     metrics["plots"] = [str(p) for p in plots]
-    metrics = _clean(metrics)
+    metrics = json_safe(metrics)
     if args.json:
         print(json.dumps(metrics))
     else:

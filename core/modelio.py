@@ -6,6 +6,7 @@ Loading reads JSON and safetensors only; pickled files are refused.
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from importlib import resources
@@ -111,8 +112,19 @@ def read_json(path: Path) -> dict | None:
         raise ModelError(f"{path} is not valid JSON ({exc})") from None
 
 
+def json_safe(obj):
+    """A copy of nested dicts/lists with NaN and infinities replaced by None (strict JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(obj: dict, path: Path) -> None:
-    _write_atomic(Path(path), json.dumps(obj, indent=2, default=str).encode())
+    _write_atomic(Path(path), json.dumps(json_safe(obj), indent=2, default=str).encode())
 
 
 def check_grid(model: DisentangledVAE, grid) -> None:

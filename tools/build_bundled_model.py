@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -50,18 +49,9 @@ def finalize(model_dir: Path, cal_survey: Survey, test_survey: Survey) -> dict:
     metrics["survey"] = (f"{test_survey.path.name} (synthetic, seed {seed}, {test_survey.n_stars} stars, "
                          "never used in training or calibration)")
     metrics["command"] = "chemlatent evaluate data/test50k --model assets/models/chemvae-v1 --json"
-    write_json(_finite(metrics), model_dir / "metrics.json")
+    write_json(metrics, model_dir / "metrics.json")
     plot_evaluation(lat_test, test_survey.catalog, load_calibration(model_dir), model_dir / "figures")
     return metrics
-
-
-def _finite(obj):
-    """JSON-safe: NaN/inf become null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    return obj
 
 
 def main() -> None:
