@@ -12,7 +12,7 @@ import numba as nb
 import numpy as np
 
 N_BINS = 40
-N_ITER = 3
+N_ITER = 2
 
 
 @nb.njit(cache=True, fastmath=True)
