@@ -59,7 +59,11 @@ def run(args) -> int:
               f"r(z_alpha,[alpha/Fe]) {r['alpha_fe']:.3f}")
         lk = metrics["leakage_r2"]
         print(f"excess leakage R^2: Teff {lk['teff']:.3f}, logg {lk['logg']:.3f}")
+        def fmt(x):
+            return "n/a" if x is None else f"{x:.3f}"
+
         for k, v in metrics["flags"].items():
-            print(f"{k}: precision {v['precision']}, recall {v['recall']}")
+            print(f"{k}: precision {fmt(v['precision'])}, recall {fmt(v['recall'])} "
+                  f"({v['n_flagged']} flagged, {v['n_true']} true)")
         print("plots: " + ", ".join(metrics["plots"]))
     return 0

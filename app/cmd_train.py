@@ -13,7 +13,7 @@ HELP = "train the chemically disentangled VAE (self-supervised; Teff/logg the on
 def add_arguments(p) -> None:
     p.add_argument("dir", help="survey directory")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--epochs", type=positive_int, default=40)
+    p.add_argument("--epochs", type=positive_int, default=24, help="default 24 (the bundled model)")
     p.add_argument("--batch-size", type=positive_int, default=512)
     p.add_argument("--lr", type=positive_float, default=2e-3)
     p.add_argument("--max-stars", type=positive_int, default=400_000,

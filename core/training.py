@@ -23,7 +23,7 @@ CHECKPOINT = "checkpoint"
 
 @dataclass
 class TrainOptions:
-    epochs: int = 40
+    epochs: int = 24
     batch_size: int = 512
     lr: float = 2e-3
     weight_decay: float = 1e-5
