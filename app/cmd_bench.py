@@ -7,7 +7,7 @@ import json
 from .options import positive_int
 
 HELP = "measure generator, store, encoder and rule speeds on this machine"
-PARTS = ["generate", "store", "encode", "rules"]
+PARTS = ["generate", "store", "encode", "rules", "dashboard"]
 
 
 def add_arguments(p) -> None:
@@ -16,6 +16,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="model directory (default: the bundled model)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument("--survey", default=None,
+                   help="time the dashboard on this encoded survey instead of the generated one")
     p.add_argument("--workdir", default=None, help="where to put the temporary survey (default: system temp)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -28,7 +30,12 @@ def run(args) -> int:
     bad = [p for p in only if p not in PARTS]
     if bad:
         raise ChemlatentError(f"unknown benchmark {bad[0]!r}: choose from {', '.join(PARTS)}")
-    res = run_benchmarks(args.stars, args.model, args.workdir, args.device, only)
+    if args.survey:
+        from chemlatent.bench import bench_dashboard, machine
+
+        res = {"machine": machine(), "dashboard": bench_dashboard(args.survey)}
+    else:
+        res = run_benchmarks(args.stars, args.model, args.workdir, args.device, only)
     if args.json:
         print(json.dumps(res))
     else:

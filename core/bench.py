@@ -80,7 +80,7 @@ def run_benchmarks(n_stars: int = 100_000, model_dir: str | None = None, workdir
     from .rules import bench_rules
     from .store import Survey
 
-    only = only or ["generate", "store", "encode", "rules"]
+    only = only or ["generate", "store", "encode", "rules", "dashboard"]
     res: dict = {"machine": machine()}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / "bench"
@@ -92,6 +92,88 @@ def run_benchmarks(n_stars: int = 100_000, model_dir: str | None = None, workdir
             res["random_access"] = bench_random_access(survey)
         if "encode" in only:
             res["encode"] = bench_encode(survey, model_dir, device=device)
+        if "dashboard" in only:
+            from .inference import encode_survey
+            from .modelio import load_model
+
+            encode_survey(survey, load_model(model_dir, device=device), device=device)
+            res["dashboard"] = bench_dashboard(path)
     if "rules" in only:
         res["rules"] = {str(n): bench_rules(n) for n in (1_000_000, 10_000_000)}
+    return res
+
+
+def _median_ms(fn, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1e3, 1)
+
+
+def bench_dashboard(survey_dir: str | Path, repeats: int = 5) -> dict:
+    """Server-side cost of the dashboard's interactions on an encoded survey.
+
+    Re-rasterise: Datashader aggregation of every star on a zoomed 800x600 canvas plus the
+    colour mapping (what HoloViews' rasterize does on each pan/zoom). The rest drives the
+    GUI-free session state exactly as the page's callbacks do.
+    """
+    import datashader as ds
+    import datashader.transfer_functions as tf
+    import pandas as pd
+
+    from .session import ExplorerState, SurveyData
+
+    t0 = time.perf_counter()
+    data = SurveyData(survey_dir)
+    load_s = time.perf_counter() - t0
+    state = ExplorerState(data)
+    x, y = state.xy
+    x0, x1 = np.nanpercentile(x, [5, 95])
+    y0, y1 = np.nanpercentile(y, [5, 95])
+    frame = pd.DataFrame({"x": x, "y": y})
+    canvas = ds.Canvas(plot_width=800, plot_height=600, x_range=(x0, x1), y_range=(y0, y1))
+    tf.shade(canvas.points(frame, "x", "y", ds.count()))  # compile once
+    res: dict = {"stars": data.n, "load_seconds": round(load_s, 2)}
+    res["rerasterise_ms"] = _median_ms(lambda: tf.shade(canvas.points(frame, "x", "y", ds.count())), repeats)
+    box = (x0, y0, (x0 + x1) / 2, (y0 + y1) / 2)
+
+    def select_box():
+        state.select_box(box)
+        state.selection_summary()
+        state.selection_histograms()
+
+    res["box_select_and_summary_ms"] = _median_ms(select_box, repeats)
+    cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 3, (y1 - y0) / 3
+    ang = np.linspace(0, 2 * np.pi, 60)
+    poly = np.column_stack([cx + rx * np.cos(ang), cy + ry * np.sin(ang)])
+
+    def select_lasso():
+        state.select_lasso(poly)
+        state.selection_summary()
+        state.selection_histograms()
+
+    res["lasso_select_and_summary_ms"] = _median_ms(select_lasso, repeats)
+    rng = np.random.default_rng(0)
+
+    def tap():
+        k = int(rng.integers(data.n))
+        state.pick_at(float(x[k]), float(y[k]), (x0, x1), (y0, y1))
+        state.picked_spectrum()
+
+    res["tap_to_spectrum_ms"] = _median_ms(tap, repeats)
+    sigmas = iter(np.linspace(2.0, 4.0, repeats * 2))
+
+    def threshold():
+        state.element_sigma = float(next(sigmas))
+        state.counts_summary()
+
+    res["threshold_to_counts_ms"] = _median_ms(threshold, repeats)
+    try:
+        import resource
+
+        res["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+    except ImportError:  # pragma: no cover
+        pass
     return res
