@@ -119,12 +119,19 @@ class DisentangledVAE(nn.Module):
         for g in ELEMENT_GROUPS:
             self.register_buffer(f"pos_{g}", torch.from_numpy(pos[masks[g]]), persistent=False)
         self.mode = config.decoder_mode
-        if self.mode not in ("additive", "separate"):
+        if self.mode not in ("additive", "separate", "hybrid"):
             raise ValueError(f"unknown decoder_mode {self.mode!r}")
         n_out = {g: int(masks[g].sum()) for g in ELEMENT_GROUPS}
         if self.mode == "additive":
             n_in = {"fe": 1, "c": 1, "alpha": 1}
             n_out["fe"] = int(union.sum())
+        elif self.mode == "hybrid":  # iron covers Fe+C windows; alpha its own, seeing z_fe too
+            n_in = {"fe": 1, "c": 1, "alpha": 2}
+            fe_c = masks["fe"] | masks["c"]
+            n_out["fe"] = int(fe_c.sum())
+            self.register_buffer("pos_fec", torch.from_numpy(pos[fe_c]), persistent=False)
+            self.register_buffer("pos_c_in_fec", torch.from_numpy(
+                np.cumsum(fe_c)[masks["c"]] - 1), persistent=False)
         else:
             n_in = {"fe": 1, "c": 2, "alpha": 3}
         self.decoders = nn.ModuleDict({g: _mlp([n_in[g] + nw, *dh, n_out[g]]) for g in ELEMENT_GROUPS})
@@ -170,6 +177,12 @@ class DisentangledVAE(nn.Module):
                 "c": self.decoders["c"](torch.cat([f(sg(zf) + zc), w], -1)),
                 "alpha": self.decoders["alpha"](torch.cat([f(sg(zf) + za), w], -1)),
             }
+        if self.mode == "hybrid":
+            return {
+                "fe": self.decoders["fe"](torch.cat([zf, w], -1)),
+                "c": self.decoders["c"](torch.cat([sg(zf) + zc, w], -1)),
+                "alpha": self.decoders["alpha"](torch.cat([sg(zf), sg(zf) + za, w], -1)),
+            }
         return {
             "fe": self.decoders["fe"](torch.cat([zf, w], -1)),
             "c": self.decoders["c"](torch.cat([sg(zf), zc, w], -1)),
@@ -194,6 +207,17 @@ class DisentangledVAE(nn.Module):
             total.index_add_(1, self.pos_c, parts["c"].float())
             total.index_add_(1, self.pos_alpha, parts["alpha"].float())
             return 1.0 - total
+        if self.mode == "hybrid":
+            fec = parts["fe"].float().clone()
+            fec.index_add_(1, self.pos_c_in_fec, parts["c"].float())
+            b = fec.shape[0]
+            total = torch.zeros(b, self.win_all.numel(), device=fec.device)
+            count = torch.zeros(self.win_all.numel(), device=fec.device)
+            total.index_add_(1, self.pos_fec, fec)
+            count.index_add_(0, self.pos_fec, torch.ones_like(self.pos_fec, dtype=count.dtype))
+            total.index_add_(1, self.pos_alpha, parts["alpha"].float())
+            count.index_add_(0, self.pos_alpha, torch.ones_like(self.pos_alpha, dtype=count.dtype))
+            return 1.0 - total / count.clamp_min(1)
         b = parts["fe"].shape[0]
         total = torch.zeros(b, self.win_all.numel(), device=parts["fe"].device)
         count = torch.zeros(self.win_all.numel(), device=parts["fe"].device)

@@ -137,7 +137,7 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     w_dec = torch.where(have[:, None], y, w) if opts.teacher_forcing else w
     parts = model.absorption(z, w_dec, selective=True)
     out = {}
-    if model.mode == "additive":
+    if model.mode in ("additive", "hybrid"):
         idx = model.win_all
         npix = idx.numel()
         r = flux[:, idx] - model.combine(parts)
@@ -314,7 +314,7 @@ def orient_axes(model: DisentangledVAE) -> None:
         zm[:, axis] -= 0.5
         return float((model.absorption(zp, w)[group] - model.absorption(zm, w)[group]).mean())
 
-    if model.mode == "additive":
+    if model.mode in ("additive", "hybrid"):
         s = 1.0 if deepening(0, "fe") >= 0 else -1.0
         signs = [s, s, s]
     else:
