@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .calibration import Calibration, fit_calibration, load_calibration
+from .calibration import Calibration, fit_calibration
 from .errors import ChemlatentError
 from .rules import RuleEngine, precision_recall, preset, truth_mask
 
@@ -144,7 +144,3 @@ def plot_evaluation(latents: pd.DataFrame, catalog: pd.DataFrame, calibration: C
         plt.close(fig)
         paths.append(p)
     return paths
-
-
-def model_calibration(model_dir) -> Calibration | None:
-    return load_calibration(model_dir)

@@ -202,11 +202,3 @@ def encode_survey(survey: Survey, model: DisentangledVAE, *, out_path: Path | No
         if tmp.exists():
             tmp.unlink()
     return out_path
-
-
-def read_latents_meta(path: Path) -> dict:
-    import pyarrow.parquet as pq
-
-    md = pq.read_schema(path).metadata or {}
-    raw = md.get(b"chemlatent")
-    return json.loads(raw) if raw else {}

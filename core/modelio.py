@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import ModelError
 from .model import DisentangledVAE, ModelConfig
+from .store import write_json_atomic
 
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
@@ -47,12 +48,6 @@ def resolve_model_dir(model: str | Path | None) -> Path:
     return path
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_model(model: DisentangledVAE, out_dir: str | Path, extra_config: dict | None = None) -> Path:
     """Write config.json and weights.safetensors (each atomically)."""
     out = Path(out_dir)
@@ -65,7 +60,7 @@ def save_model(model: DisentangledVAE, out_dir: str | Path, extra_config: dict |
     tmp = out / f".{WEIGHTS}.tmp-{uuid.uuid4().hex[:8]}"
     save_file(state, str(tmp))
     os.replace(tmp, out / WEIGHTS)
-    _write_atomic(out / CONFIG, json.dumps(cfg, indent=2).encode())
+    write_json_atomic(cfg, out / CONFIG)
     return out
 
 
@@ -124,7 +119,8 @@ def json_safe(obj):
 
 
 def write_json(obj: dict, path: Path) -> None:
-    _write_atomic(Path(path), json.dumps(json_safe(obj), indent=2, default=str).encode())
+    """Atomic JSON with NaN/inf written as null."""
+    write_json_atomic(json_safe(obj), Path(path))
 
 
 def check_grid(model: DisentangledVAE, grid) -> None:

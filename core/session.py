@@ -155,10 +155,8 @@ class SurveyData:
 def _model_dir_from_meta(latents_path: Path, survey_dir: Path) -> Path | None:
     """The model directory named by the latents file (as written by ``chemlatent encode``),
     tried as given, relative to the survey and to the survey's parent."""
-    from .inference import read_latents_meta
-
     try:
-        meta = read_latents_meta(latents_path)
+        meta = rules.latents_metadata(latents_path)
     except Exception:
         return None
     text = meta.get("model_dir")

@@ -346,7 +346,3 @@ class Survey:
 
     def latents_path(self, model_name: str) -> Path:
         return self.path / LATENTS_DIR / f"{model_name}.parquet"
-
-
-def open_survey(path: str | Path) -> Survey:
-    return Survey(path)

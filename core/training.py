@@ -16,7 +16,7 @@ from .errors import ChemlatentError
 from .grid import ELEMENT_GROUPS, default_windows, load_windows
 from .model import DisentangledVAE, ModelConfig
 from .modelio import flatten_state, save_model, unflatten_state, write_json
-from .store import Survey
+from .store import Survey, write_json_atomic
 
 CHECKPOINT = "checkpoint"
 
@@ -58,29 +58,20 @@ class InMemoryData:
     """Training spectra held as float16 flux plus compact ivar, batches built on the fly."""
 
     def __init__(self, survey: Survey, rows: np.ndarray) -> None:
+        from .inference import iter_raw
+
         rows = np.sort(rows)
         self.rows = rows
-        cs = survey.chunk_stars
-        flux, ivar_parts = [], []
-        for s in range(0, survey.n_stars, cs * 16):
-            sel = rows[(rows >= s) & (rows < s + cs * 16)]
-            if sel.size == 0:
-                continue
-            e = min(s + cs * 16, survey.n_stars)
-            block = np.asarray(survey._flux[s:e])
-            flux.append(block[sel - s])
-            if survey.ivar_layout == "full":
-                ivar_parts.append(np.asarray(survey._ivar[s:e])[sel - s].astype(np.float16))
-            else:
-                ivar_parts.append(np.asarray(survey._mask[s:e])[sel - s])
-        self.flux = torch.from_numpy(np.concatenate(flux))
+        blocks = list(iter_raw(survey, survey.chunk_stars * 16, rows=rows))
+        self.flux = torch.from_numpy(np.concatenate([b.flux16 for b in blocks]))
         self.layout = survey.ivar_layout
         if self.layout == "full":
-            self.ivar = torch.from_numpy(np.concatenate(ivar_parts))
+            self.ivar = torch.from_numpy(np.concatenate([b.ivar.astype(np.float16) for b in blocks]))
         else:
-            self.mask = torch.from_numpy(np.concatenate(ivar_parts))
-            self.scale = torch.from_numpy(survey._ivar_scale[rows])
+            self.mask = torch.from_numpy(np.concatenate([b.mask for b in blocks]))
+            self.scale = torch.from_numpy(np.concatenate([b.scale for b in blocks]))
             self.profile = torch.from_numpy(survey._ivar_profile)
+        del blocks
         cat = survey.catalog
         lab = np.full((rows.size, 2), np.nan, np.float32)
         for j, col in enumerate(("teff", "logg")):
@@ -332,10 +323,8 @@ def _save_checkpoint(ck: Path, model, opt, sched, epoch: int, history: list) -> 
     tmp = ck / "state.safetensors.tmp"
     save_file(tensors, str(tmp))
     tmp.replace(ck / "state.safetensors")
-    js = ck / "state.json.tmp"
-    js.write_text(json.dumps({"epoch": epoch, "history": history, "skeleton": skel,
-                              "config": model.config.to_dict()}, default=float))
-    js.replace(ck / "state.json")
+    write_json_atomic({"epoch": epoch, "history": history, "skeleton": skel,
+                       "config": model.config.to_dict()}, ck / "state.json")
 
 
 def _load_checkpoint(ck: Path, model, opt, sched) -> tuple[int, list]:
