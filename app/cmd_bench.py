@@ -18,6 +18,9 @@ def add_arguments(p) -> None:
     p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--survey", default=None,
                    help="time the dashboard on this encoded survey instead of the generated one")
+    p.add_argument("--copies", type=positive_int, default=1,
+                   help="with --survey: time a session of this many jittered copies of every star "
+                        "(10 turns a 1M-star survey into a 10M-star session)")
     p.add_argument("--workdir", default=None, help="where to put the temporary survey (default: system temp)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -33,7 +36,7 @@ def run(args) -> int:
     if args.survey:
         from chemlatent.bench import bench_dashboard, machine
 
-        res = {"machine": machine(), "dashboard": bench_dashboard(args.survey)}
+        res = {"machine": machine(), "dashboard": bench_dashboard(args.survey, copies=args.copies)}
     else:
         res = run_benchmarks(args.stars, args.model, args.workdir, args.device, only)
     if args.json:
