@@ -21,7 +21,8 @@ import pandas as pd
 import panel as pn
 from holoviews.operation.datashader import dynspread, rasterize
 
-from chemlatent.session import ExplorerState, SurveyData
+from chemlatent.mapraster import rasterize_map
+from chemlatent.session import HOVER_COLUMNS, ExplorerState, SurveyData
 from chemlatent.spectrum_view import GROUP_COLORS, GROUP_LABELS, key_lines, window_spans, zoom_choices
 
 log = logging.getLogger("chemlatent.dashboard")
@@ -33,7 +34,6 @@ LABELS = {"z_fe": "z_Fe", "z_c": "z_C", "z_alpha": "z_alpha", "w_0": "w_0 (Teff)
           "logg": "log g (truth)", "snr": "S/N", "chi2": "reconstruction chi2",
           "score": "anomaly score (Mahalanobis d2)", "s_c_cond": "z_C sigma at its z_Fe",
           "s_alpha_cond": "z_alpha sigma at its z_Fe", "density": "density", "flagged": "flagged"}
-HOVER_COLUMNS = ("star_id", "snr", "teff_pred", "logg_pred")
 MAP_SIZE = (560, 480)
 SPEC_WIDTH = 560
 LEGEND_OPTS = {"label_text_font_size": "8pt", "glyph_height": 12, "spacing": 0, "padding": 3}
@@ -41,11 +41,13 @@ PLAIN_OVERLAY_MAX = 20000  # more overlay points than this are rasterized too
 
 
 def warm_up(data: SurveyData) -> None:
-    """Compile datashader's aggregation once (the first call costs ~1-2 s)."""
-    f = data.frame
-    cvs = ds.Canvas(plot_width=50, plot_height=50)
-    cvs.points(f.iloc[: min(len(f), 2000)], "z_fe", "z_c", agg=ds.count())
-    cvs.points(f.iloc[: min(len(f), 2000)], "z_fe", "z_c", agg=ds.mean("snr" if "snr" in f else "z_fe"))
+    """Compile the map's aggregation and the selection digests once (the first call of
+    each costs a second or two), so the first page and the first selection are fast."""
+    f = data.frame.iloc[: min(len(data.frame), 2000)]
+    for color in ("density", "snr" if "snr" in f else "z_fe"):
+        rasterize_map(f, "z_fe", "z_c", color, width=50, height=50)
+    for c in ExplorerState.SUMMARY_COLUMNS:
+        data.digest(c)
 
 
 class Dashboard:
@@ -144,32 +146,31 @@ class Dashboard:
         self.message.object = f"**{self.state.message}**" if self.state.message else ""
 
     # ------------------------------------------------------------------ map
-    def _map_frame(self) -> pd.DataFrame:
-        st, f = self.state, self.data.frame
-        cols = list(dict.fromkeys([st.x_axis, st.y_axis, *[c for c in HOVER_COLUMNS if c in f]]))
-        c = st.color_by
-        if c not in ("density", "flagged") and c not in cols:
-            cols.append(c)
-        df = f[cols]
-        if c == "flagged":
-            df = df.assign(flagged=st.flagged.astype(np.float32))
-        return df
+    def _raster(self, x_range=None, y_range=None, **_):
+        """The latent map as an image, re-aggregated in core for each pan/zoom."""
+        st = self.state
+        x, y, c = st.x_axis, st.y_axis, st.color_by
+        f = self.data.frame
+        hover = tuple(h for h in HOVER_COLUMNS if h in f.columns and h not in (x, y))
+        extra = {"flagged": st.flagged.astype(np.float32)} if c == "flagged" else None
+        r = rasterize_map(f, x, y, c, x_range=x_range, y_range=y_range, width=MAP_SIZE[0],
+                          height=MAP_SIZE[1], extra=extra, hover=hover)
+        vname = "count" if c == "density" else c
+        kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
+        vd = [hv.Dimension(vname, label=LABELS.get(c, c))] + [hv.Dimension(h, label=h) for h in hover]
+        return hv.Image((r.xs, r.ys, r.value, *(r.hover[h] for h in hover)), kd, vd)
 
     def _build_map(self):
         st = self.state
         x, y, c = st.x_axis, st.y_axis, st.color_by
-        df = self._map_frame()
-        vd = [d for d in df.columns if d not in (x, y)]
-        kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
-        pts = hv.Points(df, kd, vd)
         if c == "density":
-            agg, cmap, cnorm = ds.count(), "fire", "eq_hist"
+            cmap, cnorm = "fire", "eq_hist"
         elif c == "flagged":
-            agg, cmap, cnorm = ds.max("flagged"), ["#bbbbbb", "#d62728"], "linear"
+            cmap, cnorm = ["#bbbbbb", "#d62728"], "linear"
         else:
-            agg, cmap, cnorm = ds.mean(c), "viridis", "eq_hist"
-        raster = rasterize(pts, aggregator=agg, selector=ds.first("star_id"))
-        base = dynspread(raster, threshold=0.6, max_px=3).opts(
+            cmap, cnorm = "viridis", "eq_hist"
+        self._range = hv.streams.RangeXY()
+        base = hv.DynamicMap(self._raster, streams=[self._range]).opts(
             cmap=cmap, cnorm=cnorm, colorbar=True, clabel=LABELS.get(c, c),
             tools=["hover", "box_select", "lasso_select", "tap"],
             active_tools=["box_select", "wheel_zoom", "tap"],
@@ -182,7 +183,6 @@ class Dashboard:
         lasso.add_subscriber(self._on_lasso)
         tap = hv.streams.Tap(source=base)
         tap.add_subscriber(self._on_tap)
-        self._range = hv.streams.RangeXY(source=base)
         self._streams = [bounds, lasso, tap, self._range]
         flagged = hv.DynamicMap(self._flag_overlay, streams=[hv.streams.Params(st, ["flag_version"])])
         selected = hv.DynamicMap(self._sel_overlay, streams=[hv.streams.Params(st, ["selection_version"])])

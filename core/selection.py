@@ -201,3 +201,114 @@ def selection_summary(frame, mask: np.ndarray, columns=("snr", "chi2", "score", 
             out["columns"][c] = {"median": float(p50), "p16": float(p16), "p84": float(p84),
                                  "n": int(v.size)}
     return out
+
+
+# --------------------------------------------------------------------------- fast summaries
+#
+# On millions of stars, percentiles and fancy-indexed histograms of a selection cost tens of
+# milliseconds per column. A :class:`ColumnDigest` fixes each column's binning once per
+# survey (a fine histogram of FINE_PER_BIN sub-bins per display bin over the 0.5-99.5
+# percentile range, plus one under- and one overflow bin), so a selection's histograms and
+# quantiles need one compiled pass over the column and the mask, with no copies.
+
+FINE_PER_BIN = 64
+
+
+@numba.njit(cache=True, nogil=True)
+def _masked_fine_hist(v, mask, lo, scale, nfine, use_mask):  # pragma: no cover - compiled
+    """Counts in [underflow, nfine fine bins, overflow]; NaNs and unselected rows skipped."""
+    out = np.zeros(nfine + 2, np.int64)
+    for i in range(v.shape[0]):
+        if use_mask and not mask[i]:
+            continue
+        x = v[i]
+        if not (x == x):
+            continue
+        t = (x - lo) * scale
+        if t < 0:
+            out[0] += 1
+        elif t >= nfine:
+            out[nfine + 1] += 1
+        else:
+            out[int(t) + 1] += 1
+    return out
+
+
+@dataclass
+class ColumnDigest:
+    """A column's fixed binning and its whole-survey fine histogram (see module notes)."""
+
+    column: str
+    lo: float
+    hi: float
+    bins: int
+    total_fine: np.ndarray  # (bins * FINE_PER_BIN + 2,) counts incl. under/overflow
+
+    @classmethod
+    def build(cls, values, column: str = "", bins: int = 30,
+              clip: tuple[float, float] = (0.5, 99.5)) -> ColumnDigest | None:
+        v = np.asarray(values)
+        fin = np.isfinite(v)
+        if not fin.any():
+            return None
+        lo, hi = (float(q) for q in np.percentile(v[fin], clip))
+        if not hi > lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        d = cls(column, lo, hi, bins, np.zeros(0, np.int64))
+        d.total_fine = d.fine_counts(v, None)
+        return d
+
+    @property
+    def nfine(self) -> int:
+        return self.bins * FINE_PER_BIN
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(self.lo, self.hi, self.bins + 1)
+
+    def fine_counts(self, values, mask: np.ndarray | None) -> np.ndarray:
+        v = np.asarray(values)
+        if v.dtype not in (np.float32, np.float64):
+            v = v.astype(np.float64)
+        m = np.zeros(1, bool) if mask is None else np.asarray(mask, bool)
+        return _masked_fine_hist(v, m, self.lo, self.nfine / (self.hi - self.lo), self.nfine,
+                                 mask is not None)
+
+    def display(self, fine: np.ndarray) -> np.ndarray:
+        """Display-bin counts; out-of-range values land in the end bins (clipped)."""
+        h = fine[1:-1].reshape(self.bins, FINE_PER_BIN).sum(axis=1)
+        h[0] += fine[0]
+        h[-1] += fine[-1]
+        return h
+
+    def histograms(self, values, mask: np.ndarray) -> HistogramPair:
+        sel = self.fine_counts(values, mask)
+        return HistogramPair(self.column, self.edges, self.display(sel), self.display(self.total_fine))
+
+    def quantiles(self, values, mask: np.ndarray, qs=(16, 50, 84),
+                  fine: np.ndarray | None = None) -> tuple[list[float], int]:
+        """Selection percentiles (linear within a fine bin: error below one fine bin width,
+        1/64 of a display bin). A quantile in the open under/overflow bins is computed
+        exactly from the selected values. Returns (quantiles, number of finite values)."""
+        fine = self.fine_counts(values, mask) if fine is None else fine
+        n = int(fine.sum())
+        if n == 0:
+            return [], 0
+        cum = np.cumsum(fine)
+        width = (self.hi - self.lo) / self.nfine
+        out: list[float] = []
+        exact = None
+        for q in qs:
+            target = q / 100.0 * n
+            k = int(np.searchsorted(cum, target, side="left"))
+            k = min(k, fine.size - 1)
+            if k == 0 or k == fine.size - 1:
+                if exact is None:
+                    v = np.asarray(values)[np.asarray(mask, bool)]
+                    exact = v[np.isfinite(v)].astype(np.float64)
+                out.append(float(np.percentile(exact, q)))
+                continue
+            before = cum[k - 1]
+            frac = (target - before) / fine[k] if fine[k] else 0.5
+            out.append(float(self.lo + (k - 1 + min(max(frac, 0.0), 1.0)) * width))
+        return out, n

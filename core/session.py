@@ -39,6 +39,7 @@ TABLE_SOURCES: tuple[str, ...] = ("flagged", "selection", "flagged in selection"
 TABLE_COLUMNS: tuple[str, ...] = ("star_id", "verdict", "note", "ra", "dec", "snr", "z_fe", "z_c",
                                   "z_alpha", "s_c_cond", "s_alpha_cond", "score", "teff_pred",
                                   "logg_pred", "chi2", "fe_h", "c_fe", "alpha_fe", "population")
+HOVER_COLUMNS: tuple[str, ...] = ("star_id", "snr", "teff_pred", "logg_pred")
 EXPORT_FORMATS: dict[str, str] = {"csv": "csv", "fits": "fits", "votable": "vot"}
 
 
@@ -69,8 +70,26 @@ class SurveyData:
             self.notes.append(f"{int((row < 0).sum())} latent rows name stars not in the catalog")
             latents = latents[row >= 0].reset_index(drop=True)
             row = row[row >= 0]
-        self.latents = latents
         self.calibration = load_calibration(self.model_dir) if self.model_dir else None
+        self._attach(latents, row)
+        self.db_location = db or str(self.path)
+        self.who = who
+        self._store = None
+        self._store_lock = threading.Lock()
+        self._digests: dict[str, selection.ColumnDigest | None] = {}
+        self._digest_lock = threading.Lock()
+        self.model = None
+        self.model_note = ""
+        if load_model:
+            self._load_model()
+        self.windows = (self.model.config.windows if self.model is not None else _default_windows())
+        self.load_seconds = time.perf_counter() - t0
+
+    def _attach(self, latents: pd.DataFrame, row: np.ndarray) -> None:
+        """Build the engine, scores and the flat :attr:`frame` from latents whose rows map
+        to catalog rows ``row``."""
+        catalog = self.survey.catalog
+        self.latents = latents
         self.engine = rules.RuleEngine.from_latents(latents, calibration=self.calibration)
         scores = compute_scores(latents, self.engine.ref, include_prior=False)
         self.scores = scores
@@ -99,16 +118,28 @@ class SurveyData:
         self.color_options = ["density", "flagged"] + [
             c for c in COLOR_EXTRA + TRUTH_COLUMNS + ("teff_pred", "logg_pred", "z_fe", "z_c", "z_alpha")
             if c in self.frame.columns]
-        self.db_location = db or str(self.path)
-        self.who = who
-        self._store = None
-        self._store_lock = threading.Lock()
-        self.model = None
-        self.model_note = ""
-        if load_model:
-            self._load_model()
-        self.windows = (self.model.config.windows if self.model is not None else _default_windows())
-        self.load_seconds = time.perf_counter() - t0
+        self._digests = {}
+        self.__dict__.pop("_sid_index", None)
+
+    def tiled(self, copies: int, jitter: float = 0.05, seed: int = 0) -> SurveyData:
+        """A copy holding ``copies`` jittered replicas of every star (new star_ids, same
+        spectra): how the benchmarks build a 10M-star session from a 1M-star survey."""
+        import copy as _copy
+
+        rng = np.random.default_rng(seed)
+        n = len(self.latents)
+        parts = []
+        for k in range(copies):
+            part = self.latents.copy()
+            part["star_id"] = part["star_id"].to_numpy(np.int64) + k * (int(part["star_id"].max()) + 1)
+            if k:
+                for c in ("z_fe", "z_c", "z_alpha"):
+                    part[c] = part[c].to_numpy() + rng.normal(0, jitter, n).astype(np.float32)
+            parts.append(part)
+        out = _copy.copy(self)
+        out._digest_lock = threading.Lock()
+        out._attach(pd.concat(parts, ignore_index=True), np.tile(self.frame["row"].to_numpy(), copies))
+        return out
 
     def _load_model(self) -> None:
         from .modelio import check_grid, load_model
@@ -130,6 +161,14 @@ class SurveyData:
 
                 self._store = open_annotations(self.db_location, who=self.who)
             return self._store
+
+    def digest(self, column: str) -> selection.ColumnDigest | None:
+        """The column's fixed binning for fast selection summaries (built once, shared)."""
+        with self._digest_lock:
+            if column not in self._digests:
+                self._digests[column] = (selection.ColumnDigest.build(self.frame[column].to_numpy(), column)
+                                         if column in self.frame.columns else None)
+            return self._digests[column]
 
     def latent_row(self, i: int) -> dict:
         return self.frame.iloc[int(i)].to_dict()
@@ -265,17 +304,44 @@ class ExplorerState(param.Parameterized):
     def n_selected(self) -> int:
         return int(np.count_nonzero(self.selected))
 
-    def selection_summary(self) -> dict:
-        return selection.selection_summary(self.data.frame, self.selected)
+    SUMMARY_COLUMNS: tuple[str, ...] = ("snr", "chi2", "score", "fe_h", "c_fe", "alpha_fe",
+                                        "teff_pred", "logg_pred")
 
-    def selection_histograms(self, columns=("snr", "score", "fe_h", "c_fe", "alpha_fe"),
-                             bins: int = 30) -> dict[str, selection.HistogramPair]:
+    def _selection_fine(self, column: str):
+        """(digest, fine counts of the selection) for a column, cached per selection."""
+        key = (self.selection_version, column)
+        cache = self.__dict__.setdefault("_fine_cache", {})
+        if key not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            d = self.data.digest(column)
+            cache[key] = (d, None if d is None else d.fine_counts(self.values(column), self.selected))
+        return cache[key]
+
+    def selection_summary(self) -> dict:
+        """Count and per-column median/16th/84th percentiles of the selection (one compiled
+        pass per column; see :class:`chemlatent.selection.ColumnDigest`)."""
+        n = self.n_selected
+        out = {"n_selected": n, "n_total": self.data.n, "columns": {}}
+        if n == 0:
+            return out
+        for c in self.SUMMARY_COLUMNS:
+            d, fine = self._selection_fine(c)
+            if d is None:
+                continue
+            q, k = d.quantiles(self.values(c), self.selected, fine=fine)
+            if k:
+                out["columns"][c] = {"median": q[1], "p16": q[0], "p84": q[2], "n": k}
+        return out
+
+    def selection_histograms(self, columns=("snr", "score", "fe_h", "c_fe", "alpha_fe")
+                             ) -> dict[str, selection.HistogramPair]:
+        """The selection's histograms against the whole survey's (30 fixed bins per column)."""
         out = {}
         for c in columns:
-            if c in self.data.frame.columns:
-                h = selection.compare_histograms(self.values(c), self.selected, bins, c)
-                if h is not None:
-                    out[c] = h
+            d, fine = self._selection_fine(c)
+            if d is not None:
+                out[c] = selection.HistogramPair(c, d.edges, d.display(fine), d.display(d.total_fine))
         return out
 
     # -- picking -------------------------------------------------------------

@@ -18,7 +18,7 @@ def test_dashboard_and_store_benchmarks(tiny_survey, tmp_path):
     res = bench_dashboard(path, repeats=2)
     assert res["stars"] == survey.n_stars
     for key in ("rerasterise_ms", "box_select_and_summary_ms", "lasso_select_and_summary_ms",
-                "tap_to_spectrum_ms", "threshold_to_counts_ms"):
+                "tap_to_spectrum_ms", "threshold_to_counts_and_overlay_ms"):
         assert res[key] > 0
     ra = bench_random_access(survey, n=20)
     assert 0 < ra["median_ms"] <= ra["p95_ms"]

@@ -127,3 +127,26 @@ def test_compare_histograms_and_summary():
     assert s["columns"]["snr"]["median"] > 50
     assert "other" not in s["columns"]
     assert selection.selection_summary(frame, np.zeros(len(v), bool))["columns"] == {}
+
+
+def test_column_digest_matches_exact_histograms_and_quantiles():
+    rng = np.random.default_rng(3)
+    v = rng.lognormal(1.0, 0.6, 200_000).astype(np.float32)
+    v[::997] = np.nan
+    mask = rng.random(v.size) < 0.3
+    d = selection.ColumnDigest.build(v, "v", bins=30)
+    h = d.histograms(v, mask)
+    ref = selection.compare_histograms(v, mask, bins=30, column="v")
+    assert np.allclose(h.edges, ref.edges)
+    assert np.array_equal(h.total, ref.total) and np.array_equal(h.selected, ref.selected)
+    q, n = d.quantiles(v, mask)
+    sel = v[mask & np.isfinite(v)]
+    assert n == sel.size
+    width = (d.hi - d.lo) / d.nfine
+    assert np.allclose(q, np.percentile(sel, [16, 50, 84]), atol=width)
+    # a selection of the far tail (beyond the digest's range) is summarised exactly
+    tail = np.nan_to_num(v, nan=0) > np.nanpercentile(v, 99.9)
+    q, n = d.quantiles(v, tail, qs=(50,))
+    assert q[0] == np.percentile(v[tail], 50)
+    assert d.quantiles(v, np.zeros(v.size, bool)) == ([], 0)
+    assert selection.ColumnDigest.build(np.full(4, np.nan)) is None
