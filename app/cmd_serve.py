@@ -22,19 +22,26 @@ def add_arguments(p) -> None:
     p.add_argument("--no-show", action="store_true", help="do not open a browser")
 
 
-def run(args) -> int:
+def run(args, source=None) -> int:
+    """Serve ``args.dir``; ``source``: an already started first-run preparation
+    (:class:`chemlatent.preparation.Preparation`) to serve while it works."""
     from chemlatent.session import SurveyData
 
     address = getattr(args, "address", None) or "127.0.0.1"
     port = getattr(args, "port", None) or 5006
-    print(f"chemlatent serve: loading {args.dir} ...", file=sys.stderr)
-    data = SurveyData(args.dir, getattr(args, "model", None), db=getattr(args, "db", None),
-                      who=getattr(args, "who", None))
-    for note in data.notes:
-        print(f"chemlatent serve: note: {note}", file=sys.stderr)
+    if source is None:
+        print(f"chemlatent serve: loading {args.dir} ...", file=sys.stderr)
+        data = SurveyData(args.dir, getattr(args, "model", None), db=getattr(args, "db", None),
+                          who=getattr(args, "who", None))
+        for note in data.notes:
+            print(f"chemlatent serve: note: {note}", file=sys.stderr)
+        print(f"chemlatent serve: {data.n:,} stars loaded in {data.load_seconds:.1f} s; "
+              f"open http://{address}:{port}/ (Ctrl-C stops)", file=sys.stderr)
+        source = data
+    else:
+        print(f"chemlatent serve: open http://{address}:{port}/ now: the page shows the progress "
+              "and then the explorer (Ctrl-C stops)", file=sys.stderr)
     from .dashboard import serve
 
-    print(f"chemlatent serve: {data.n:,} stars loaded in {data.load_seconds:.1f} s; "
-          f"open http://{address}:{port}/ (Ctrl-C stops)", file=sys.stderr)
-    serve(data, port=port, address=address, show=not getattr(args, "no_show", False))
+    serve(source, port=port, address=address, show=not getattr(args, "no_show", False))
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -422,8 +423,12 @@ def _cont_uniforms(seed: int, idx: np.ndarray) -> np.ndarray:
 
 def generate_survey(path: str | Path, n_stars: int, seed: int = 0, *, chunk: int = 4096,
                     overwrite: bool = False, progress: bool = True,
-                    grid: WavelengthGrid = DEFAULT_GRID) -> Survey:
-    """Write a synthetic survey of ``n_stars`` to ``path`` (atomic; bounded memory)."""
+                    grid: WavelengthGrid = DEFAULT_GRID,
+                    on_progress: Callable[[int], None] | None = None) -> Survey:
+    """Write a synthetic survey of ``n_stars`` to ``path`` (atomic; bounded memory).
+
+    ``progress``: a terminal progress bar; ``on_progress(n)``: called with each block's size.
+    """
     from tqdm.auto import tqdm
 
     gen = Generator(seed, grid)
@@ -448,6 +453,8 @@ def generate_survey(path: str | Path, n_stars: int, seed: int = 0, *, chunk: int
                                   ivar_scale=lab["snr"].to_numpy(np.float32) ** 2)
             catalogs.append(lab)
             bar.update(idx.size)
+            if on_progress is not None:
+                on_progress(idx.size)
         if pending is not None:
             pending.result()
         bar.close()
