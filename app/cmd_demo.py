@@ -7,6 +7,7 @@ reuse both and go straight to serving.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,43 +32,57 @@ def demo_dir(stars: int, seed: int) -> Path:
     return Path("data") / (f"demo-{stars}" if seed == 2026 else f"demo-{stars}-s{seed}")
 
 
-def prepare(path: Path, stars: int, seed: int, log=print) -> Path:
-    """Make sure the demo survey and its latents exist; returns the survey path."""
-    from chemlatent.inference import encode_survey
-    from chemlatent.modelio import load_model
-    from chemlatent.store import Survey
-    from chemlatent.synth import generate_survey
+def _load(path: Path):
+    """The explorer's shared data for a prepared survey, compiled and warmed up."""
+    from chemlatent.session import SurveyData
 
-    tty = sys.stderr.isatty()
-    if not (path / "survey.json").exists():
-        log(f"chemlatent demo: generating {stars:,} synthetic stars into {path} (first run only)")
-        t0 = time.perf_counter()
-        generate_survey(path, stars, seed=seed, progress=tty)
-        log(f"chemlatent demo: generated in {time.perf_counter() - t0:.0f} s")
-    survey = Survey(path)
-    model = load_model(None)
-    if not survey.latents_path(model.name).exists():
-        from tqdm.auto import tqdm
+    from .dashboard import warm_up
 
-        log(f"chemlatent demo: encoding with the bundled model {model.name}")
-        t0 = time.perf_counter()
-        bar = tqdm(total=survey.n_stars, unit="star", disable=not tty, desc="encode")
-        encode_survey(survey, model, progress=bar.update)
-        bar.close()
-        log(f"chemlatent demo: encoded in {time.perf_counter() - t0:.0f} s")
-    return path
+    data = SurveyData(path)
+    warm_up(data)
+    return data
+
+
+def _report(prep, log, every: float = 10.0) -> None:
+    """Print the preparation's steps and progress to the terminal until it ends."""
+    shown = 0
+    while True:
+        finished = prep.wait(timeout=every) or prep.error is not None
+        for line in prep.log[shown:]:
+            log(f"chemlatent demo: {line}")
+        shown = len(prep.log)
+        st = prep.status()
+        if finished or st.stage in ("failed", "ready"):
+            if prep.error:
+                log(f"chemlatent demo: first run failed: {prep.error}")
+            return
+        if st.total:
+            eta = f", ~{st.eta_s:.0f} s left" if st.eta_s is not None else ""
+            log(f"chemlatent demo: {st.stage} {st.done:,}/{st.total:,} ({st.rate:,.0f}/s{eta})")
 
 
 def run(args) -> int:
-    path = Path(args.dir) if args.dir else demo_dir(args.stars, args.seed)
-    prepare(path, args.stars, args.seed, log=lambda s: print(s, file=sys.stderr))
-    if args.prepare_only:
-        print(f"demo survey ready in {path}")
-        return 0
-    from . import cmd_serve
+    from chemlatent.errors import ChemlatentError
+    from chemlatent.preparation import Preparation
 
+    path = Path(args.dir) if args.dir else demo_dir(args.stars, args.seed)
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    prep = Preparation(path, args.stars, args.seed, load=_load if not args.prepare_only else Path)
     args.dir = str(path)
     args.model = None
     args.db = None
     args.who = None
-    return cmd_serve.run(args)
+    t0 = time.perf_counter()
+    if args.prepare_only:
+        prep.start()
+        _report(prep, log)
+        if prep.error:
+            raise ChemlatentError(prep.error)
+        print(f"demo survey ready in {path} ({time.perf_counter() - t0:.0f} s)")
+        return 0
+    from . import cmd_serve
+
+    log(f"chemlatent demo: survey {path} ({args.stars:,} stars requested)")
+    prep.start()
+    threading.Thread(target=_report, args=(prep, log), daemon=True).start()
+    return cmd_serve.run(args, source=prep)

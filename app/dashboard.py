@@ -520,13 +520,54 @@ def make_app(data: SurveyData, **state_params):
     return tmpl
 
 
-def serve(data: SurveyData, *, port: int = 5006, address: str = "127.0.0.1", show: bool = True,
+def session_page(source):
+    """The page for a new browser session: the explorer, or, while a first run is still
+    generating/encoding (``source`` is a :class:`chemlatent.preparation.Preparation`), a page
+    with its progress that reloads itself into the explorer when the survey is ready."""
+    if isinstance(source, SurveyData):
+        return make_app(source)
+    if source.ready:
+        return make_app(source.data)
+    return preparing_page(source)
+
+
+def preparing_page(prep):
+    """Progress of the first-run work (stage, stars, rate, ETA), updated twice a second."""
+    pn.extension(notifications=False)
+    title = pn.pane.Markdown("### Preparing the survey", css_classes=["cl-preparing"])
+    bar = pn.indicators.Progress(value=0, max=1000, width=520, bar_color="primary")
+    text = pn.pane.Markdown("", css_classes=["cl-progress"])
+    reload = pn.widgets.Checkbox(value=False, visible=False)
+    reload.jscallback(value="window.location.reload();")
+
+    def update():
+        st = prep.status()
+        bar.value = int(1000 * min(1.0, st.fraction)) if st.total else 0
+        if st.stage == "failed":
+            text.object = f"**First run failed:** {st.message}"
+            return
+        rate = f", {st.rate:,.0f} stars/s" if st.rate else ""
+        eta = f", about {st.eta_s:.0f} s left" if st.eta_s is not None else ""
+        count = f": {st.done:,} of {st.total:,}{rate}{eta}" if st.total else ""
+        text.object = (f"**{st.stage}**{count}  \n{st.message}  \n"
+                       f"*{st.elapsed_s:.0f} s since start; this page opens the explorer by itself.*")
+        if prep.ready and not reload.value:
+            reload.value = True
+
+    update()
+    pn.state.add_periodic_callback(update, period=500)
+    return pn.template.BootstrapTemplate(title="chemlatent explorer", main=[title, bar, text, reload])
+
+
+def serve(data, *, port: int = 5006, address: str = "127.0.0.1", show: bool = True,
           threaded: bool = False, **kwargs):
-    """Serve the dashboard; each browser session gets its own state."""
-    warm_up(data)
+    """Serve the dashboard; each browser session gets its own state. ``data``: a
+    :class:`SurveyData`, or a first-run ``Preparation`` (see :func:`session_page`)."""
+    if isinstance(data, SurveyData):
+        warm_up(data)
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
     def app():  # a plain function: Panel calls it once per browser session
-        return make_app(data)
+        return session_page(data)
 
     return pn.serve({"/": app}, port=port, address=address, show=show,
                     threaded=threaded, websocket_origin=origins, title="chemlatent explorer", **kwargs)

@@ -234,3 +234,49 @@ def test_view_state_comes_from_the_url(browser, served):
     pg.wait_for_url(re.compile(r"x_axis=w_0"))
     assert _wait_until(lambda: dash.state.x_axis == "w_0", 30)
     ctx.close()
+
+
+def test_first_run_page_shows_progress_then_opens_the_explorer(browser, served):
+    """While a first run is still working, a session sees its progress; when the survey is
+    ready the page reloads itself into the explorer."""
+    import threading
+
+    import panel as pn
+
+    from chemlatent.app import dashboard
+    from chemlatent.preparation import Preparation
+
+    release = threading.Event()
+
+    def load(path):
+        release.wait(60)
+        return served["data"]
+
+    prep = Preparation(served["data"].path, 3000, 5, load=load, model_dir=str(served["root"] / "model"))
+    prep.start()
+    port = _free_port()
+    server = pn.serve({"/": lambda: dashboard.session_page(prep)}, port=port, address="127.0.0.1",
+                      show=False, threaded=True, websocket_origin=[f"127.0.0.1:{port}"])
+    ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(TIMEOUT)
+        _wait_until(lambda: _port_open(port), timeout=30)
+        pg.goto(f"http://127.0.0.1:{port}/")
+        pg.get_by_text("Preparing the survey").first.wait_for()
+        pg.get_by_text(re.compile("loading 3,000 stars")).first.wait_for()
+        assert not prep.ready
+        release.set()
+        pg.get_by_text("Selection: 0 of 3,000 stars").first.wait_for()
+    finally:
+        release.set()
+        ctx.close()
+        server.stop()
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
