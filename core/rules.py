@@ -1079,4 +1079,7 @@ def read_latents(path) -> pd.DataFrame:
         raise ChemlatentError(f"{path} lacks column(s) {', '.join(missing)}")
     if df["star_id"].duplicated().any():
         df = df.drop_duplicates("star_id", keep="last")
+    for c in df.columns:  # repeated labels (the run name) as categories: 1 byte a star, not ~35
+        if c != "star_id" and (df[c].dtype == object or pd.api.types.is_string_dtype(df[c])):
+            df[c] = df[c].astype("category")
     return df.reset_index(drop=True)

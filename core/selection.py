@@ -43,23 +43,49 @@ def box_mask(x, y, bounds) -> np.ndarray:
     return m
 
 
-@numba.njit(cache=True, nogil=True)
-def _pip(x, y, idx, px, py, out):  # pragma: no cover - compiled
-    n = px.shape[0]
-    for k in range(idx.shape[0]):
-        i = idx[k]
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _pip_banded(x, y, px, py, x0, y0, x1, y1, band_start, band_edges, dy, out):  # pragma: no cover
+    """Even-odd point-in-polygon for every star; each star tests only the polygon edges
+    that span its horizontal band (a handful instead of all of them)."""
+    nb = band_start.shape[0] - 1
+    for i in numba.prange(x.shape[0]):
         xi = x[i]
         yi = y[i]
+        if not (xi >= x0 and xi <= x1 and yi >= y0 and yi <= y1):
+            continue
+        b = int((yi - y0) / dy)
+        if b >= nb:
+            b = nb - 1
         inside = False
-        j = n - 1
-        for m in range(n):
+        for k in range(band_start[b], band_start[b + 1]):
+            m = band_edges[k]
+            j = m - 1 if m > 0 else px.shape[0] - 1
             ym, yj = py[m], py[j]
             if (ym > yi) != (yj > yi):
                 xc = px[m] + (yi - ym) * (px[j] - px[m]) / (yj - ym)
                 if xi < xc:
                     inside = not inside
-            j = m
         out[i] = inside
+
+
+def _edge_bands(py: np.ndarray, n_bands: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """CSR lists of the edges (m-1 -> m) overlapping each of ``n_bands`` horizontal bands."""
+    y0, y1 = float(py.min()), float(py.max())
+    dy = (y1 - y0) / n_bands if y1 > y0 else 1.0
+    ya, yb = np.minimum(py, np.roll(py, 1)), np.maximum(py, np.roll(py, 1))
+    first = np.clip(((ya - y0) / dy).astype(np.int64), 0, n_bands - 1)
+    last = np.clip(((yb - y0) / dy).astype(np.int64), 0, n_bands - 1)
+    counts = np.zeros(n_bands + 1, np.int64)
+    for f, la in zip(first, last):
+        counts[f + 1: la + 2] += 1
+    start = np.cumsum(counts)
+    edges = np.empty(start[-1], np.int64)
+    fill = start[:-1].copy()
+    for m, (f, la) in enumerate(zip(first, last)):
+        for b in range(f, la + 1):
+            edges[fill[b]] = m
+            fill[b] += 1
+    return start, edges, dy
 
 
 def polygon_mask(x, y, xs, ys) -> np.ndarray:
@@ -74,11 +100,8 @@ def polygon_mask(x, y, xs, ys) -> np.ndarray:
     out = np.zeros(x.shape, bool)
     if px.size < 3:
         return out
-    cand = box_mask(x, y, (px.min(), py.min(), px.max(), py.max()))
-    idx = np.flatnonzero(cand)
-    if idx.size:
-        _pip(x.astype(np.float64, copy=False), y.astype(np.float64, copy=False),
-             idx.astype(np.int64), px, py, out)
+    start, edges, dy = _edge_bands(py, int(min(4096, 4 * px.size)))
+    _pip_banded(x, y, px, py, px.min(), py.min(), px.max(), py.max(), start, edges, dy, out)
     return out
 
 
@@ -124,19 +147,42 @@ def nearest_index(x, y, px: float, py: float, x_range=None, y_range=None,
         return s if s > 0 else 1.0
 
     sx, sy = span(x, x_range), span(y, y_range)
-    if max_distance is not None:  # prefilter to the neighbourhood: cheap on millions
-        cand = box_mask(x, y, (px - max_distance * sx, py - max_distance * sy,
-                               px + max_distance * sx, py + max_distance * sy))
-        idx = np.flatnonzero(cand)
-    else:
-        idx = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
-    if idx.size == 0:
-        return None
-    d2 = ((x[idx] - px) / sx) ** 2 + ((y[idx] - py) / sy) ** 2
-    k = int(np.argmin(d2))
-    if max_distance is not None and d2[k] > max_distance ** 2:
-        return None
-    return int(idx[k])
+    md = np.inf if max_distance is None else float(max_distance)
+    k = _nearest(x, y, float(px), float(py), 1.0 / sx, 1.0 / sy, md)
+    return None if k < 0 else int(k)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _nearest(x, y, px, py, isx, isy, maxd):  # pragma: no cover - compiled
+    """Row of the nearest finite star in screen-normalised distance within ``maxd`` (-1: none);
+    one pass over the columns, split across threads."""
+    n = x.shape[0]
+    nchunk = 64
+    best_d = np.full(nchunk, np.inf)
+    best_i = np.full(nchunk, -1, np.int64)
+    lim = maxd * maxd
+    step = (n + nchunk - 1) // nchunk
+    for c in numba.prange(nchunk):
+        bd = lim
+        bi = -1
+        for i in range(c * step, min(n, (c + 1) * step)):
+            dx = (x[i] - px) * isx
+            if dx * dx > bd:
+                continue
+            dy = (y[i] - py) * isy
+            d = dx * dx + dy * dy
+            if d <= bd:
+                bd = d
+                bi = i
+        best_d[c] = bd
+        best_i[c] = bi
+    k = -1
+    d = np.inf
+    for c in range(nchunk):
+        if best_i[c] >= 0 and best_d[c] < d:
+            d = best_d[c]
+            k = best_i[c]
+    return k
 
 
 # --------------------------------------------------------------------------- summaries
@@ -214,24 +260,24 @@ def selection_summary(frame, mask: np.ndarray, columns=("snr", "chi2", "score", 
 FINE_PER_BIN = 64
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _masked_fine_hist(v, mask, lo, scale, nfine, use_mask):  # pragma: no cover - compiled
-    """Counts in [underflow, nfine fine bins, overflow]; NaNs and unselected rows skipped."""
-    out = np.zeros(nfine + 2, np.int64)
-    for i in range(v.shape[0]):
-        if use_mask and not mask[i]:
-            continue
-        x = v[i]
-        if not (x == x):
-            continue
-        t = (x - lo) * scale
-        if t < 0:
-            out[0] += 1
-        elif t >= nfine:
-            out[nfine + 1] += 1
-        else:
-            out[int(t) + 1] += 1
-    return out
+    """Counts in [underflow, nfine fine bins, overflow]; NaNs and unselected rows skipped
+    (the rows are split into chunks histogrammed in parallel, then summed)."""
+    n = v.shape[0]
+    nchunk = 16
+    step = (n + nchunk - 1) // nchunk
+    parts = np.zeros((nchunk, nfine + 3), np.int64)  # last column: NaNs, dropped
+    for c in numba.prange(nchunk):
+        for i in range(c * step, min(n, (c + 1) * step)):
+            x = v[i]
+            t = (x - lo) * scale
+            # branch-free binning (selections are unpredictable): clamp, NaN to the last bin
+            b = nfine + 2
+            if x == x:
+                b = int(min(max(t + 1.0, 0.0), nfine + 1.0))
+            parts[c, b] += mask[i] if use_mask else 1
+    return parts[:, : nfine + 2].sum(axis=0)
 
 
 @dataclass

@@ -92,16 +92,17 @@ class SurveyData:
         self.latents = latents
         self.engine = rules.RuleEngine.from_latents(latents, calibration=self.calibration)
         scores = compute_scores(latents, self.engine.ref, include_prior=False)
-        self.scores = scores
         cols: dict[str, np.ndarray] = {"star_id": latents["star_id"].to_numpy(np.int64),
                                        "row": row.astype(np.int64)}
         for c in latents.columns:
             if c in ("star_id", "run") or not pd.api.types.is_numeric_dtype(latents[c]):
                 continue
             cols[c] = latents[c].to_numpy(np.float32)
-        cols["score"] = scores["mahal_d2"].to_numpy(np.float32)
+        # copies: a view would keep every score column alive (exports recompute them per row)
+        cols["score"] = np.array(scores["mahal_d2"].to_numpy(np.float32))
         for c in ("s_fe", "s_c", "s_alpha", "s_c_cond", "s_alpha_cond"):
-            cols[c] = scores[c].to_numpy(np.float32)
+            cols[c] = np.array(scores[c].to_numpy(np.float32))
+        del scores
         for c in ("snr", "ra", "dec", *TRUTH_COLUMNS):
             if c in catalog.columns:
                 v = pd.to_numeric(catalog[c], errors="coerce").to_numpy(np.float64)[row]
@@ -109,8 +110,10 @@ class SurveyData:
                     continue
                 cols[c] = v.astype(np.float64 if c in ("ra", "dec") else np.float32)
         if "population" in catalog.columns:
-            cols["population"] = catalog["population"].astype(str).to_numpy()[row]
-        self.frame = pd.DataFrame(cols)
+            pop = catalog["population"].astype("category")
+            cols["population"] = pd.Categorical.from_codes(pop.cat.codes.to_numpy()[row],
+                                                           pop.cat.categories)
+        self.frame = pd.DataFrame(cols, copy=False)  # latent columns stay shared with latents
         self.n = len(self.frame)
         self.truth_available = all(c in self.frame.columns for c in ("fe_h", "c_fe", "alpha_fe")) and \
             bool(np.isfinite(self.frame["fe_h"].to_numpy()).any())
@@ -161,6 +164,10 @@ class SurveyData:
 
                 self._store = open_annotations(self.db_location, who=self.who)
             return self._store
+
+    def scores_for(self, idx: np.ndarray) -> pd.DataFrame:
+        """All anomaly scores of the stars at frame rows ``idx`` (same reference as the map)."""
+        return compute_scores(self.latents.iloc[idx], self.engine.ref, include_prior=False)
 
     def digest(self, column: str) -> selection.ColumnDigest | None:
         """The column's fixed binning for fast selection summaries (built once, shared)."""
@@ -522,7 +529,7 @@ class ExplorerState(param.Parameterized):
 
         idx = np.flatnonzero(self.table_mask())
         lat = self.data.latents.iloc[idx].reset_index(drop=True)
-        sc = self.data.scores.iloc[idx].reset_index(drop=True)
+        sc = self.data.scores_for(idx).reset_index(drop=True)
         frame = build_export_frame(lat, scores=sc, catalog=self.data.survey.catalog,
                                    calibration=self.data.calibration)
         v = self._verdicts(frame["star_id"].to_numpy()) if len(frame) else None

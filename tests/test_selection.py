@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,18 +64,19 @@ def test_self_intersecting_lasso_uses_even_odd():
     assert selection.lasso_mask(x, y, bow).tolist() == [True, True, False, False]
 
 
-def test_lasso_is_fast_on_two_million_points():
+def test_lasso_on_two_million_points_matches_a_reference_on_a_sample():
     rng = np.random.default_rng(1)
     x = rng.normal(size=2_000_000).astype(np.float32)
     y = rng.normal(size=2_000_000).astype(np.float32)
     t = np.linspace(0, 2 * np.pi, 200, endpoint=False)
     poly = np.c_[1.5 * np.cos(t), np.sin(t) * (1 + 0.3 * np.sin(5 * t))]
-    selection.lasso_mask(x[:10], y[:10], poly)  # compile
-    t0 = time.perf_counter()
     m = selection.lasso_mask(x, y, poly)
-    dt = time.perf_counter() - t0
     assert 0.2 < m.mean() < 0.9
-    assert dt < 5.0  # ~0.3 s on 2 busy cores
+    from matplotlib.path import Path as MplPath
+
+    k = np.arange(0, x.size, 97)
+    want = MplPath(poly).contains_points(np.column_stack([x[k], y[k]]))
+    assert np.count_nonzero(m[k] != want) <= 2
 
 
 @pytest.mark.parametrize("mode,expected", [("replace", [0, 1, 1, 0]), ("add", [1, 1, 1, 0]),
@@ -150,3 +149,20 @@ def test_column_digest_matches_exact_histograms_and_quantiles():
     assert q[0] == np.percentile(v[tail], 50)
     assert d.quantiles(v, np.zeros(v.size, bool)) == ([], 0)
     assert selection.ColumnDigest.build(np.full(4, np.nan)) is None
+
+
+def test_banded_polygon_test_agrees_with_matplotlib_on_random_star_polygons():
+    from matplotlib.path import Path as MplPath
+
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-2, 2, 50_000).astype(np.float32)
+    y = rng.uniform(-2, 2, 50_000).astype(np.float32)
+    for nv in (3, 7, 60, 400):
+        ang = np.sort(rng.uniform(0, 2 * np.pi, nv))
+        rad = rng.uniform(0.3, 1.8, nv)
+        xs, ys = rad * np.cos(ang), rad * np.sin(ang)
+        got = selection.polygon_mask(x, y, xs, ys)
+        want = MplPath(np.column_stack([xs, ys])).contains_points(np.column_stack([x, y]))
+        # points within float rounding of an edge may go either way
+        assert np.count_nonzero(got != want) <= 2, nv
+        assert got.sum() > 0
