@@ -37,7 +37,8 @@ LABELS = {"z_fe": "z_Fe", "z_c": "z_C", "z_alpha": "z_alpha", "w_0": "w_0 (Teff)
 MAP_SIZE = (560, 480)
 SPEC_WIDTH = 560
 LEGEND_OPTS = {"label_text_font_size": "8pt", "glyph_height": 12, "spacing": 0, "padding": 3}
-PLAIN_OVERLAY_MAX = 20000  # more overlay points than this are rasterized too
+PLAIN_OVERLAY_MAX = 20000
+CALLBACK_THREADS = 4  # more overlay points than this are rasterized too
 
 
 def warm_up(data: SurveyData) -> None:
@@ -502,8 +503,16 @@ class Dashboard:
         return [pn.Tabs(explore, cands, reinf, dynamic=False, sizing_mode="stretch_width")]
 
 
+def enable_callback_threads(n: int = CALLBACK_THREADS) -> None:
+    """Run event callbacks on a thread pool, so one session's slow callback (a stack of
+    hundreds of spectra, a big export) never freezes the others' pages."""
+    if pn.config.nthreads is None:
+        pn.config.nthreads = n
+
+
 def make_app(data: SurveyData, **state_params):
     """One session's page (called by the server for each browser session)."""
+    enable_callback_threads()
     pn.extension("tabulator", notifications=False)
     state = ExplorerState(data, **state_params)
     if pn.state.location is not None:
@@ -524,6 +533,7 @@ def session_page(source):
     """The page for a new browser session: the explorer, or, while a first run is still
     generating/encoding (``source`` is a :class:`chemlatent.preparation.Preparation`), a page
     with its progress that reloads itself into the explorer when the survey is ready."""
+    enable_callback_threads()
     if isinstance(source, SurveyData):
         return make_app(source)
     if source.ready:
