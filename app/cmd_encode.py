@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="matrix precision (auto: bf16)")
     p.add_argument("--chunk", type=positive_int, default=None,
-                   help="stars per block (default 8192; with --ids: per batch, sized to the device)")
+                   help="stars per block (default 8192, 32768 on a GPU; with --ids: per batch, sized to the "
+                        "device and samples; with --scheduler: per partition, 8192)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="encode on a Dask cluster: a scheduler address (tcp://host:8786) or 'local'")
     p.add_argument("--workers", type=positive_int, default=1,
@@ -67,7 +68,7 @@ def _whole(args) -> int:
     bar = _bar(survey.n_stars, "encode")
     t0 = time.perf_counter()
     path = encode_survey(survey, model, device=str(device), precision=args.precision,
-                         chunk=args.chunk or 8192, overwrite=args.overwrite, progress=bar.update,
+                         chunk=args.chunk, overwrite=args.overwrite, progress=bar.update,
                          samples=args.samples, seed=args.seed)
     bar.close()
     dt = time.perf_counter() - t0

@@ -27,6 +27,7 @@ class DeviceBlock:
     scale: torch.Tensor | None
     ivar: torch.Tensor | None
     ready: torch.cuda.Event | None = None
+    host: tuple = ()  # pinned sources, kept alive until the copies are done
 
     def wait(self) -> None:
         """Make the current stream wait for the copy, and keep the memory alive for it."""
@@ -38,6 +39,7 @@ class DeviceBlock:
             if t is not None:
                 t.record_stream(stream)
         self.ready = None
+        self.host = ()
 
 
 def upload(blk, device: torch.device, stream: torch.cuda.Stream | None = None) -> DeviceBlock:
@@ -57,7 +59,7 @@ def upload(blk, device: torch.device, stream: torch.cuda.Stream | None = None) -
         flux, mask, scale, ivar = (None if t is None else t.to(device, non_blocking=True) for t in pinned)
         ready = torch.cuda.Event()
         ready.record(stream)
-    return DeviceBlock(flux, mask, scale, ivar, ready)
+    return DeviceBlock(flux, mask, scale, ivar, ready, tuple(pinned))
 
 
 def _good_and_scale(b: DeviceBlock) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -368,17 +368,19 @@ class LatentsWriter:
 
 
 def encode_survey(survey: Survey, model: DisentangledVAE, *, out_path: Path | None = None,
-                  device: str = "cpu", precision: str = "auto", chunk: int = 8192,
+                  device: str = "cpu", precision: str = "auto", chunk: int | None = None,
                   rows: np.ndarray | None = None, run: str | None = None,
                   overwrite: bool = False, progress: Callable[[int], None] | None = None,
                   features: str = "auto", samples: int = 0, seed: int = 0) -> Path:
     """Encode a survey (or the given rows) and write ``latents/<model>.parquet`` atomically.
-    ``samples`` > 0 adds sampled uncertainties (see :meth:`Encoder.launch`)."""
+    ``chunk``: stars per block (default 8192 on CPU, 32768 on a GPU); ``samples`` > 0 adds
+    sampled uncertainties (see :meth:`Encoder.launch`)."""
     name = model_name(model)
     out_path = Path(out_path) if out_path else survey.path / LATENTS_DIR / f"{name}.parquet"
     if out_path.exists() and not overwrite:
         raise ChemlatentError(f"{out_path} already exists; pass --overwrite to replace it")
     enc = Encoder(model, survey, device=device, precision=precision, features=features)
+    chunk = chunk or (32768 if enc.cuda else 8192)
     run = run or f"{name}@{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     star_ids = survey.catalog["star_id"].to_numpy()
     meta = latents_meta(model, survey, run=run, precision=enc.precision, device=str(device),
