@@ -39,7 +39,6 @@ class DeviceBlock:
             if t is not None:
                 t.record_stream(stream)
         self.ready = None
-        self.host = ()
 
 
 def upload(blk, device: torch.device, stream: torch.cuda.Stream | None = None) -> DeviceBlock:

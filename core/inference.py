@@ -147,6 +147,7 @@ class _Pending:
     packed: torch.Tensor | None
     ready: torch.cuda.Event | None = None
     host: dict[str, np.ndarray] = field(default_factory=dict)
+    keep: tuple = ()  # inputs of asynchronous copies, alive until the results are collected
 
 
 class Encoder:
@@ -205,6 +206,7 @@ class Encoder:
         posterior width of the observed spectrum."""
         if dev is not None:
             dev.wait()
+        keep: tuple = (dev,)
         if self.features == "torch":
             x = features_torch(dev, self._sqrt_prof)
         else:
@@ -212,7 +214,9 @@ class Encoder:
                                       ivar=blk.ivar)
             x = torch.from_numpy(feats)
             if self.cuda:
-                x = x.pin_memory().to(self.device, non_blocking=True)
+                pinned = x.pin_memory()
+                keep += (pinned,)
+                x = pinned.to(self.device, non_blocking=True)
         m = self.model
         with self._autocast():
             hid = m.encoder(x)
@@ -243,7 +247,7 @@ class Encoder:
         out.copy_(packed, non_blocking=True)
         ready = torch.cuda.Event()
         ready.record()
-        return _Pending(names, out, ready, host)
+        return _Pending(names, out, ready, host, keep)
 
     def _sample(self, x: torch.Tensor, dev: DeviceBlock, k: int,
                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -137,6 +137,9 @@ def test_open_latents_dask_joins_the_catalog(survey, client):
     got = ddf.compute().sort_values("star_id").reset_index(drop=True)
     assert set(got.columns) == set(want.columns)
     pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+    url = open_latents_dask(f"file://{survey.path}").compute()  # any fsspec URL
+    pd.testing.assert_frame_equal(url.sort_values("star_id").reset_index(drop=True)[want.columns], want,
+                                  check_dtype=False)
     sub = open_latents_dask(survey.path, columns=["z_fe"], catalog_columns=["snr"]).compute()
     assert sorted(sub.columns) == ["snr", "star_id", "z_fe"] and len(sub) == N
     # an unsorted latents file still joins (through a shuffle)

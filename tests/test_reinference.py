@@ -249,3 +249,15 @@ def test_cli_encode_ids(survey, tmp_path, capsys):
         assert main(["encode", str(survey.path), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0]
+
+
+def test_whole_survey_encode_with_samples(survey, tmp_path, model):
+    from chemlatent.inference import encode_survey
+
+    out = encode_survey(survey, model, out_path=tmp_path / "s.parquet", rows=np.arange(50), samples=3,
+                        seed=1)
+    lat = pd.read_parquet(out)
+    base = pd.read_parquet(_base(survey)).iloc[:50]
+    np.testing.assert_array_equal(lat["z_c"], base["z_c"])
+    np.testing.assert_array_equal(lat["z_c_sigma"], base["z_c_std"])
+    assert (lat["z_c_std"] != lat["z_c_sigma"]).all() and lat["z_alpha_mean"].notna().all()
