@@ -4,8 +4,9 @@ One worker thread owns the device (one GPU, or the CPU) and advances jobs a batc
 time, taking users in turn (round robin): a user's small job is not stuck behind another
 user's large one, and each user's own jobs run in the order submitted. Limits keep one user
 from exhausting the machine: stars per job (``max_subset``), posterior samples per job
-(``max_samples``), queued-or-running jobs per user (``max_per_user``) and in all
-(``max_total``); a submission over a limit raises :class:`ChemlatentError` at once.
+(``max_samples``), star encodings per job, stars x (1 + samples) (``max_passes``),
+queued-or-running jobs per user (``max_per_user``) and in all (``max_total``); a submission
+over a limit raises :class:`ChemlatentError` at once.
 
 Progress (done, total, rate, ETA) is read with :meth:`JobQueue.status`; :meth:`cancel`
 takes effect between batches. A finished job's result is a run
@@ -98,10 +99,11 @@ class JobQueue:
     ``keep``: finished jobs remembered for :meth:`status`.
     """
 
-    def __init__(self, *, max_subset: int = 100_000, max_samples: int = 64, max_per_user: int = 3,
-                 max_total: int = 20, batch: int | None = None, nice: int = 10, keep: int = 200,
-                 models_cached: int = 2, start: bool = True) -> None:
+    def __init__(self, *, max_subset: int = 100_000, max_samples: int = 64, max_passes: int = 2_000_000,
+                 max_per_user: int = 3, max_total: int = 20, batch: int | None = None, nice: int = 10,
+                 keep: int = 200, models_cached: int = 2, start: bool = True) -> None:
         self.max_subset, self.max_samples = int(max_subset), int(max_samples)
+        self.max_passes = int(max_passes)
         self.max_per_user, self.max_total = int(max_per_user), int(max_total)
         self.batch, self.nice, self.keep = batch, nice, int(keep)
         self._cond = threading.Condition()
@@ -136,6 +138,10 @@ class JobQueue:
         if not 0 <= samples <= self.max_samples:
             raise ChemlatentError(f"posterior samples must be between 0 and {self.max_samples}, "
                                   f"got {samples}")
+        if ids.size * (1 + samples) > self.max_passes:
+            raise ChemlatentError(f"{ids.size:,} stars x {1 + samples} encodings each is more than one "
+                                  f"job may do ({self.max_passes:,}): select fewer stars or ask for "
+                                  "fewer samples")
         if not (Path(survey_dir) / SURVEY_JSON).exists():
             raise ChemlatentError(f"{survey_dir} is not a survey directory (no {SURVEY_JSON})")
         mdir, _ = load_config(model_dir)

@@ -59,12 +59,14 @@ def test_users_take_turns_and_own_jobs_run_in_order(survey):
 
 
 def test_limits_raise_at_submit(survey, queue, tmp_path):
-    q = JobQueue(max_subset=300, max_per_user=2, max_total=3, max_samples=4, start=False)
+    q = JobQueue(max_subset=300, max_per_user=2, max_total=3, max_samples=4, max_passes=600, start=False)
     ids = _ids(survey, 0, 10)
     cases = [
         (lambda: q.submit("ann", survey.path, _ids(survey, 0, 301), device="cpu"), "more than the 300"),
         (lambda: q.submit("ann", survey.path, [], device="cpu"), "no stars selected"),
         (lambda: q.submit("ann", survey.path, ids, samples=5, device="cpu"), "between 0 and 4"),
+        (lambda: q.submit("ann", survey.path, _ids(survey, 0, 201), samples=2, device="cpu"),
+         "201 stars x 3 encodings"),
         (lambda: q.submit("ann", tmp_path, ids, device="cpu"), "not a survey directory"),
         (lambda: q.submit("ann", survey.path, ids, model_dir=tmp_path / "m", device="cpu"), "does not exist"),
     ]
