@@ -37,8 +37,9 @@ LABELS = {"z_fe": "z_Fe", "z_c": "z_C", "z_alpha": "z_alpha", "w_0": "w_0 (Teff)
 MAP_SIZE = (560, 480)
 SPEC_WIDTH = 560
 LEGEND_OPTS = {"label_text_font_size": "8pt", "glyph_height": 12, "spacing": 0, "padding": 3}
-PLAIN_OVERLAY_MAX = 20000
-CALLBACK_THREADS = 4  # more overlay points than this are rasterized too
+PLAIN_OVERLAY_MAX = 20000  # more overlay points than this are rasterized too
+CALLBACK_THREADS = 4
+PREPARING_TITLE = "chemlatent explorer: preparing the survey"
 
 
 def warm_up(data: SurveyData) -> None:
@@ -566,7 +567,7 @@ def preparing_page(prep):
 
     update()
     pn.state.add_periodic_callback(update, period=500)
-    return pn.template.BootstrapTemplate(title="chemlatent explorer", main=[title, bar, text, reload])
+    return pn.template.BootstrapTemplate(title=PREPARING_TITLE, main=[title, bar, text, reload])
 
 
 def serve(data, *, port: int = 5006, address: str = "127.0.0.1", show: bool = True,
