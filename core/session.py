@@ -124,6 +124,22 @@ class SurveyData:
         self._digests = {}
         self.__dict__.pop("_sid_index", None)
 
+    def with_latents(self, latents: pd.DataFrame, note: str = "") -> SurveyData:
+        """A copy over other latents of the same survey (e.g. a re-inference run applied);
+        the survey, model, calibration and annotations are shared."""
+        import copy as _copy
+
+        catalog = self.survey.catalog
+        row = pd.Index(catalog["star_id"]).get_indexer(latents["star_id"])
+        if (row < 0).any():
+            latents = latents[row >= 0].reset_index(drop=True)
+            row = row[row >= 0]
+        out = _copy.copy(self)
+        out._digest_lock = threading.Lock()
+        out.notes = [*self.notes, note] if note else list(self.notes)
+        out._attach(latents.reset_index(drop=True), row)
+        return out
+
     def tiled(self, copies: int, jitter: float = 0.05, seed: int = 0) -> SurveyData:
         """A copy holding ``copies`` jittered replicas of every star (new star_ids, same
         spectra): how the benchmarks build a 10M-star session from a 1M-star survey."""
@@ -265,6 +281,20 @@ class ExplorerState(param.Parameterized):
         self.counts: rules.RuleCounts | None = None
         self._truth_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._update_flags()
+
+    def set_data(self, data: SurveyData) -> None:
+        """Switch to other latents of the same survey (a re-inference run applied, or back):
+        the selection and the picked star are kept by star_id; flags are recomputed."""
+        old_ids = self.data.frame["star_id"].to_numpy()[self.selected]
+        self.data = data
+        self._truth_cache.clear()
+        self.selected = data.frame["star_id"].isin(old_ids).to_numpy()
+        self.flagged = np.zeros(data.n, bool)
+        self.__dict__.pop("_fine_cache", None)
+        if self.picked is not None and data.index_of(self.picked) is None:
+            self.picked = None
+        self._update_flags()
+        self.selection_version += 1
 
     # -- columns -------------------------------------------------------------
     def values(self, column: str) -> np.ndarray:
