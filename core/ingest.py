@@ -250,7 +250,8 @@ def prepare(raw: RawSpectrum, grid: WavelengthGrid = DEFAULT_GRID,
     Pixels with ivar 0 (masked, uncovered) get flux 1. Raises FormatError when nothing
     usable lands on the grid.
     """
-    flux, ivar = resample_to_grid(raw, grid)
+    with np.errstate(all="ignore"):
+        flux, ivar = resample_to_grid(raw, grid)
     if not (ivar > 0).any():
         lo, hi = float(raw.wave[0]), float(raw.wave[-1])
         g = grid.wave
@@ -258,8 +259,9 @@ def prepare(raw: RawSpectrum, grid: WavelengthGrid = DEFAULT_GRID,
             raise FormatError(f"no overlap with the survey grid (file covers {lo:.0f}-{hi:.0f} A, "
                               f"grid {g[0]:.0f}-{g[-1]:.0f} A)")
         raise FormatError("no usable pixels on the survey grid (all masked or ivar 0)")
-    nflux, nivar, _ = normalise(flux, ivar)
-    bad = ~(nivar > 0) | ~np.isfinite(nflux)
+    with np.errstate(all="ignore"):
+        nflux, nivar, _ = normalise(flux, ivar)
+    bad = ~(nivar > 0) | ~np.isfinite(nflux) | ~np.isfinite(nivar)
     nflux[bad] = 1.0
     nivar[bad] = 0.0
     good = ~bad

@@ -341,6 +341,113 @@ def sniff(path: Path) -> str:
     raise FormatError("not a FITS, HDF5 or Parquet file (unrecognised content)")
 
 
+#: Largest FITS data a gzip file may expand to, and most HDUs a FITS file may hold.
+MAX_GZIP_BYTES = 1 << 30
+MAX_HDUS = 1000
+#: Largest single array read whole from an HDF5 file (larger ones are read in row blocks).
+MAX_ARRAY_BYTES = 1 << 30
+_BITPIX = frozenset({8, 16, 32, 64, -32, -64})
+
+
+def _card_int(card: bytes | None) -> int | None:
+    """The integer value of a header card (None when missing or not an integer)."""
+    if card is None:
+        return None
+    text = card[10:80].split(b"/")[0].strip().replace(b"D", b"E")
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if np.isfinite(value) and value == int(value) else None
+
+
+def check_fits_layout(fh: Any, size: int) -> None:
+    """Walk a FITS file's headers and check that the data they declare can be there.
+
+    Reads only the header blocks. Raises FormatError on a missing END card, an invalid
+    BITPIX/NAXIS/NAXISn/PCOUNT/GCOUNT, or data running past the end of the file, before
+    astropy can loop over absurd axis counts or allocate what a damaged header claims.
+    """
+    pos = 0
+    hdu = 0
+    while pos < size:
+        if hdu >= MAX_HDUS:
+            raise FormatError(f"file is corrupt (more than {MAX_HDUS} HDUs)")
+        fh.seek(pos)
+        cards: dict[bytes, bytes] = {}
+        blocks = 0
+        end = False
+        while not end:
+            block = fh.read(2880)
+            if len(block) < 2880:
+                if hdu and not blocks:
+                    return  # a few stray bytes after the last HDU: astropy ignores them
+                raise FormatError(f"file is truncated (header of HDU {hdu} ends early)")
+            blocks += 1
+            if hdu and blocks == 1 and not block.startswith(b"XTENSION"):
+                return  # padding or junk after the last HDU: left to astropy
+            if blocks > 1000:
+                raise FormatError(f"file is corrupt (header of HDU {hdu} has no END card)")
+            for i in range(0, 2880, 80):
+                card = block[i:i + 80]
+                key = card[:8].rstrip()
+                if key == b"END":
+                    end = True
+                    break
+                if card[8:10] == b"= ":
+                    cards.setdefault(key, card)
+        bitpix = _card_int(cards.get(b"BITPIX"))
+        naxis = _card_int(cards.get(b"NAXIS"))
+        where = f"HDU {hdu}"
+        if b"TFIELDS" in cards:
+            tfields = _card_int(cards[b"TFIELDS"])
+            if tfields is None or not 0 <= tfields <= 999:
+                raise FormatError(f"file is corrupt ({where}: TFIELDS is not a number from 0 to 999)")
+        if bitpix not in _BITPIX:
+            raise FormatError(f"file is corrupt ({where}: BITPIX is not a FITS value)")
+        if naxis is None or not 0 <= naxis <= 999:
+            raise FormatError(f"file is corrupt ({where}: NAXIS is not a number from 0 to 999)")
+        dims = []
+        for k in range(1, naxis + 1):
+            v = _card_int(cards.get(b"NAXIS%d" % k))
+            if v is None or v < 0:
+                raise FormatError(f"file is corrupt ({where}: NAXIS{k} missing or negative)")
+            dims.append(v)
+        pcount = _card_int(cards.get(b"PCOUNT")) if b"PCOUNT" in cards else 0
+        gcount = _card_int(cards.get(b"GCOUNT")) if b"GCOUNT" in cards else 1
+        if pcount is None or pcount < 0 or gcount is None or gcount < 0:
+            raise FormatError(f"file is corrupt ({where}: PCOUNT/GCOUNT invalid)")
+        groups = cards.get(b"GROUPS", b"")[10:30].strip() == b"T"
+        if naxis == 0:
+            npix = 0
+        elif groups and dims[0] == 0:
+            npix = int(np.prod(dims[1:], dtype=object))
+        else:
+            npix = int(np.prod(dims, dtype=object))
+        nbytes = abs(bitpix) // 8 * gcount * (pcount + npix) if naxis else 0
+        start = pos + blocks * 2880
+        if start + nbytes > size:
+            raise FormatError(f"file is truncated ({where} declares {nbytes:.4g} data bytes, "
+                              f"{max(size - start, 0)} are there)")
+        pos = start + -(-nbytes // 2880) * 2880
+        hdu += 1
+
+
+def _gunzip(path: Path) -> bytes:
+    """A gzip file's content, refusing more than MAX_GZIP_BYTES (a damaged or hostile file)."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            data = fh.read(MAX_GZIP_BYTES + 1)
+    except EOFError:
+        raise FormatError("file is truncated (gzip stream ends early)") from None
+    except (OSError, zlib.error):
+        raise FormatError("corrupt gzip file") from None
+    if len(data) > MAX_GZIP_BYTES:
+        raise FormatError(f"gzip file expands to more than {MAX_GZIP_BYTES >> 20} MiB; "
+                          "decompress it first")
+    return data
+
+
 def open_fits(path: Path):
     """Open a FITS file eagerly (all headers and data read), turning damage into FormatError."""
     from astropy.io import fits
@@ -349,13 +456,12 @@ def open_fits(path: Path):
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
     if gz:
-        try:
-            with gzip.open(path, "rb") as fh:
-                source = io.BytesIO(fh.read())
-        except EOFError:
-            raise FormatError("file is truncated (gzip stream ends early)") from None
-        except (OSError, zlib.error):
-            raise FormatError("corrupt gzip file") from None
+        source = io.BytesIO(_gunzip(path))
+        check_fits_layout(source, len(source.getbuffer()))
+        source.seek(0)
+    else:
+        with open(path, "rb") as fh:
+            check_fits_layout(fh, path.stat().st_size)
     hdul = None
     error: Exception | None = None
     with warnings.catch_warnings(record=True) as caught:
@@ -755,6 +861,17 @@ def _records_fits_table(hdul) -> tuple[dict, dict, dict, bool, Iterator[dict]]:
     return roles, units, filemeta, False, iter([rec])
 
 
+def _bounded(ds: Any, rows: int | None = None) -> Any:
+    """``ds`` when reading it whole (or ``rows`` rows of it) stays under MAX_ARRAY_BYTES."""
+    shape = tuple(int(n) for n in ds.shape)
+    n = int(np.prod(shape if rows is None else (min(rows, shape[0]),) + shape[1:], dtype=object))
+    nbytes = n * int(ds.dtype.itemsize)
+    if nbytes > MAX_ARRAY_BYTES:
+        raise FormatError(f"dataset {ds.name} declares shape {shape} ({nbytes:,} bytes "
+                          f"{'per block' if rows else 'in all'}): damaged, or too large to read")
+    return ds
+
+
 def _records_hdf5(path: Path) -> tuple[dict, dict, dict, bool, Iterator[dict]]:
     import h5py
 
@@ -792,7 +909,7 @@ def _records_hdf5(path: Path) -> tuple[dict, dict, dict, bool, Iterator[dict]]:
             if obj.ndim != 1:
                 raise FormatError(f"wrong shape: table dataset has shape {obj.shape}")
             if not obj.dtype[roles["flux"]].shape:  # one spectrum as scalar columns
-                arr = obj[()]
+                arr = _bounded(obj)[()]
                 fh.close()
                 return roles, units, filemeta, False, iter([
                     {r: arr[n] for r, n in roles.items() if n and r in _PIXEL_ROLES}])
@@ -800,7 +917,7 @@ def _records_hdf5(path: Path) -> tuple[dict, dict, dict, bool, Iterator[dict]]:
             def gen_compound() -> Iterator[dict]:
                 try:
                     for s in range(0, obj.shape[0], TABLE_BATCH):
-                        block = obj[s:s + TABLE_BATCH]
+                        block = _bounded(obj, TABLE_BATCH)[s:s + TABLE_BATCH]
                         for row in block:
                             yield {r: _scalar(row[n]) for r, n in roles.items() if n}
                 finally:
@@ -812,7 +929,8 @@ def _records_hdf5(path: Path) -> tuple[dict, dict, dict, bool, Iterator[dict]]:
         filemeta.update(_lower_map(wds.attrs))
         flux = ds[roles["flux"]]
         if flux.ndim == 1:
-            rec = {r: np.asarray(ds[n][()]) for r, n in roles.items() if n and r in _PIXEL_ROLES}
+            rec = {r: np.asarray(_bounded(ds[n])[()]) for r, n in roles.items()
+                   if n and r in _PIXEL_ROLES}
             fh.close()
             return roles, units, filemeta, False, iter([rec])
         if flux.ndim != 2:
@@ -829,7 +947,7 @@ def _records_hdf5(path: Path) -> tuple[dict, dict, dict, bool, Iterator[dict]]:
         if wds.ndim == 2 and wds.shape != flux.shape:
             raise FormatError(f"wrong shape: wavelength has shape {wds.shape} but flux has "
                               f"{flux.shape}")
-        shared = np.asarray(wds[()]) if wds.ndim == 1 else None
+        shared = np.asarray(_bounded(wds)[()]) if wds.ndim == 1 else None
 
         def gen() -> Iterator[dict]:
             try:
@@ -842,7 +960,7 @@ def _records_hdf5(path: Path) -> tuple[dict, dict, dict, bool, Iterator[dict]]:
                         d = ds[name]
                         if r in _SCALAR_ROLES and (d.ndim != 1 or d.shape[0] != n):
                             continue
-                        block[r] = d[s:e]
+                        block[r] = _bounded(d, TABLE_BATCH)[s:e]
                     for i in range(e - s):
                         rec = {r: _scalar(v[i]) for r, v in block.items()}
                         if shared is not None:
@@ -908,17 +1026,53 @@ def _records_parquet(path: Path) -> tuple[dict, dict, dict, bool, Iterator[dict]
     return roles, units, filemeta, False, iter([rec])
 
 
+def damaged(exc: BaseException) -> FormatError:
+    """A FormatError for an exception a parsing library raised on damaged content."""
+    name = type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return FormatError("file is corrupt (it declares more data than fits in memory)")
+    if name == "VerifyError":
+        return FormatError(f"file is corrupt (invalid FITS header: {_one_line(exc, 80)})")
+    return FormatError(f"file is truncated or corrupt ({name}: {_one_line(exc, 80)})")
+
+
 def iter_items(path: str | Path, fmt: str | None = None,
                medium: str | None = None) -> Iterator[RawSpectrum | FormatError]:
     """Spectra of one file; a bad row of a multi-spectrum table yields a FormatError item.
 
-    File-level problems (unreadable, unknown layout) raise FormatError.
+    File-level problems (unreadable, unknown layout, damaged content) raise FormatError,
+    whatever the parsing library underneath raised. When a multi-spectrum table breaks off
+    after some good rows, those rows come out and then one FormatError item for the rest.
     """
     path = Path(path)
     if fmt is not None and fmt not in FORMATS:
         raise FormatError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if medium is not None and medium not in MEDIA:
         raise FormatError(f"unknown wavelength medium {medium!r} (vacuum or air)")
+    items = _iter_items(path, fmt, medium)
+    n = 0
+    while True:
+        try:
+            # damaged values (NaN casts, overflowing WCS) are handled, not worth a warning line
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                item = next(items)
+        except StopIteration:
+            return
+        except FormatError:
+            raise
+        except Exception as exc:  # astropy, h5py, pyarrow on damaged bytes: anything goes
+            err = damaged(exc)
+            if n == 0:
+                raise err from None
+            yield FormatError(f"rows {n} onwards: {err}")
+            return
+        n += 1
+        yield item
+
+
+def _iter_items(path: Path, fmt: str | None,
+                medium: str | None) -> Iterator[RawSpectrum | FormatError]:
     kind = sniff(path)
     if kind != "fits":
         if fmt not in (None, "table"):
@@ -952,6 +1106,10 @@ def _table_items(recs: Iterator[dict], roles: dict, units: dict, filemeta: dict,
             if not multi:
                 raise
             yield FormatError(f"row {row}: {exc}")
+        except (ValueError, TypeError, OverflowError) as exc:  # one row's odd values
+            if not multi:
+                raise damaged(exc) from None
+            yield FormatError(f"row {row}: {damaged(exc)}")
 
 
 def iter_spectra(path: str | Path, fmt: str | None = None,
