@@ -23,6 +23,7 @@ from holoviews.operation.datashader import dynspread, rasterize
 
 from chemlatent.mapraster import rasterize_map
 from chemlatent.session import HOVER_COLUMNS, ExplorerState, SurveyData
+from chemlatent.session_runs import RunsState
 from chemlatent.spectrum_view import GROUP_COLORS, GROUP_LABELS, key_lines, window_spans, zoom_choices
 
 log = logging.getLogger("chemlatent.dashboard")
@@ -55,10 +56,10 @@ def warm_up(data: SurveyData) -> None:
 class Dashboard:
     """One session's widgets and plots."""
 
-    def __init__(self, data: SurveyData, state: ExplorerState | None = None) -> None:
-        self.data = data
+    def __init__(self, data: SurveyData, state: ExplorerState | None = None, queue=None) -> None:
         self.state = state or ExplorerState(data)
         st = self.state
+        self.runs = RunsState(st, queue=queue, user=getattr(pn.state, "user", None) or None)
         self._busy = threading.Lock()
         # -- controls ------------------------------------------------------
         self.w_x = pn.widgets.Select.from_param(st.param.x_axis, label="x axis", width=140)
@@ -118,6 +119,7 @@ class Dashboard:
                                                 color="primary", label="Download table", width=220)
         self.b_samp = pn.widgets.Button(label="Send to TOPCAT (SAMP)", color="default")
         self.b_samp.on_click(self._on_samp)
+        self._build_runs_widgets()
         # -- wiring ------------------------------------------------------------
         st.param.watch(self._on_axes, ["x_axis", "y_axis", "color_by"])
         st.param.watch(self._on_selection, ["selection_version"])
@@ -133,6 +135,11 @@ class Dashboard:
         self._on_unit()
         if st.picked is not None:
             self._on_pick()
+
+    @property
+    def data(self) -> SurveyData:
+        """The session's current data (changes when a re-inference run is applied)."""
+        return self.state.data
 
     # ------------------------------------------------------------------ helpers
     def _throttled_slider(self, name: str, label: str) -> pn.widgets.FloatSlider:
@@ -189,7 +196,10 @@ class Dashboard:
         flagged = hv.DynamicMap(self._flag_overlay, streams=[hv.streams.Params(st, ["flag_version"])])
         selected = hv.DynamicMap(self._sel_overlay, streams=[hv.streams.Params(st, ["selection_version"])])
         picked = hv.DynamicMap(self._pick_overlay, streams=[hv.streams.Params(st, ["picked"])])
-        return (base * selected * flagged * picked).opts(hv.opts.Overlay(legend_position="bottom_left"))
+        moved = hv.DynamicMap(self._run_overlay,
+                              streams=[hv.streams.Params(self.runs, ["run_id", "show_run"])])
+        overlay = base * selected * flagged * moved * picked
+        return overlay.opts(hv.opts.Overlay(legend_position="bottom_left"))
 
     def _subset_points(self, mask: np.ndarray, label: str, color: str, size: int, marker="circle"):
         st = self.state
@@ -469,6 +479,122 @@ class Dashboard:
         finally:
             self.b_samp.loading = False
 
+    # ------------------------------------------------------------------ re-inference
+    def _build_runs_widgets(self) -> None:
+        rs = self.runs
+        self.w_run_source = pn.widgets.RadioButtonGroup.from_param(rs.param.source, color="light")
+        self.w_run_model = pn.widgets.Select.from_param(rs.param.model, label="model", width=260)
+        self.w_run_samples = pn.widgets.IntInput.from_param(rs.param.samples, label="posterior samples",
+                                                            width=130)
+        self.w_run_device = pn.widgets.Select.from_param(rs.param.device, label="device", width=100)
+        self.b_run_submit = pn.widgets.Button(label="Re-encode", color="primary")
+        self.b_run_submit.on_click(lambda e: rs.submit())
+        self.b_run_cancel = pn.widgets.Button(label="Cancel my running job", color="warning")
+        self.b_run_cancel.on_click(lambda e: rs.cancel())
+        self.run_progress = pn.indicators.Progress(value=0, max=1000, width=420, bar_color="primary",
+                                                   visible=False)
+        self.jobs_md = pn.pane.Markdown(self._jobs_text(), css_classes=["cl-jobs"])
+        self.w_run = pn.widgets.Select(label="run", options=self._run_options(), width=330)
+        self.w_run.param.watch(lambda e: setattr(rs, "run_id", e.new or ""), "value")
+        self.w_show_run = pn.widgets.Checkbox.from_param(rs.param.show_run,
+                                                          name="show old -> new positions on the map")
+        self.b_apply = pn.widgets.Button(label="Use this run's latents", color="success")
+        self.b_apply.on_click(lambda e: rs.apply())
+        self.b_unapply = pn.widgets.Button(label="Back to the survey's latents", color="default")
+        self.b_unapply.on_click(lambda e: rs.apply(""))
+        self.run_md = pn.pane.Markdown(self._run_text())
+        rs.param.watch(self._on_run_shown, ["run_id"])
+        rs.param.watch(self._on_applied, ["applied"])
+        rs.param.watch(lambda e: self._refresh_jobs(), ["version"])
+
+    def _run_options(self) -> dict[str, str]:
+        opts = {"(none)": ""}
+        for r in self.runs.runs():
+            label = f"{r.run_id}: {r.n_stars:,} stars, {r.model_name}, {r.samples} samples, {r.created}"
+            opts[label] = r.run_id
+        return opts
+
+    def _jobs_text(self) -> str:
+        jobs = self.runs.jobs()
+        if not jobs:
+            return ("No re-encoding jobs yet. Choose the stars (the selection, the candidate table, the "
+                    "flagged stars or the picked star), a model and posterior samples, then Re-encode.")
+        lines = ["| job | state | stars | rate | left | message |", "| --- | --- | --- | --- | --- | --- |"]
+        for j in jobs[:8]:
+            eta = f"{j.eta_s:.0f} s" if j.eta_s is not None and j.active else ""
+            rate = f"{j.rate:,.0f}/s" if j.rate else ""
+            lines.append(f"| {j.job_id} | {j.state} | {j.done:,}/{j.total:,} | {rate} | {eta} "
+                         f"| {j.message} |")
+        return "\n".join(lines)
+
+    def _refresh_jobs(self) -> None:
+        self.jobs_md.object = self._jobs_text()
+        active = [j for j in self.runs.jobs() if j.active]
+        self.run_progress.visible = bool(active)
+        if active:
+            self.run_progress.value = int(1000 * active[0].fraction)
+
+    def _poll_jobs(self) -> None:
+        """Periodic: follow this session's jobs; a finished job's run becomes the shown one."""
+        if not self.runs.job_ids:
+            return
+        if self.runs.poll():
+            self.w_run.options = self._run_options()
+            self.w_run.value = self.runs.run_id
+        self._refresh_jobs()
+
+    def _run_text(self) -> str:
+        rs = self.runs
+        cmp = rs.comparison()
+        head = (f"**Latents in use:** run `{rs.applied}`" if rs.applied
+                else "**Latents in use:** the survey's own")
+        if cmp is None:
+            return head + "  \nNo run shown."
+        parts = [head, f"**Run** `{rs.run_id}` ({cmp.attrs.get('model', '')}): {len(cmp):,} stars; "
+                       f"shift new - old (median, 95th percentile of |shift|):"]
+        for c in ("z_fe", "z_c", "z_alpha"):
+            d = cmp[f"d_{c}"].to_numpy()
+            d = d[np.isfinite(d)]
+            if d.size:
+                parts.append(f"- {c}: {np.median(d):+.3f}, {np.percentile(np.abs(d), 95):.3f}")
+        return "  \n".join(parts[:2]) + "\n\n" + "\n".join(parts[2:])
+
+    def _on_run_shown(self, *_):
+        self.run_md.object = self._run_text()
+
+    def _on_applied(self, *_):
+        self.map_pane.object = self._build_map()
+        self.run_md.object = self._run_text()
+        self._refresh_table()
+
+    def _run_overlay(self, run_id="", show_run=False):
+        st = self.state
+        x, y = st.x_axis, st.y_axis
+        kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
+        if not (show_run and run_id):
+            return hv.Segments([], kd + [f"{x}_new", f"{y}_new"], label="re-encoded").opts(
+                color="#9467bd")
+        a = self.runs.arrows(x, y)
+        seg = hv.Segments((a["x0"], a["y0"], a["x1"], a["y1"]), kd + [f"{x}_new", f"{y}_new"],
+                          label="re-encoded: old -> new").opts(color="#9467bd", line_width=1, alpha=0.8)
+        heads = hv.Points((a["x1"], a["y1"]), kd).opts(color="#9467bd", size=4, marker="triangle")
+        return seg * heads
+
+    def _runs_tab(self):
+        return pn.Column(
+            pn.pane.Markdown("### Re-encode a subset\nRuns in the background on the server's device "
+                             "(a GPU when there is one), one job at a time, taking users in turn. "
+                             "Results are stored as a new run; nothing is overwritten."),
+            pn.Row(pn.pane.Markdown("Stars:"), self.w_run_source),
+            pn.Row(self.w_run_model, self.w_run_samples, self.w_run_device),
+            pn.Row(self.b_run_submit, self.b_run_cancel), self.run_progress, self.jobs_md,
+            pn.layout.Divider(),
+            pn.pane.Markdown("### Runs\nShow a run's stars moving from their old to their new "
+                             "positions on the map, or use its latents: scores, flags and the "
+                             "candidate table then follow the re-encoding."),
+            self.w_run, self.w_show_run, pn.Row(self.b_apply, self.b_unapply), self.run_md,
+            sizing_mode="stretch_width", name="Re-inference")
+
     # ------------------------------------------------------------------ layout
     def sidebar(self):
         return [
@@ -498,9 +624,7 @@ class Dashboard:
             self.table,
             pn.Row(self.w_format, self.download, self.b_samp),
             sizing_mode="stretch_width", name="Candidates")
-        reinf = pn.Column(pn.pane.Markdown(
-            "### Re-inference\nRe-encoding a selection on a GPU from the browser comes later. "
-            "For now run `chemlatent encode DIR --ids FILE` on the command line."), name="Re-inference")
+        reinf = self._runs_tab()
         return [pn.Tabs(explore, cands, reinf, dynamic=False, sizing_mode="stretch_width")]
 
 
@@ -524,6 +648,7 @@ def make_app(data: SurveyData, **state_params):
         except Exception as exc:  # a bad URL must not break the page
             log.warning("URL state ignored: %s", exc)
     dash = Dashboard(data, state)
+    pn.state.add_periodic_callback(dash._poll_jobs, period=1000)
     tmpl = pn.template.BootstrapTemplate(title="chemlatent explorer", sidebar=dash.sidebar(),
                                          main=dash.main(), sidebar_width=330)
     tmpl._dashboard = dash  # for tests and scripts

@@ -236,6 +236,25 @@ def test_view_state_comes_from_the_url(browser, served):
     ctx.close()
 
 
+def test_reencode_a_selection_from_the_browser_and_apply_the_run(page, served):
+    dash = served["apps"][-1]
+    ids = served["data"].frame["star_id"].to_numpy()[:40]
+    dash.state.select_ids(ids)  # the selection itself is tested by the box-drag test
+    page.get_by_text(re.compile("Selection: 40 of 3,000 stars")).first.wait_for()
+    page.get_by_text("Re-inference", exact=True).first.click()
+    page.get_by_text("Re-encode", exact=True).first.click()
+    page.locator(".cl-jobs").get_by_text("done").first.wait_for()
+    run_id = dash.runs.run_id
+    assert run_id and dash.runs.comparison()["star_id"].isin(ids).all()
+    dash.runs.show_run = True
+    page.get_by_text("Use this run's latents", exact=True).first.click()
+    page.get_by_text(re.compile(f"now use run {run_id}")).first.wait_for()
+    assert dash.runs.applied == run_id and dash.state.data is not served["data"]
+    page.get_by_text("Back to the survey's latents", exact=True).first.click()
+    _wait_until(lambda: dash.state.data is served["data"], 30)
+    assert dash.state.data is served["data"]
+
+
 def test_first_run_page_shows_progress_then_opens_the_explorer(browser, served):
     """While a first run is still working, a session sees its progress; when the survey is
     ready the page reloads itself into the explorer."""
