@@ -131,8 +131,11 @@ class SurveyWriter:
         root = zarr.open_group(self.tmp / SPECTRA, mode="w")
         shape = (self.capacity, grid.npix)
         chunks = (chunk_stars, grid.npix)
+        # every flux chunk is written, even one equal to the fill value, so that a missing chunk
+        # file always means a damaged or partly copied survey (see Survey)
         self.flux = root.create_array("flux", shape=shape, chunks=chunks, dtype="float16",
-                                      compressors=_FLUX, fill_value=1.0)
+                                      compressors=_FLUX, fill_value=1.0,
+                                      config={"write_empty_chunks": True})
         if ivar_layout == "full":
             self.ivar = root.create_array("ivar", shape=shape, chunks=chunks, dtype="float32",
                                           compressors=_SMALL, fill_value=0.0)
@@ -223,6 +226,63 @@ class SurveyWriter:
         return Survey(self.path)
 
 
+class _Checked:
+    """A read-only zarr array whose read errors name the damaged file and what to do.
+
+    Attributes other than the reads pass through to the zarr array.
+    """
+
+    def __init__(self, array, path: Path) -> None:
+        self._array = array
+        self._path = path
+
+    def _fail(self, exc: Exception) -> SurveyError:
+        msg = " ".join(str(exc).split())[:120]
+        return SurveyError(f"{self._path} is damaged ({type(exc).__name__}: {msg}); "
+                           "regenerate or re-ingest the survey")
+
+    def __getitem__(self, key):
+        try:
+            return self._array[key]
+        except Exception as exc:
+            raise self._fail(exc) from None
+
+    def get_orthogonal_selection(self, *args, **kwargs):
+        try:
+            return self._array.get_orthogonal_selection(*args, **kwargs)
+        except Exception as exc:
+            raise self._fail(exc) from None
+
+    def get_basic_selection(self, *args, **kwargs):
+        try:
+            return self._array.get_basic_selection(*args, **kwargs)
+        except Exception as exc:
+            raise self._fail(exc) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._array, name)
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+
+def _missing_chunks(array, path: Path) -> int:
+    """How many chunk files of a 2-D array split along rows are missing (0 when unknown).
+
+    SurveyWriter writes every flux chunk, so a missing one means a partial copy.
+    """
+    try:
+        n_chunks = -(-int(array.shape[0]) // int(array.chunks[0]))
+        key = array.metadata.encode_chunk_key((0, 0))
+        if key != "c/0/0" or int(array.chunks[1]) != int(array.shape[1]):
+            return 0
+        cdir = path / "c"
+        found = sum(1 for e in os.scandir(cdir) if e.name.isdigit()) if cdir.is_dir() else 0
+    except Exception:  # another zarr layout: no check
+        return 0
+    return max(n_chunks - found, 0)
+
+
 @dataclass
 class Chunk:
     """A block of consecutive stars read from the store."""
@@ -249,28 +309,52 @@ class Survey:
         try:
             self.meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as exc:
-            raise SurveyError(f"{meta_path} is not valid JSON ({exc})") from None
+            raise SurveyError(f"{meta_path} is not valid JSON ({exc}); regenerate or re-ingest "
+                              "the survey") from None
+        if not isinstance(self.meta, dict):
+            raise SurveyError(f"{meta_path} is not a survey description (a JSON object)")
         if self.meta.get("schema_version") != SCHEMA_VERSION:
             raise SurveyError(f"{self.path}: unsupported schema version {self.meta.get('schema_version')}")
-        self.grid = WavelengthGrid.from_dict(self.meta["grid"])
-        self.n_stars = int(self.meta["n_stars"])
-        self.ivar_layout = self.meta.get("ivar_layout", "full")
         try:
-            self._root = zarr.open_group(self.path / SPECTRA, mode="r")
-            self._flux = self._root["flux"]
+            self.grid = WavelengthGrid.from_dict(self.meta["grid"])
+            self.n_stars = int(self.meta["n_stars"])
+            if self.n_stars < 0 or self.grid.npix <= 0:
+                raise ValueError("negative size")
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise SurveyError(f"{meta_path} is damaged (bad or missing grid/n_stars: "
+                              f"{type(exc).__name__}: {exc}); regenerate or re-ingest the survey") from None
+        self.ivar_layout = self.meta.get("ivar_layout", "full")
+        if self.ivar_layout not in ("full", "scaled_profile"):
+            raise SurveyError(f"{meta_path}: unknown ivar layout {self.ivar_layout!r}")
+        if not (self.path / CATALOG).is_file():
+            raise SurveyError(f"{self.path} has no {CATALOG}: the survey is incomplete (an interrupted "
+                              "copy?); copy it again, or regenerate or re-ingest it")
+        spectra = self.path / SPECTRA
+        try:
+            self._root = zarr.open_group(spectra, mode="r")
+            self._flux = _Checked(self._root["flux"], spectra / "flux")
             if self.ivar_layout == "full":
-                self._ivar = self._root["ivar"]
+                self._ivar = _Checked(self._root["ivar"], spectra / "ivar")
             else:
                 self._ivar_scale = np.asarray(self._root["ivar_scale"][:], dtype=np.float32)
                 self._ivar_profile = np.asarray(self._root["ivar_profile"][:], dtype=np.float32)
-                self._mask = self._root["mask"]
+                self._mask = _Checked(self._root["mask"], spectra / "mask")
         except Exception as exc:  # zarr raises a variety of errors for damaged stores
-            raise SurveyError(f"{self.path / SPECTRA} is missing or damaged ({type(exc).__name__})") from None
+            raise SurveyError(f"{spectra} is missing or damaged ({type(exc).__name__}); "
+                              "regenerate or re-ingest the survey") from None
         if self._flux.shape != (self.n_stars, self.grid.npix):
             raise SurveyError(
                 f"{self.path}: flux has shape {self._flux.shape}, survey.json says "
                 f"({self.n_stars}, {self.grid.npix})"
             )
+        if self.ivar_layout == "scaled_profile" and (
+                self._ivar_scale.shape != (self.n_stars,) or self._ivar_profile.shape != (self.grid.npix,)):
+            raise SurveyError(f"{spectra}: ivar_scale/ivar_profile do not match the flux shape; "
+                              "regenerate the survey")
+        missing = _missing_chunks(self._root["flux"], spectra / "flux")
+        if missing:
+            raise SurveyError(f"{spectra / 'flux'} is incomplete ({missing} of its chunk files are "
+                              "missing: an interrupted copy?); copy it again, or regenerate or re-ingest it")
         self._catalog: pd.DataFrame | None = None
 
     def __len__(self) -> int:
