@@ -5,7 +5,9 @@ Each subcommand lives in its own module ``chemlatent.app.cmd_<name>`` exposing
 inside ``run`` so that ``chemlatent --help`` stays fast.
 
 Errors the user can fix (``ChemlatentError`` and friends, bad files, bad options) are
-printed as one line on stderr with exit status 2; ``--debug`` shows the traceback.
+printed as one line on stderr with exit status 2; anything else is a bug, printed as one
+"internal error" line with exit status 1. ``--debug`` (before or after the subcommand) shows
+the traceback instead.
 """
 
 from __future__ import annotations
@@ -30,8 +32,15 @@ def _load(name: str):
         raise
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: what is wrong and where to look, no usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="chemlatent",
         description="Explore the chemical latent space of millions of stellar spectra.",
     )
@@ -71,8 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, MemoryError) as exc:
         if debug:
             raise
-        print(f"chemlatent {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"chemlatent {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug, not bad input: still one line, traceback with --debug
+        if debug:
+            raise
+        print(f"chemlatent {args.command}: internal error: {_one_line(exc)} (rerun with --debug "
+              "for the traceback and report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` squeezed onto one line."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -215,10 +215,11 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     if resume:
         if not (ck / "state.json").exists():
             raise ChemlatentError(f"--resume: no checkpoint in {out}")
-        start_epoch, history = _load_checkpoint(ck, model, opt, sched)
+    gen = torch.Generator().manual_seed(opts.seed)
+    if resume:
+        start_epoch, history = _load_checkpoint(ck, model, opt, sched, gen)
         sched.total_steps = opts.epochs * steps_per_epoch  # --epochs may extend the schedule
         log(f"resuming from epoch {start_epoch}")
-    gen = torch.Generator().manual_seed(opts.seed + start_epoch)
     amp = device.type == "cuda"
     for epoch in range(start_epoch, opts.epochs):
         model.train()
@@ -258,7 +259,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         log(f"epoch {epoch + 1}/{opts.epochs}: loss {rec['loss']:.4f} chi2 {rec['chi2']:.3f} "
             f"val chi2 {rec['val_chi2']:.3f} w_mse {rec['w_mse']:.4f} adv_mse {rec['adv_mse']:.3f} "
             f"({rec['seconds']} s)")
-        _save_checkpoint(ck, model, opt, sched, epoch + 1, history)
+        _save_checkpoint(ck, model, opt, sched, epoch + 1, history, gen)
     model.eval()
     orient_axes(model)
     save_model(model, out, extra_config={
@@ -314,29 +315,64 @@ def orient_axes(model: DisentangledVAE) -> None:
     model.config.orientation = [o * s for o, s in zip(model.config.orientation, signs)]
 
 
-def _save_checkpoint(ck: Path, model, opt, sched, epoch: int, history: list) -> None:
+def _save_checkpoint(ck: Path, model, opt, sched, epoch: int, history: list,
+                     gen: torch.Generator | None = None) -> None:
+    """Model, optimiser, scheduler and random-number states after ``epoch``.
+
+    The tensors go to a new ``state-EPOCH.safetensors``; ``state.json``, replaced atomically
+    afterwards, names it, so a kill at any moment leaves a consistent checkpoint. The RNG
+    states make a resumed run continue exactly as an uninterrupted one would.
+    """
     from safetensors.torch import save_file
 
     ck.mkdir(parents=True, exist_ok=True)
     tensors, skel = flatten_state({"opt": opt.state_dict(), "sched": sched.state_dict()})
     tensors.update({f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    tmp = ck / "state.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(ck / "state.safetensors")
-    write_json_atomic({"epoch": epoch, "history": history, "skeleton": skel,
+    tensors["rng/torch"] = torch.get_rng_state()
+    if gen is not None:
+        tensors["rng/batches"] = gen.get_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda{i}"] = st
+    name = f"state-{epoch:05d}.safetensors"
+    tmp = ck / f".{name}.tmp"
+    save_file(tensors, str(tmp), metadata={"epoch": str(epoch)})
+    tmp.replace(ck / name)
+    write_json_atomic({"epoch": epoch, "tensors": name, "history": history, "skeleton": skel,
                        "config": model.config.to_dict()}, ck / "state.json")
+    for old in ck.glob("state*.safetensors"):  # earlier epochs (and the old single file)
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
-def _load_checkpoint(ck: Path, model, opt, sched) -> tuple[int, list]:
+def _load_checkpoint(ck: Path, model, opt, sched, gen: torch.Generator | None = None) -> tuple[int, list]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    meta = json.loads((ck / "state.json").read_text())
-    tensors = load_file(str(ck / "state.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
-    state = unflatten_state(meta["skeleton"], tensors)
-    opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
-    return int(meta["epoch"]), list(meta["history"])
+    try:
+        meta = json.loads((ck / "state.json").read_text())
+        tensors = load_file(str(ck / meta.get("tensors", "state.safetensors")))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+        state = unflatten_state(meta["skeleton"], tensors)
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        epoch = int(meta["epoch"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+        msg = " ".join(str(exc).split())[:160]
+        raise ChemlatentError(f"--resume: the checkpoint in {ck} is damaged or was made with other "
+                              f"options ({type(exc).__name__}: {msg}); rerun with the options of "
+                              "the first run, or pass --overwrite to start again") from None
+    if "rng/torch" in tensors:
+        torch.set_rng_state(tensors["rng/torch"])
+        if gen is not None and "rng/batches" in tensors:
+            gen.set_state(tensors["rng/batches"])
+        cuda = [tensors[f"rng/cuda{i}"] for i in range(torch.cuda.device_count())
+                if f"rng/cuda{i}" in tensors]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
+    elif gen is not None:  # a checkpoint from before the RNG states were kept
+        gen.manual_seed(torch.initial_seed() + epoch)
+    return epoch, list(meta["history"])
 
 
 def plot_history(history: list[dict], path: Path) -> None:
