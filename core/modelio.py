@@ -86,11 +86,16 @@ def load_model(model_dir: str | Path | None, device: str = "cpu") -> Disentangle
     weights = path / WEIGHTS
     if not weights.exists():
         raise ModelError(f"{path} has no {WEIGHTS}")
+    from safetensors import SafetensorError
+
     try:
         model = DisentangledVAE(ModelConfig.from_dict(cfg))
         state = load_file(str(weights), device="cpu")
         state.setdefault("orient", torch.ones(3))  # models saved before the orient buffer
         model.load_state_dict(state)
+    except SafetensorError as exc:
+        raise ModelError(f"{weights} is damaged or not a safetensors file ({str(exc)[:120]}); "
+                         "copy or train the model again") from None
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise ModelError(f"{path}: weights do not match config ({str(exc).splitlines()[0][:200]})") from None
     model.model_dir = path  # type: ignore[attr-defined]
