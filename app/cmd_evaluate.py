@@ -17,16 +17,40 @@ def add_arguments(p) -> None:
                    help="evaluate even if this is the model's training survey (numbers are then biased)")
 
 
-def run(args) -> int:
+def _check_latents_model(lat_path, model_dir, survey_dir) -> None:
+    """Refuse latents that another model of the same name wrote (they would be scored as this one's)."""
+    import hashlib
     from pathlib import Path
 
-    import pandas as pd
+    from chemlatent.errors import ChemlatentError
+    from chemlatent.rules import latents_metadata
+
+    text = latents_metadata(lat_path).get("model_dir")
+    if not text:
+        return
+    made_by = next((c for c in (Path(str(text)), Path(survey_dir) / str(text))
+                    if (c / "weights.safetensors").is_file()), None)
+    if made_by is None or made_by.resolve() == Path(model_dir).resolve():
+        return
+
+    def digest(d):
+        return hashlib.sha256((Path(d) / "weights.safetensors").read_bytes()).hexdigest()
+
+    if digest(made_by) != digest(model_dir):
+        raise ChemlatentError(f"{lat_path} was written by the model in {made_by}, not {model_dir}; "
+                              f"re-encode with chemlatent encode {survey_dir} --model {model_dir} "
+                              "--overwrite")
+
+
+def run(args) -> int:
+    from pathlib import Path
 
     from chemlatent.calibration import load_calibration
     from chemlatent.errors import ChemlatentError
     from chemlatent.evaluation import evaluate, plot_evaluation
     from chemlatent.inference import encode_survey
-    from chemlatent.modelio import json_safe, load_config, load_model
+    from chemlatent.modelio import check_grid, json_safe, load_config, load_model
+    from chemlatent.rules import read_latents
     from chemlatent.store import Survey
     from chemlatent.training import pick_device
 
@@ -37,18 +61,23 @@ def run(args) -> int:
         raise ChemlatentError(f"{survey.path} is the survey this model was trained on; evaluate on "
                               "a fresh survey (chemlatent generate ... --seed OTHER)")
     name = cfg.get("name") or model_dir.name
+    plots_dir = Path(args.plots) if args.plots else survey.path / "evaluation" / name
+    if plots_dir.exists() and not plots_dir.is_dir():
+        raise ChemlatentError(f"--plots {plots_dir} is a file; give a directory for the figures")
+    device = pick_device(args.device)
+    model = load_model(model_dir, device=str(device))
+    check_grid(model, survey.grid)
     lat_path = survey.latents_path(name)
-    if not lat_path.exists():
-        device = pick_device(args.device)
-        model = load_model(model_dir, device=str(device))
+    if lat_path.exists():
+        _check_latents_model(lat_path, model_dir, survey.path)
+    else:
         encode_survey(survey, model, device=str(device))
-    latents = pd.read_parquet(lat_path)
+    latents = read_latents(lat_path)
     cal = load_calibration(model_dir)
     metrics = evaluate(latents, survey.catalog, cal)
     metrics["model"] = name
     metrics["survey"] = str(survey.path)
-    plots = plot_evaluation(latents, survey.catalog, cal,
-                            Path(args.plots) if args.plots else survey.path / "evaluation" / name)
+    plots = plot_evaluation(latents, survey.catalog, cal, plots_dir)
     metrics["plots"] = [str(p) for p in plots]
     metrics = json_safe(metrics)
     if args.json:
