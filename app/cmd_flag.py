@@ -86,9 +86,11 @@ def run(args) -> int:
         provenance,
         send_table_samp,
     )
+    from chemlatent.store import Survey
 
     survey = Path(args.dir)
     fmt = format_for(args.out)  # fail early on a bad extension
+    Survey(survey)  # a missing, unfinished or damaged survey is one line here
     info = rules.find_latents(survey, args.model)
     if info.note:
         print(f"chemlatent flag: note: {info.note}", file=sys.stderr)
@@ -167,7 +169,11 @@ def run(args) -> int:
     meta = provenance(survey_path=survey, model_name=info.model_name,
                       model_dir=str(info.model_dir) if info.model_dir else None,
                       rule=applied, extra=extra)
-    out = export_table(frame, args.out, meta, fmt)
+    try:
+        out = export_table(frame, args.out, meta, fmt)
+    except OSError as exc:
+        raise ChemlatentError(f"cannot write {args.out} ({exc.strerror or exc}); choose a writable "
+                              "place for --out") from None
     print(f"{rule.name}: {counts.summary()} -> {out}")
     if args.save_list:
         store.save_list(args.save_list, frame["star_id"].to_numpy(np.int64), applied.to_json())
