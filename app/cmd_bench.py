@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from .options import positive_int
+from .options import bounded_int
 
 HELP = "measure generator, store, encoder and rule speeds on this machine"
 PARTS = ["generate", "store", "encode", "rules", "dashboard"]
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--stars", type=positive_int, default=100_000,
-                   help="survey size to generate (default 100k)")
+    p.add_argument("--stars", type=bounded_int(1, 10_000_000), default=100_000,
+                   help="survey size to generate (default 100k, at most 10M: ~85 GB on disk)")
     p.add_argument("--model", default=None, help="model directory (default: the bundled model)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--survey", default=None,
                    help="time the dashboard on this encoded survey instead of the generated one")
-    p.add_argument("--copies", type=positive_int, default=1,
+    p.add_argument("--copies", type=bounded_int(1, 100), default=1,
                    help="with --survey: time a session of this many jittered copies of every star "
                         "(10 turns a 1M-star survey into a 10M-star session)")
     p.add_argument("--workdir", default=None, help="where to put the temporary survey (default: system temp)")
@@ -31,8 +32,13 @@ def run(args) -> int:
 
     only = [p.strip() for p in args.only.split(",") if p.strip()]
     bad = [p for p in only if p not in PARTS]
-    if bad:
-        raise ChemlatentError(f"unknown benchmark {bad[0]!r}: choose from {', '.join(PARTS)}")
+    if bad or not only:
+        raise ChemlatentError(f"unknown benchmark {(bad or [args.only])[0]!r}: "
+                              f"choose from {', '.join(PARTS)}")
+    if args.workdir and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
+        raise ChemlatentError(f"--workdir {args.workdir} is a file; give a directory")
+    if args.copies > 1 and not args.survey:
+        raise ChemlatentError("--copies applies with --survey only")
     if args.survey:
         from chemlatent.bench import bench_dashboard, machine
 
