@@ -112,6 +112,11 @@ class SurveyWriter:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise SurveyError(f"{self.path} already exists; choose another directory or pass --overwrite")
+        if self.path.exists() and not self.path.is_dir():
+            raise SurveyError(f"{self.path} exists and is not a directory; refusing to replace it")
+        if self.path.is_dir() and not (self.path / SURVEY_JSON).exists() and any(self.path.iterdir()):
+            raise SurveyError(f"{self.path} exists and is not a survey directory; refusing to replace "
+                              "it (remove it yourself if it should go)")
         if ivar_layout not in ("full", "scaled_profile"):
             raise ValueError(f"unknown ivar layout {ivar_layout!r}")
         if ivar_layout == "scaled_profile" and ivar_profile is None:
