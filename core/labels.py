@@ -702,6 +702,9 @@ def attach_labels(
         raise ChemlatentError(f"unknown key {on!r}: use one of {', '.join(KEYS)}")
     radius = check_radius(DEFAULT_RADIUS_ARCSEC if radius_arcsec is None else radius_arcsec)
     prefix = prefix or ""
+    if not re.fullmatch(r"[A-Za-z0-9_]{0,32}", prefix):
+        raise ChemlatentError(f"--prefix {prefix[:40]!r}: use at most 32 letters, digits or underscores "
+                              "(column names travel to FITS and VOTable exports)")
     table_path = Path(table_path)
     name = table_path.name
     table = read_table(table_path)
