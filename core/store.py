@@ -121,11 +121,15 @@ class SurveyWriter:
             raise ValueError(f"unknown ivar layout {ivar_layout!r}")
         if ivar_layout == "scaled_profile" and ivar_profile is None:
             raise ValueError("scaled_profile layout needs ivar_profile")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        self.tmp = _tmp_sibling(self.path)
-        self.tmp.mkdir()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            self.tmp = _tmp_sibling(self.path)
+            self.tmp.mkdir()
+        except OSError as exc:
+            raise SurveyError(f"cannot create {self.path} ({exc.strerror or exc}); choose a writable "
+                              "directory") from None
         self.grid = grid
         self.ivar_layout = ivar_layout
         self.chunk_stars = chunk_stars
