@@ -20,6 +20,9 @@ def add_arguments(p) -> None:
                    help="annotations database (SQLAlchemy URL; default DIR/annotations.sqlite)")
     p.add_argument("--who", default=None, help="name recorded with verdicts (default: login name)")
     p.add_argument("--no-show", action="store_true", help="do not open a browser")
+    p.add_argument("--out-of-core", action="store_true",
+                   help="read the latents lazily with Dask (surveys larger than memory): map, box "
+                        "summaries and spectra only")
 
 
 def run(args, source=None) -> int:
@@ -29,6 +32,12 @@ def run(args, source=None) -> int:
 
     address = getattr(args, "address", None) or "127.0.0.1"
     port = getattr(args, "port", None) or 5006
+    if source is None and getattr(args, "out_of_core", False):
+        from .overview import OverviewSource
+
+        source = OverviewSource(args.dir, getattr(args, "model", None))
+        print(f"chemlatent serve: {source.n:,} stars, read lazily; open http://{address}:{port}/ "
+              "(Ctrl-C stops)", file=sys.stderr)
     if source is None:
         print(f"chemlatent serve: loading {args.dir} ...", file=sys.stderr)
         data = SurveyData(args.dir, getattr(args, "model", None), db=getattr(args, "db", None),

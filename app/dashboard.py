@@ -53,6 +53,56 @@ def warm_up(data: SurveyData) -> None:
         data.digest(c)
 
 
+def spectrum_plots(spec, windows, info: dict, zoom=None):
+    """(spectrum overlay, residual overlay) for one star: observed flux with its 1-sigma band,
+    the reconstruction, every decoder's windows shaded and labelled, key line markers;
+    ``zoom``: an (lo, hi) wavelength range."""
+    zr = zoom
+    wave = spec.wave
+    wdim = hv.Dimension("wave", label="vacuum wavelength (A)")
+    fdim = hv.Dimension("flux", label="normalised flux")
+    band = hv.Area((wave, spec.flux - spec.sigma, spec.flux + spec.sigma), wdim,
+                   ["flux_lo", "flux_hi"], label="1 sigma").opts(color="#999999", alpha=0.35,
+                                                                 line_alpha=0)
+    obs = hv.Curve((wave, spec.flux), wdim, fdim, label="observed").opts(color="black", line_width=1)
+    over = band * obs
+    spans = window_spans(windows)
+    for g, sub in spans.groupby("group", sort=False):
+        over = over * hv.VSpans(sub[["lo", "hi"]].to_numpy(), kdims=["win_lo", "win_hi"],
+                                label=f"{GROUP_LABELS[g]} windows").opts(
+            color=GROUP_COLORS[g], alpha=0.15)
+    if spec.model is not None:
+        over = over * hv.Curve((wave, spec.model), wdim, fdim, label="model").opts(
+            color="#d62728", line_width=1.3)
+    lines = key_lines(float(wave[0]), float(wave[-1]))
+    ymax = float(np.nanpercentile(spec.flux, 99.5)) if np.isfinite(spec.flux).any() else 1.2
+    if len(lines):
+        over = over * hv.VLines(lines["wave"].to_numpy()).opts(color="#555555", line_dash="dotted",
+                                                             line_width=1)
+        first = lines.groupby("label", sort=False)["wave"].min().reset_index()
+        over = over * hv.Labels((first["wave"], np.full(len(first), ymax * 1.08), first["label"]),
+                                [wdim, fdim], "label").opts(text_font_size="8pt", text_color="#333333",
+                                                            angle=90, text_align="right")
+    lab = spans.groupby("group", sort=False).first().reset_index()
+    over = over * hv.Labels(((lab["lo"] + lab["hi"]) / 2, np.full(len(lab), ymax * 1.15),
+                             [GROUP_LABELS[g] for g in lab["group"]]), [wdim, fdim], "label").opts(
+        text_font_size="9pt", text_color="#444444")
+    xlim = zr if zr is not None else (float(wave[0]), float(wave[-1]))
+    title = (f"star {spec.star_id}: Teff_pred {info.get('teff_pred', np.nan):.0f} K, "
+             f"logg_pred {info.get('logg_pred', np.nan):.2f}, chi2 {spec.info.get('chi2', np.nan):.2f}")
+    top = over.opts(hv.opts.Overlay(title=title, height=300, width=SPEC_WIDTH, xlim=xlim,
+                                    ylim=(max(-0.1, float(np.nanmin(spec.flux)) - 0.05), ymax * 1.2),
+                                    legend_position="bottom_right", show_legend=True,
+                                    ylabel="normalised flux", legend_opts=LEGEND_OPTS))
+    res = hv.Curve((wave, spec.residual), wdim, hv.Dimension("residual", label="obs - model")).opts(
+        color="#d62728", line_width=1)
+    res = (hv.Area((wave, -spec.sigma, spec.sigma), wdim, ["res_lo", "res_hi"]).opts(
+        color="#999999", alpha=0.3, line_alpha=0) * res * hv.HLine(0).opts(color="black", line_width=0.5)
+    ).opts(hv.opts.Overlay(height=140, width=SPEC_WIDTH, xlim=xlim, show_legend=False,
+                           ylabel="obs - model"))
+    return top, res
+
+
 class Dashboard:
     """One session's widgets and plots."""
 
@@ -340,50 +390,8 @@ class Dashboard:
         except Exception as exc:
             st.message = f"cannot show star {st.picked}: {exc}"
             return self._empty_spectrum(f"star {st.picked}: no spectrum")
-        wave = spec.wave
-        wdim = hv.Dimension("wave", label="vacuum wavelength (A)")
-        fdim = hv.Dimension("flux", label="normalised flux")
-        band = hv.Area((wave, spec.flux - spec.sigma, spec.flux + spec.sigma), wdim,
-                       ["flux_lo", "flux_hi"], label="1 sigma").opts(color="#999999", alpha=0.35,
-                                                                     line_alpha=0)
-        obs = hv.Curve((wave, spec.flux), wdim, fdim, label="observed").opts(color="black", line_width=1)
-        over = band * obs
-        spans = window_spans(self.data.windows)
-        for g, sub in spans.groupby("group", sort=False):
-            over = over * hv.VSpans(sub[["lo", "hi"]].to_numpy(), kdims=["win_lo", "win_hi"],
-                                    label=f"{GROUP_LABELS[g]} windows").opts(
-                color=GROUP_COLORS[g], alpha=0.15)
-        if spec.model is not None:
-            over = over * hv.Curve((wave, spec.model), wdim, fdim, label="model").opts(
-                color="#d62728", line_width=1.3)
-        lines = key_lines(float(wave[0]), float(wave[-1]))
-        ymax = float(np.nanpercentile(spec.flux, 99.5)) if np.isfinite(spec.flux).any() else 1.2
-        if len(lines):
-            over = over * hv.VLines(lines["wave"].to_numpy()).opts(color="#555555", line_dash="dotted",
-                                                                 line_width=1)
-            first = lines.groupby("label", sort=False)["wave"].min().reset_index()
-            over = over * hv.Labels((first["wave"], np.full(len(first), ymax * 1.08), first["label"]),
-                                    [wdim, fdim], "label").opts(text_font_size="8pt", text_color="#333333",
-                                                                angle=90, text_align="right")
-        lab = spans.groupby("group", sort=False).first().reset_index()
-        over = over * hv.Labels(((lab["lo"] + lab["hi"]) / 2, np.full(len(lab), ymax * 1.15),
-                                 [GROUP_LABELS[g] for g in lab["group"]]), [wdim, fdim], "label").opts(
-            text_font_size="9pt", text_color="#444444")
         zr = zoom_choices(self.data.windows).get(self.w_zoom.value) if hasattr(self, "w_zoom") else None
-        xlim = zr if zr is not None else (float(wave[0]), float(wave[-1]))
-        info = st.picked_info()
-        title = (f"star {spec.star_id}: Teff_pred {info.get('teff_pred', np.nan):.0f} K, "
-                 f"logg_pred {info.get('logg_pred', np.nan):.2f}, chi2 {spec.info.get('chi2', np.nan):.2f}")
-        top = over.opts(hv.opts.Overlay(title=title, height=300, width=SPEC_WIDTH, xlim=xlim,
-                                        ylim=(max(-0.1, float(np.nanmin(spec.flux)) - 0.05), ymax * 1.2),
-                                        legend_position="bottom_right", show_legend=True,
-                                        ylabel="normalised flux", legend_opts=LEGEND_OPTS))
-        res = hv.Curve((wave, spec.residual), wdim, hv.Dimension("residual", label="obs - model")).opts(
-            color="#d62728", line_width=1)
-        res = (hv.Area((wave, -spec.sigma, spec.sigma), wdim, ["res_lo", "res_hi"]).opts(
-            color="#999999", alpha=0.3, line_alpha=0) * res * hv.HLine(0).opts(color="black", line_width=0.5)
-        ).opts(hv.opts.Overlay(height=140, width=SPEC_WIDTH, xlim=xlim, show_legend=False,
-                               ylabel="obs - model"))
+        top, res = spectrum_plots(spec, self.data.windows, st.picked_info(), zr)
         if hasattr(self, "spec_info"):
             shaded = ", ".join(f"<span style='color:{GROUP_COLORS[g]}'>{GROUP_LABELS[g]}</span>"
                                for g in GROUP_LABELS)
@@ -662,6 +670,8 @@ def session_page(source):
     enable_callback_threads()
     if isinstance(source, SurveyData):
         return make_app(source)
+    if hasattr(source, "session_page"):  # e.g. the out-of-core overview
+        return source.session_page()
     if source.ready:
         return make_app(source.data)
     return preparing_page(source)

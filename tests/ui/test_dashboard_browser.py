@@ -255,6 +255,37 @@ def test_reencode_a_selection_from_the_browser_and_apply_the_run(page, served):
     assert dash.state.data is served["data"]
 
 
+def test_out_of_core_overview_maps_and_summarises_a_box(browser, served):
+    import panel as pn
+
+    from chemlatent.app import dashboard
+    from chemlatent.app.overview import OverviewSource
+
+    src = OverviewSource(served["data"].path)
+    port = _free_port()
+    server = pn.serve({"/": lambda: dashboard.session_page(src)}, port=port, address="127.0.0.1",
+                      show=False, threaded=True, websocket_origin=[f"127.0.0.1:{port}"])
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(TIMEOUT)
+        _wait_until(lambda: _port_open(port), timeout=30)
+        pg.goto(f"http://127.0.0.1:{port}/")
+        pg.get_by_text("3,000 stars, read lazily").first.wait_for()
+        pg.wait_for_timeout(1500)
+        box = _map_box(pg)
+        img = _image(pg.locator(".cl-map").first.screenshot())
+        assert img.std() > 10  # the density map is drawn
+        pg.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.15)
+        pg.mouse.down()
+        pg.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.9, steps=10)
+        pg.mouse.up()
+        pg.get_by_text(re.compile(r"Box: [1-9][\d,]* of 3,000 stars")).first.wait_for()
+    finally:
+        ctx.close()
+        server.stop()
+
+
 def test_first_run_page_shows_progress_then_opens_the_explorer(browser, served):
     """While a first run is still working, a session sees its progress; when the survey is
     ready the page reloads itself into the explorer."""
