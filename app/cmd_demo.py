@@ -11,7 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from .options import nonneg_int, positive_int
+from .cmd_serve import add_security_arguments
+from .options import nonneg_int, port, positive_int
 
 HELP = "generate (first run), encode with the bundled model and serve a demo survey"
 DEFAULT_STARS = 1_000_000
@@ -22,10 +23,12 @@ def add_arguments(p) -> None:
                    help=f"survey size (default {DEFAULT_STARS:,})")
     p.add_argument("--seed", type=nonneg_int, default=2026, help="survey seed (default 2026)")
     p.add_argument("--dir", default=None, help="where the demo survey lives (default data/demo-N)")
-    p.add_argument("--port", type=positive_int, default=5006)
-    p.add_argument("--address", default="127.0.0.1")
+    p.add_argument("--port", type=port, default=5006)
+    p.add_argument("--address", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--no-show", action="store_true", help="do not open a browser")
     p.add_argument("--prepare-only", action="store_true", help="generate and encode, do not serve")
+    add_security_arguments(p)
 
 
 def demo_dir(stars: int, seed: int) -> Path:
@@ -65,6 +68,10 @@ def run(args) -> int:
     from chemlatent.errors import ChemlatentError
     from chemlatent.preparation import Preparation
 
+    from .cmd_serve import access_options
+
+    if not args.prepare_only:
+        access_options(args, warn=lambda s: None)  # bad access flags fail before any work starts
     path = Path(args.dir) if args.dir else demo_dir(args.stars, args.seed)
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     prep = Preparation(path, args.stars, args.seed, load=_load if not args.prepare_only else Path)

@@ -706,13 +706,39 @@ def preparing_page(prep):
 
 
 def serve(data, *, port: int = 5006, address: str = "127.0.0.1", show: bool = True,
-          threaded: bool = False, **kwargs):
+          threaded: bool = False, allow_websocket_origin: list[str] | None = None,
+          max_sessions: int | None = None, **kwargs):
     """Serve the dashboard; each browser session gets its own state. ``data``: a
-    :class:`SurveyData`, or a first-run ``Preparation`` (see :func:`session_page`)."""
+    :class:`SurveyData`, or a first-run ``Preparation`` (see :func:`session_page`).
+
+    The page's websocket is accepted from ``address``, localhost and 127.0.0.1 on ``port``
+    plus the hosts in ``allow_websocket_origin``. At most ``max_sessions`` browser sessions
+    run at once (None: no limit); the next ones get a short "busy" page. Other keyword
+    arguments go to ``pn.serve`` (``basic_auth``, ``cookie_secret``, ``oauth_provider``, ...;
+    see docs/security.md). Nothing a browser sends names a file on the server.
+    """
     if isinstance(data, SurveyData):
         warm_up(data)
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+    origins += [o for o in (allow_websocket_origin or []) if o not in origins]
+    live = {"sessions": 0}
+    lock = threading.Lock()
+
+    def release(_context) -> None:
+        with lock:
+            live["sessions"] -= 1
+
     def app():  # a plain function: Panel calls it once per browser session
+        doc = pn.state.curdoc
+        if max_sessions is not None and doc is not None:
+            with lock:
+                if live["sessions"] >= max_sessions:
+                    return pn.template.BootstrapTemplate(
+                        title="chemlatent explorer is busy", main=[pn.pane.Markdown(
+                            f"{max_sessions} sessions are open; close one, or try again in a minute.",
+                            css_classes=["cl-busy"])])
+                live["sessions"] += 1
+            doc.on_session_destroyed(release)
         return session_page(data)
 
     return pn.serve({"/": app}, port=port, address=address, show=show,
