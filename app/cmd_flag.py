@@ -76,6 +76,7 @@ def run(args) -> int:
     import pandas as pd
 
     from chemlatent import rules
+    from chemlatent.annotations import DB_NAME
     from chemlatent.anomaly import compute_scores
     from chemlatent.calibration import fit_calibration, load_calibration
     from chemlatent.errors import ChemlatentError
@@ -86,11 +87,9 @@ def run(args) -> int:
         provenance,
         send_table_samp,
     )
-    from chemlatent.store import Survey
 
     survey = Path(args.dir)
     fmt = format_for(args.out)  # fail early on a bad extension
-    Survey(survey)  # a missing, unfinished or damaged survey is one line here
     info = rules.find_latents(survey, args.model)
     if info.note:
         print(f"chemlatent flag: note: {info.note}", file=sys.stderr)
@@ -116,7 +115,11 @@ def run(args) -> int:
                   "run only (pass --model MODEL_DIR to keep it)", file=sys.stderr)
 
     store = None
-    if args.db or args.save_list or (args.preset and args.preset.lower() not in rules.PRESETS):
+    saved_preset = args.preset and args.preset.lower() not in rules.PRESETS
+    if saved_preset and not (args.db or args.save_list) and not (survey / DB_NAME).exists():
+        raise ChemlatentError(f"unknown preset {args.preset!r}: built in are {', '.join(rules.PRESETS)} "
+                              "(this survey has no saved presets)")
+    if args.db or args.save_list or saved_preset:
         from chemlatent.annotations import open_annotations
 
         store = open_annotations(args.db or survey)

@@ -185,6 +185,17 @@ def access_options(args, warn=None) -> dict:
     return out
 
 
+def _check_survey(path: str, model: str | None) -> None:
+    """Fail with one line, before the loading message, when the survey or its latents are
+    missing or damaged."""
+    from chemlatent import rules
+    from chemlatent.store import Survey
+
+    Survey(path)
+    info = rules.find_latents(path, model)
+    rules.latents_metadata(info.path)
+
+
 def run(args, source=None) -> int:
     """Serve ``args.dir``; ``source``: an already started first-run preparation
     (:class:`chemlatent.preparation.Preparation`) to serve while it works."""
@@ -203,6 +214,7 @@ def run(args, source=None) -> int:
         print(f"chemlatent serve: {source.n:,} stars, read lazily; open http://{address}:{port_}/ "
               "(Ctrl-C stops)", file=sys.stderr)
     if source is None:
+        _check_survey(args.dir, getattr(args, "model", None))
         print(f"chemlatent serve: loading {args.dir} ...", file=sys.stderr)
         data = SurveyData(args.dir, getattr(args, "model", None), db=getattr(args, "db", None),
                           who=getattr(args, "who", None))
