@@ -91,18 +91,13 @@ class SurveyData:
         catalog = self.survey.catalog
         self.latents = latents
         self.engine = rules.RuleEngine.from_latents(latents, calibration=self.calibration)
-        scores = compute_scores(latents, self.engine.ref, include_prior=False)
         cols: dict[str, np.ndarray] = {"star_id": latents["star_id"].to_numpy(np.int64),
                                        "row": row.astype(np.int64)}
         for c in latents.columns:
             if c in ("star_id", "run") or not pd.api.types.is_numeric_dtype(latents[c]):
                 continue
             cols[c] = latents[c].to_numpy(np.float32)
-        # copies: a view would keep every score column alive (exports recompute them per row)
-        cols["score"] = np.array(scores["mahal_d2"].to_numpy(np.float32))
-        for c in ("s_fe", "s_c", "s_alpha", "s_c_cond", "s_alpha_cond"):
-            cols[c] = np.array(scores[c].to_numpy(np.float32))
-        del scores
+        cols.update(_score_columns(latents, self.engine.ref))
         for c in ("snr", "ra", "dec", *TRUTH_COLUMNS):
             if c in catalog.columns:
                 v = pd.to_numeric(catalog[c], errors="coerce").to_numpy(np.float64)[row]
@@ -146,18 +141,24 @@ class SurveyData:
         import copy as _copy
 
         rng = np.random.default_rng(seed)
-        n = len(self.latents)
-        parts = []
-        for k in range(copies):
-            part = self.latents.copy()
-            part["star_id"] = part["star_id"].to_numpy(np.int64) + k * (int(part["star_id"].max()) + 1)
-            if k:
-                for c in ("z_fe", "z_c", "z_alpha"):
-                    part[c] = part[c].to_numpy() + rng.normal(0, jitter, n).astype(np.float32)
-            parts.append(part)
+        lat = self.latents
+        n = len(lat)
+        cols: dict[str, np.ndarray] = {}
+        for c in lat.columns:
+            if c == "run":
+                continue
+            v = lat[c].to_numpy()
+            if c == "star_id":
+                step = int(v.max()) + 1
+                cols[c] = (np.tile(v.astype(np.int64), copies)
+                           + np.repeat(np.arange(copies, dtype=np.int64) * step, n))
+            else:
+                cols[c] = np.tile(v, copies)
+                if c in ("z_fe", "z_c", "z_alpha"):
+                    cols[c][n:] += rng.normal(0, jitter, n * (copies - 1)).astype(cols[c].dtype)
         out = _copy.copy(self)
         out._digest_lock = threading.Lock()
-        out._attach(pd.concat(parts, ignore_index=True), np.tile(self.frame["row"].to_numpy(), copies))
+        out._attach(pd.DataFrame(cols, copy=False), np.tile(self.frame["row"].to_numpy(), copies))
         return out
 
     def _load_model(self) -> None:
@@ -212,6 +213,21 @@ class SurveyData:
             raise ChemlatentError(f"star {star_id} is not in this survey's latents")
         r = self.frame.iloc[i]
         return star_spectrum(self.survey, int(r["row"]), r, self.model)
+
+
+SCORE_COLUMNS: dict[str, str] = {"score": "mahal_d2", "s_fe": "s_fe", "s_c": "s_c", "s_alpha": "s_alpha",
+                                 "s_c_cond": "s_c_cond", "s_alpha_cond": "s_alpha_cond"}
+
+
+def _score_columns(latents: pd.DataFrame, ref, block: int = 1_000_000) -> dict[str, np.ndarray]:
+    """The map's score columns, computed a million stars at a time (bounded scratch memory)."""
+    n = len(latents)
+    out = {k: np.empty(n, np.float32) for k in SCORE_COLUMNS}
+    for s in range(0, n, block):
+        sc = compute_scores(latents.iloc[s:s + block], ref, include_prior=False)
+        for k, c in SCORE_COLUMNS.items():
+            out[k][s:s + block] = sc[c].to_numpy(np.float32)
+    return out
 
 
 def _model_dir_from_meta(latents_path: Path, survey_dir: Path) -> Path | None:

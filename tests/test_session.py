@@ -281,3 +281,24 @@ def test_export_frame_has_verdicts(state):
     assert isinstance(frame, pd.DataFrame)
     row = frame.set_index("star_id").loc[ids[0]]
     assert row["verdict"] == "candidate" and row["note"] == "look again"
+
+
+def test_tiled_copy_for_benchmarks_has_unique_ids_and_real_rows(tmp_path, tiny_survey):
+    import shutil
+
+    from chemlatent.inference import encode_survey
+    from chemlatent.modelio import load_model
+    from chemlatent.session import SurveyData
+    from chemlatent.store import Survey
+
+    path = tmp_path / "s"
+    shutil.copytree(tiny_survey.path, path)
+    encode_survey(Survey(path), load_model(None))
+    data = SurveyData(path, load_model=False)
+    big = data.tiled(3)
+    assert big.n == 3 * data.n and big.frame["star_id"].is_unique
+    assert np.array_equal(big.frame["row"].to_numpy()[: data.n], data.frame["row"].to_numpy())
+    assert np.array_equal(big.frame["z_fe"].to_numpy()[: data.n], data.frame["z_fe"].to_numpy())
+    assert not np.array_equal(big.frame["z_fe"].to_numpy()[data.n:2 * data.n], data.frame["z_fe"].to_numpy())
+    assert np.isfinite(big.frame["score"].to_numpy()).all()
+    assert data.n == len(data.frame)  # the original is untouched
