@@ -22,7 +22,7 @@ HELP = "serve the interactive explorer (latent map, spectra, thresholds, candida
 
 #: Browser sessions served at once unless --max-sessions says otherwise (each holds its own
 #: selection masks and plots, so a flood of sessions could exhaust memory).
-MAX_SESSIONS = 16
+MAX_SESSIONS = 32
 OAUTH_PROVIDERS = ("auth0", "azure", "azurev2", "bitbucket", "generic", "github", "gitlab", "google",
                    "okta", "password", "auth_code")
 _ORIGIN = re.compile(r"(\*|[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?")
