@@ -19,7 +19,7 @@ from chemlatent.store import Survey
 @pytest.fixture(scope="module")
 def encoded(tiny_survey, tmp_path_factory):
     path = tmp_path_factory.mktemp("ooc") / "s"
-    shutil.copytree(tiny_survey.path, path)
+    shutil.copytree(tiny_survey.path, path, ignore=shutil.ignore_patterns("latents", "annotations*"))
     encode_survey(Survey(path), load_model(None))
     return path
 

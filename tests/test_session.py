@@ -292,7 +292,7 @@ def test_tiled_copy_for_benchmarks_has_unique_ids_and_real_rows(tmp_path, tiny_s
     from chemlatent.store import Survey
 
     path = tmp_path / "s"
-    shutil.copytree(tiny_survey.path, path)
+    shutil.copytree(tiny_survey.path, path, ignore=shutil.ignore_patterns("latents", "annotations*"))
     encode_survey(Survey(path), load_model(None))
     data = SurveyData(path, load_model=False)
     big = data.tiled(3)
