@@ -63,6 +63,31 @@ def check_out(survey: Path, out: Path, *, resume: bool, overwrite: bool) -> None
                               "continue it or --overwrite to start again")
 
 
+def check_windows(survey_dir: Path, windows_dir: str | None) -> None:
+    """Refuse element windows that cannot be read or that miss the survey's wavelength grid."""
+    from chemlatent.errors import ChemlatentError
+    from chemlatent.grid import ELEMENT_GROUPS, load_windows, window_masks
+    from chemlatent.store import Survey
+
+    grid = Survey(survey_dir).grid
+    try:
+        windows = load_windows(windows_dir)
+    except ChemlatentError:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError, UnicodeError) as exc:
+        raise ChemlatentError(f"--windows {windows_dir}: unreadable window file ({type(exc).__name__}: "
+                              f"{str(exc)[:80]}); iron_regions.csv, carbon_regions.csv and "
+                              "alpha_regions.csv need columns wave_base,wave_top (vacuum Angstrom)") from None
+    masks = window_masks(grid, windows)
+    names = {"fe": "iron", "c": "carbon", "alpha": "alpha"}
+    thin = [names.get(g, g) for g in ELEMENT_GROUPS if masks[g].sum() < 5]
+    if thin:
+        wave = grid.wave
+        raise ChemlatentError(f"{'--windows ' + windows_dir if windows_dir else 'the element windows'}: "
+                              f"the {', '.join(thin)} windows cover fewer than 5 pixels of the survey "
+                              f"grid ({wave[0]:.0f}-{wave[-1]:.0f} A)")
+
+
 def run(args) -> int:
     from chemlatent.errors import ChemlatentError
     from chemlatent.training import TrainOptions, train
@@ -75,6 +100,7 @@ def run(args) -> int:
         raise ChemlatentError(f"--hidden sizes must be 1 to {MAX_LAYER} (at most 16 layers), "
                               f"got {args.hidden!r}")
     check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    check_windows(Path(args.dir), args.windows)
     opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
                         adv_weight=args.adv_weight, device=args.device, seed=args.seed)

@@ -81,6 +81,11 @@ def w(tmp_path_factory) -> dict[str, Path]:
     fx.make_parquet_long(files / "unsorted.parquet", wave=wave)
     _negative_ivar_table(files / "negative-ivar.parquet")
     p["files"] = files
+    for name, carbon in (("win_off_grid", "wave_base,wave_top\n20000,21000\n"),
+                         ("win_garbage", "garbage\n\x01\n")):
+        p[name] = root / name
+        shutil.copytree(Path(fx.__file__).parents[1] / "assets" / "windows", p[name])
+        (p[name] / "carbon_regions.csv").write_text(carbon)
     p["table_trunc"] = root / "labels.parquet"
     p["table_trunc"].write_bytes(b"PAR1" + b"\x00" * 50)
     p["table_empty"] = root / "labels.csv"
@@ -168,6 +173,8 @@ CASES = [
     ("train", "{good} --out {root}/m --batch-size 0", "must be from 1"),
     ("train", "{good} --out {root}/m --max-stars 3", "must be from 16"),
     ("train", "{good} --out {root}/m --windows {empty_dir}", "iron_regions.csv"),
+    ("train", "{good} --out {root}/m --windows {win_off_grid}", "carbon windows cover fewer than 5"),
+    ("train", "{good} --out {root}/m --windows {win_garbage}", "need columns wave_base,wave_top"),
     ("train", "{good} --out {good}", "survey directory"),
     ("train", "{good} --out {root}/a_file.txt", "is a file"),
     ("train", "{good} --out {m_grid}", "already holds a model"),
