@@ -39,6 +39,7 @@ SURVEY_JSON = "survey.json"
 SPECTRA = "spectra.zarr"
 CATALOG = "catalog.parquet"
 LATENTS_DIR = "latents"
+MAX_STARS = 200_000_000  # one directory; larger surveys are split
 FLUX_MAX = 60000.0  # float16 limit; normalised flux never gets near it
 _FAST = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")  # masks: mostly zeros
 _SMALL = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")  # float32 ivar
@@ -121,10 +122,19 @@ class SurveyWriter:
             raise ValueError(f"unknown ivar layout {ivar_layout!r}")
         if ivar_layout == "scaled_profile" and ivar_profile is None:
             raise ValueError("scaled_profile layout needs ivar_profile")
+        if capacity > MAX_STARS:
+            raise SurveyError(f"{capacity:,} stars is beyond what one survey directory supports "
+                              f"({MAX_STARS:,})")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+            need = int(capacity) * grid.npix * 2  # the float16 flux alone
+            free = shutil.disk_usage(self.path.parent).free
+            if need > free:
+                raise SurveyError(f"{self.path}: {capacity:,} spectra need at least {need / 1e9:.1f} GB "
+                                  f"but {free / 1e9:.1f} GB are free there; free space or choose "
+                                  "another directory")
             self.tmp = _tmp_sibling(self.path)
             self.tmp.mkdir()
         except OSError as exc:

@@ -325,3 +325,15 @@ def test_unexpected_errors_are_one_internal_error_line(monkeypatch, capsys):
     assert "internal error: KeyError" in lines[0] and "--debug" in lines[0]
     with pytest.raises(KeyError):
         cli.main(["--debug", "bench", "--stars", "10"])
+
+
+def test_a_survey_that_cannot_fit_on_the_disk_is_refused_before_writing(w, capsys, monkeypatch):
+    import collections
+
+    from chemlatent import store
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 10**6, 10**6))
+    code, _, err = run_cli(capsys, "generate", w["root"] / "new", "--stars", "1000")
+    assert_one_line(code, err, "generate", "GB are free there")
+    assert not (w["root"] / "new").exists() and not list(w["root"].glob(".new.tmp-*"))
