@@ -16,6 +16,11 @@ Feeding the carbon and alpha decoders the *sum* z_fe + z_x (a total log abundanc
 z_fe's units) makes z_x the abundance *relative to iron*, [X/Fe]: a decoder given z_fe and
 z_x separately could use [X/H] or [X/Fe] equally well, and the latent would mix them.
 
+Experimental alternatives (docs/model.md has their numbers): decoder_mode "masked" gives
+each window pixel to exactly one decoder, the group whose lines dominate it by the line list,
+so that only the alpha decoder explains the alpha lines; decoder_form "logtau" makes each
+pixel's absorption monotone in exp(s * input) with one slope s for all decoders.
+
 An adversary tries to predict (Teff, logg) from z; the encoder is trained to defeat it
 through a gradient-reversal layer.
 """
@@ -41,8 +46,10 @@ class ModelConfig:
     windows: dict  # group -> list of [lo, hi, label]
     hidden: list = field(default_factory=lambda: [256, 256, 128])
     decoder_hidden: list = field(default_factory=lambda: [64, 128, 256])
-    decoder_mode: str = "additive"  # or "separate" (the reference paper's inputs)
+    decoder_mode: str = "additive"  # "separate" (the reference paper's inputs), "hybrid", "masked"
     abundance_input: str = "linear"  # "exp": decoders see exp(u), an abundance, not u
+    decoder_form: str = "mlp"  # "logtau": absorption monotone in exp(s * u), s shared by all decoders
+    pixel_groups: list | None = None  # "masked": per window pixel, the group whose lines dominate it
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
     label_std: list = field(default_factory=lambda: [800.0, 1.2])
@@ -84,6 +91,31 @@ class GradReverse(torch.autograd.Function):
         return -ctx.scale * grad, None
 
 
+class LogTauDecoder(nn.Module):
+    """Absorption of each pixel as a monotone function of the abundance input x = s * u:
+
+        A(w) = c(w) + a(w) * softplus(x + b(w))
+
+    (c, a >= 0). For weak lines this is a(w) exp(x + b(w)): the depth grows like the
+    abundance (curve of growth, linear part), with the same slope for every pixel and every
+    decoder; strong lines grow more slowly. c(w) holds what no abundance moves (hydrogen)."""
+
+    def __init__(self, n_w: int, hidden: list, n_out: int) -> None:
+        super().__init__()
+        self.trunk = _mlp([n_w, *hidden], out_act=True)
+        self.head = nn.Linear(hidden[-1], 3 * n_out)
+        self.n_out = n_out
+        with torch.no_grad():
+            self.head.bias.view(3, n_out)[0].fill_(-3.0)  # c: small
+            self.head.bias.view(3, n_out)[1].fill_(-2.0)  # a
+            self.head.bias.view(3, n_out)[2].fill_(0.0)  # b
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        c, a, b = self.head(self.trunk(w)).view(-1, 3, self.n_out).unbind(1)
+        sp = nn.functional.softplus
+        return sp(c) + sp(a) * sp(x + b)
+
+
 class DisentangledVAE(nn.Module):
     """Encoder, three element decoders, and the Teff/logg adversary."""
 
@@ -119,22 +151,50 @@ class DisentangledVAE(nn.Module):
         for g in ELEMENT_GROUPS:
             self.register_buffer(f"pos_{g}", torch.from_numpy(pos[masks[g]]), persistent=False)
         self.mode = config.decoder_mode
-        if self.mode not in ("additive", "separate", "hybrid"):
+        if self.mode not in ("additive", "separate", "hybrid", "masked"):
             raise ValueError(f"unknown decoder_mode {self.mode!r}")
         n_out = {g: int(masks[g].sum()) for g in ELEMENT_GROUPS}
-        if self.mode == "additive":
+        win_idx = np.nonzero(union)[0]
+        self._part_idx = {"fe": win_idx, "c": np.nonzero(masks["c"])[0],
+                          "alpha": np.nonzero(masks["alpha"])[0]}
+        if self.mode == "masked":  # each window pixel belongs to exactly one decoder
+            if config.pixel_groups is None or len(config.pixel_groups) != win_idx.size:
+                raise ValueError("decoder_mode 'masked' needs pixel_groups, one per window pixel")
+            pg = np.asarray(config.pixel_groups, np.int64)
+            n_in = {"fe": 1, "c": 1, "alpha": 1}
+            for k, g in enumerate(ELEMENT_GROUPS):
+                sel = np.nonzero(pg == k)[0]
+                if sel.size == 0:
+                    raise ValueError(f"no window pixel is assigned to the {g} decoder")
+                self.register_buffer(f"pos_{g}", torch.from_numpy(sel), persistent=False)
+                n_out[g] = int(sel.size)
+                self._part_idx[g] = win_idx[sel]
+        elif self.mode == "additive":
             n_in = {"fe": 1, "c": 1, "alpha": 1}
             n_out["fe"] = int(union.sum())
         elif self.mode == "hybrid":  # iron covers Fe+C windows; alpha its own, seeing z_fe too
             n_in = {"fe": 1, "c": 1, "alpha": 2}
             fe_c = masks["fe"] | masks["c"]
             n_out["fe"] = int(fe_c.sum())
+            self._part_idx["fe"] = np.nonzero(fe_c)[0]
             self.register_buffer("pos_fec", torch.from_numpy(pos[fe_c]), persistent=False)
             self.register_buffer("pos_c_in_fec", torch.from_numpy(
                 np.cumsum(fe_c)[masks["c"]] - 1), persistent=False)
         else:
             n_in = {"fe": 1, "c": 2, "alpha": 3}
-        self.decoders = nn.ModuleDict({g: _mlp([n_in[g] + nw, *dh, n_out[g]]) for g in ELEMENT_GROUPS})
+            self._part_idx["fe"] = np.nonzero(masks["fe"])[0]
+        self.form = config.decoder_form
+        if self.form == "mlp":
+            self.decoders = nn.ModuleDict({g: _mlp([n_in[g] + nw, *dh, n_out[g]]) for g in ELEMENT_GROUPS})
+        elif self.form == "logtau":
+            if set(n_in.values()) != {1}:
+                raise ValueError("decoder_form 'logtau' needs one abundance input per decoder")
+            self.decoders = nn.ModuleDict({g: LogTauDecoder(nw, dh, n_out[g]) for g in ELEMENT_GROUPS})
+            # one slope d ln(tau) / du for all decoders: a unit of z_fe and a unit of
+            # z_fe + z_x change the line optical depths alike, so z_x is in z_fe's units
+            self.log_slope = nn.Parameter(torch.tensor(0.5))
+        else:
+            raise ValueError(f"unknown decoder_form {self.form!r}")
         self.adversary = _mlp([3, 64, 64, 2])
         # +-1 per chemical axis: reported z = orient * internal z (see training.orient_axes)
         self.register_buffer("orient", torch.ones(3))
@@ -143,6 +203,10 @@ class DisentangledVAE(nn.Module):
 
     def window(self, group: str) -> torch.Tensor:
         return getattr(self, f"win_{group}")
+
+    def part_pixels(self, group: str) -> np.ndarray:
+        """Grid pixels on which decoder ``group`` predicts absorption (its output order)."""
+        return self._part_idx[group]
 
     # -- encoder -----------------------------------------------------------------------
     def features(self, flux: torch.Tensor, ivar: torch.Tensor) -> torch.Tensor:
@@ -170,7 +234,14 @@ class DisentangledVAE(nn.Module):
         z = z * self.orient
         zf, zc, za = z[:, 0:1], z[:, 1:2], z[:, 2:3]
         sg = (lambda t: t.detach()) if selective else (lambda t: t)
-        if self.mode == "additive":
+        if self.form == "logtau":
+            s = self.log_slope.exp()
+            return {
+                "fe": self.decoders["fe"](s * zf, w),
+                "c": self.decoders["c"](s * (sg(zf) + zc), w),
+                "alpha": self.decoders["alpha"](s * (sg(zf) + za), w),
+            }
+        if self.mode in ("additive", "masked"):
             f = self._abundance
             return {
                 "fe": self.decoders["fe"](torch.cat([f(zf), w], -1)),
@@ -200,8 +271,15 @@ class DisentangledVAE(nn.Module):
     def combine(self, parts: dict) -> torch.Tensor:
         """Model flux on the window pixels (B, n_windows).
 
-        additive: 1 - the sum of the absorptions; separate: each decoder's flux on its own
-        windows, averaged where windows overlap."""
+        additive: 1 - the sum of the absorptions; masked: 1 - the absorption of the pixel's
+        own decoder; separate: each decoder's flux on its own windows, averaged where windows
+        overlap."""
+        if self.mode == "masked":
+            b = parts["fe"].shape[0]
+            total = torch.zeros(b, self.win_all.numel(), device=parts["fe"].device)
+            for g in ELEMENT_GROUPS:
+                total[:, getattr(self, f"pos_{g}")] = parts[g].float()
+            return 1.0 - total
         if self.mode == "additive":
             total = parts["fe"].float().clone()
             total.index_add_(1, self.pos_c, parts["c"].float())
@@ -239,6 +317,44 @@ class DisentangledVAE(nn.Module):
 
     def adversary_predict(self, z: torch.Tensor, reverse_scale: float) -> torch.Tensor:
         return self.adversary(GradReverse.apply(z, reverse_scale))
+
+
+def pixel_groups_from_linelist(grid: WavelengthGrid, windows: dict, threshold: float = 0.6) -> list[int]:
+    """For each window pixel (the union of the element windows, in grid order), the index in
+    ELEMENT_GROUPS of the group whose lines dominate it: alpha (O, Mg, Si, S, Ca, Ti and the
+    MgH/TiO bands) or carbon (C and the CH/C2/CN bands) where that group makes at least
+    ``threshold`` of the expected line absorption, iron (every other line, hydrogen, blends
+    and continuum) elsewhere. Built from the line list's solar strengths, no star's labels."""
+    from .linelist import BANDS, MOLECULES, band_templates, load_linelist, lsf_sigma_pixels
+    from .physics import ELEMENT_GROUP, equivalent_width_ratio
+
+    ll = load_linelist()
+    sig = lsf_sigma_pixels(grid)
+    pix = np.arange(grid.npix, dtype=np.float64)
+    line_pix = grid.pixel_of(ll.wave)
+    acc = np.zeros((len(ELEMENT_GROUPS), grid.npix))
+    gi = {g: k for k, g in enumerate(ELEMENT_GROUPS)}
+    templates = band_templates(grid)
+    for boost in (0.0, 1.0):  # a solar-like and a cooler, stronger-lined atmosphere
+        ew = equivalent_width_ratio(ll.log_tau_sun + boost, ll.log_a_sun)
+        for k in range(len(ll)):
+            g = ELEMENT_GROUP[ll.element[k]]
+            if g in gi:
+                lo, hi = int(line_pix[k]) - 6, int(line_pix[k]) + 7
+                sl = slice(max(lo, 0), max(min(hi, grid.npix), 0))
+                acc[gi[g], sl] += ew[k] * np.exp(-0.5 * ((pix[sl] - line_pix[k]) / sig) ** 2)
+        for b, band in enumerate(BANDS):
+            atoms = MOLECULES[band.molecule][:2]
+            g = "c" if "C" in atoms else "alpha" if band.molecule in ("MgH", "TiO") else None
+            if g is not None:
+                acc[gi[g]] += 3.0 * np.log1p(10.0 ** (band.log_tau_sun + 1.5 + boost)) * templates[b]
+    masks = window_masks(grid, windows)
+    union = masks["fe"] | masks["c"] | masks["alpha"]
+    share = acc[:, union] / (acc[:, union].sum(0) + 1e-9)
+    out = np.zeros(int(union.sum()), np.int64)
+    for g in ("c", "alpha"):
+        out[share[gi[g]] >= threshold] = gi[g]
+    return out.tolist()
 
 
 def build_model(config: ModelConfig) -> DisentangledVAE:

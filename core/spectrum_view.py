@@ -158,11 +158,10 @@ def reconstruct(model, z: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, dict[s
         parts = model.absorption(zt, wt, selective=False)
         comps = {}
         npix = rec.size
-        win_all = model.win_all.cpu().numpy()
         for g in ELEMENT_GROUPS:
             a = np.full(npix, np.nan)
             vals = parts[g][0].float().cpu().numpy()
-            idx = win_all if g == "fe" else model.window(g).cpu().numpy()
+            idx = model.part_pixels(g)
             a[idx] = vals
             comps[g] = a
     return rec, comps

@@ -14,7 +14,7 @@ import torch
 
 from .errors import ChemlatentError
 from .grid import ELEMENT_GROUPS, default_windows, load_windows
-from .model import DisentangledVAE, ModelConfig
+from .model import DisentangledVAE, ModelConfig, pixel_groups_from_linelist
 from .modelio import flatten_state, save_model, unflatten_state, write_json
 from .store import Survey, write_json_atomic
 
@@ -40,6 +40,7 @@ class TrainOptions:
     hidden: tuple = (256, 256, 128)
     decoder_mode: str = "additive"
     abundance_input: str = "linear"
+    decoder_form: str = "mlp"
     windows_dir: str | None = None
     name: str | None = None
 
@@ -128,7 +129,7 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     w_dec = torch.where(have[:, None], y, w) if opts.teacher_forcing else w
     parts = model.absorption(z, w_dec, selective=True)
     out = {}
-    if model.mode in ("additive", "hybrid"):
+    if model.mode in ("additive", "hybrid", "masked"):
         idx = model.win_all
         npix = idx.numel()
         r = flux[:, idx] - model.combine(parts)
@@ -203,7 +204,9 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                       windows={g: [list(w) for w in windows[g]] for g in ELEMENT_GROUPS},
                       hidden=list(opts.hidden), label_mean=mean, label_std=std,
                       decoder_mode=opts.decoder_mode, abundance_input=opts.abundance_input,
-                      name=opts.name or out.name)
+                      decoder_form=opts.decoder_form, name=opts.name or out.name)
+    if opts.decoder_mode == "masked":
+        cfg.pixel_groups = pixel_groups_from_linelist(survey.grid, windows)
     model = DisentangledVAE(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = max(1, len(data) // opts.batch_size)
@@ -306,7 +309,7 @@ def orient_axes(model: DisentangledVAE) -> None:
         zm[:, axis] -= 0.5
         return float((model.absorption(zp, w)[group] - model.absorption(zm, w)[group]).mean())
 
-    if model.mode in ("additive", "hybrid"):
+    if model.mode in ("additive", "hybrid", "masked"):
         s = 1.0 if deepening(0, "fe") >= 0 else -1.0
         signs = [s, s, s]
     else:

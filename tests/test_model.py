@@ -14,7 +14,7 @@ from chemlatent.errors import ModelError
 from chemlatent.features import features_from_raw
 from chemlatent.grid import DEFAULT_GRID, WavelengthGrid, default_windows
 from chemlatent.inference import encode_survey
-from chemlatent.model import DisentangledVAE, ModelConfig
+from chemlatent.model import DisentangledVAE, ModelConfig, pixel_groups_from_linelist
 from chemlatent.modelio import check_grid, load_model, save_model
 from chemlatent.synth import generate_survey
 from chemlatent.training import TrainOptions, orient_axes, random_stretch_mask, train
@@ -68,6 +68,55 @@ def test_selective_gradient_flow():
     model.absorption(mu, w, selective=True)["c"].pow(2).sum().backward()
     assert torch.all(mu.grad[:, 0] == 0) and torch.all(mu.grad[:, 2] == 0)
     assert mu.grad[:, 1].abs().sum() > 0
+
+
+def _masked_config(**kw) -> ModelConfig:
+    windows = {g: [tuple(w) for w in ws] for g, ws in default_windows().items()}
+    groups = pixel_groups_from_linelist(DEFAULT_GRID, windows)
+    return _config(decoder_mode="masked", pixel_groups=groups, **kw)
+
+
+@pytest.mark.parametrize("form", ["mlp", "logtau"])
+def test_masked_decoders_own_disjoint_pixels(form):
+    from chemlatent.spectrum_view import reconstruct
+
+    torch.manual_seed(0)
+    cfg = _masked_config(decoder_form=form)
+    groups = np.asarray(cfg.pixel_groups)
+    assert groups.size == DisentangledVAE(_config()).win_all.numel()
+    assert np.all(np.bincount(groups, minlength=3) > 50)  # every decoder owns pixels
+    model = DisentangledVAE(cfg)
+    owned = np.concatenate([model.part_pixels(g) for g in ("fe", "c", "alpha")])
+    np.testing.assert_array_equal(np.sort(owned), model.win_all.numpy())
+    # the Mg b triplet and the Ca II infrared triplet belong to the alpha decoder
+    alpha_wave = DEFAULT_GRID.wave[model.part_pixels("alpha")]
+    assert np.any(np.abs(alpha_wave - 5185.0) < 2) and np.any(np.abs(alpha_wave - 8544.4) < 2)
+    z, w = torch.randn(5, 3), torch.randn(5, 2)
+    parts = model.absorption(z, w)
+    flux = model.decode(z, w)
+    for g in ("fe", "c", "alpha"):
+        np.testing.assert_allclose((1 - flux[:, getattr(model, f"pos_{g}")]).detach().numpy(),
+                                   parts[g].detach().numpy(), atol=1e-6)
+    # selective gradients as in the additive mode: each decoder trains only its own axis
+    z = z.requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.absorption(z, w)["alpha"].sum(), z)
+    assert torch.all(grad[:, :2] == 0) and grad[:, 2].abs().sum() > 0
+    rec, comps = reconstruct(model, z[0].detach().numpy(), w[0].numpy())
+    assert np.isfinite(rec[model.win_all.numpy()]).all()
+    assert np.isfinite(comps["alpha"]).sum() == model.part_pixels("alpha").size
+
+
+def test_masked_mode_needs_pixel_groups():
+    with pytest.raises(ValueError, match="pixel_groups"):
+        DisentangledVAE(_config(decoder_mode="masked"))
+
+
+def test_masked_model_trains_and_loads(tiny_survey, tmp_path):
+    out = tmp_path / "masked"
+    train(tiny_survey.path, out, TrainOptions(epochs=1, decoder_mode="masked", **TINY), progress=False,
+          log=lambda s: None)
+    model = load_model(out)
+    assert model.mode == "masked" and len(model.config.pixel_groups) == model.win_all.numel()
 
 
 def test_save_load_round_trip(tmp_path):
