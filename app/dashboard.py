@@ -580,8 +580,7 @@ class Dashboard:
         x, y = st.x_axis, st.y_axis
         kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
         if not (show_run and run_id):
-            return hv.Segments([], kd + [f"{x}_new", f"{y}_new"], label="re-encoded").opts(
-                color="#9467bd")
+            return hv.Segments([], kd + [f"{x}_new", f"{y}_new"]).opts(color="#9467bd")
         a = self.runs.arrows(x, y)
         seg = hv.Segments((a["x0"], a["y0"], a["x1"], a["y1"]), kd + [f"{x}_new", f"{y}_new"],
                           label="re-encoded: old -> new").opts(color="#9467bd", line_width=1, alpha=0.8)

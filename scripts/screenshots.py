@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             pg.mouse.up()
             pg.get_by_text("Selection: 0 of").first.wait_for(state="detached")
             pg.wait_for_timeout(2500)
+            pg.mouse.move(5, 300)  # no hover tooltip in the picture
+            pg.wait_for_timeout(500)
             pg.screenshot(path=str(out / "dashboard-explore.png"))
             pg.get_by_text("Candidates", exact=True).first.click()
             pg.wait_for_timeout(2500)
