@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from chemlatent import selection
-from chemlatent.inference import encode_survey
 from chemlatent.mapraster import rasterize_map
-from chemlatent.modelio import load_model
 from chemlatent.outofcore import LazySurvey
 from chemlatent.session import SurveyData
-from chemlatent.store import Survey
 
 
 @pytest.fixture(scope="module")
-def encoded(tiny_survey, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ooc") / "s"
-    shutil.copytree(tiny_survey.path, path, ignore=shutil.ignore_patterns("latents", "annotations*"))
-    encode_survey(Survey(path), load_model(None))
-    return path
+def encoded(encoded_tiny):
+    return encoded_tiny
 
 
 def test_lazy_map_box_and_nearest_match_the_in_memory_explorer(encoded):

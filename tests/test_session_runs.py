@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
-from chemlatent.inference import encode_survey
 from chemlatent.jobs import JobQueue
-from chemlatent.modelio import load_model
 from chemlatent.session import ExplorerState, SurveyData
 from chemlatent.session_runs import RunsState, available_models
-from chemlatent.store import Survey
 
 
 @pytest.fixture(scope="module")
-def encoded(tiny_survey, tmp_path_factory):
-    path = tmp_path_factory.mktemp("runs") / "s"
-    shutil.copytree(tiny_survey.path, path, ignore=shutil.ignore_patterns("latents", "annotations*"))
-    encode_survey(Survey(path), load_model(None))
-    return path
+def encoded(encoded_tiny):
+    return encoded_tiny
 
 
 @pytest.fixture()

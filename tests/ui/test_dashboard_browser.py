@@ -7,6 +7,7 @@ missing. Panel renders into shadow DOM: locators and ``get_by_text`` pierce it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -256,21 +257,11 @@ def test_reencode_a_selection_from_the_browser_and_apply_the_run(page, served):
 
 
 def test_out_of_core_overview_maps_and_summarises_a_box(browser, served):
-    import panel as pn
 
-    from chemlatent.app import dashboard
     from chemlatent.app.overview import OverviewSource
 
     src = OverviewSource(served["data"].path)
-    port = _free_port()
-    server = pn.serve({"/": lambda: dashboard.session_page(src)}, port=port, address="127.0.0.1",
-                      show=False, threaded=True, websocket_origin=[f"127.0.0.1:{port}"])
-    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
-    try:
-        pg = ctx.new_page()
-        pg.set_default_timeout(TIMEOUT)
-        _wait_until(lambda: _port_open(port), timeout=30)
-        pg.goto(f"http://127.0.0.1:{port}/")
+    with _page_of(browser, src) as pg:
         pg.get_by_text("3,000 stars, read lazily").first.wait_for()
         pg.wait_for_timeout(1500)
         box = _map_box(pg)
@@ -281,9 +272,6 @@ def test_out_of_core_overview_maps_and_summarises_a_box(browser, served):
         pg.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.9, steps=10)
         pg.mouse.up()
         pg.get_by_text(re.compile(r"Box: [1-9][\d,]* of 3,000 stars")).first.wait_for()
-    finally:
-        ctx.close()
-        server.stop()
 
 
 def test_first_run_page_shows_progress_then_opens_the_explorer(browser, served):
@@ -291,9 +279,6 @@ def test_first_run_page_shows_progress_then_opens_the_explorer(browser, served):
     ready the page reloads itself into the explorer."""
     import threading
 
-    import panel as pn
-
-    from chemlatent.app import dashboard
     from chemlatent.preparation import Preparation
 
     release = threading.Event()
@@ -304,22 +289,35 @@ def test_first_run_page_shows_progress_then_opens_the_explorer(browser, served):
 
     prep = Preparation(served["data"].path, 3000, 5, load=load, model_dir=str(served["root"] / "model"))
     prep.start()
+    try:
+        with _page_of(browser, prep) as pg:
+            pg.get_by_text("Preparing the survey").first.wait_for()
+            pg.get_by_text(re.compile("loading 3,000 stars")).first.wait_for()
+            assert not prep.ready
+            release.set()
+            pg.get_by_text("Selection: 0 of 3,000 stars").first.wait_for()
+    finally:
+        release.set()
+
+
+@contextlib.contextmanager
+def _page_of(browser, source):
+    """A page on a second server serving ``dashboard.session_page(source)``."""
+    import panel as pn
+
+    from chemlatent.app import dashboard
+
     port = _free_port()
-    server = pn.serve({"/": lambda: dashboard.session_page(prep)}, port=port, address="127.0.0.1",
+    server = pn.serve({"/": lambda: dashboard.session_page(source)}, port=port, address="127.0.0.1",
                       show=False, threaded=True, websocket_origin=[f"127.0.0.1:{port}"])
-    ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     try:
         pg = ctx.new_page()
         pg.set_default_timeout(TIMEOUT)
         _wait_until(lambda: _port_open(port), timeout=30)
         pg.goto(f"http://127.0.0.1:{port}/")
-        pg.get_by_text("Preparing the survey").first.wait_for()
-        pg.get_by_text(re.compile("loading 3,000 stars")).first.wait_for()
-        assert not prep.ready
-        release.set()
-        pg.get_by_text("Selection: 0 of 3,000 stars").first.wait_for()
+        yield pg
     finally:
-        release.set()
         ctx.close()
         server.stop()
 
