@@ -14,12 +14,10 @@ import logging
 import threading
 from functools import partial
 
-import datashader as ds
 import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
-from holoviews.operation.datashader import dynspread, rasterize
 
 from chemlatent.mapraster import rasterize_map
 from chemlatent.session import HOVER_COLUMNS, ExplorerState, SurveyData
@@ -38,7 +36,7 @@ LABELS = {"z_fe": "z_Fe", "z_c": "z_C", "z_alpha": "z_alpha", "w_0": "w_0 (Teff)
 MAP_SIZE = (560, 480)
 SPEC_WIDTH = 560
 LEGEND_OPTS = {"label_text_font_size": "8pt", "glyph_height": 12, "spacing": 0, "padding": 3}
-PLAIN_OVERLAY_MAX = 20000  # more overlay points than this are rasterized too
+PLAIN_OVERLAY_MAX = 20000  # overlays of more stars draw an evenly spaced subset
 CALLBACK_THREADS = 4
 PREPARING_TITLE = "chemlatent explorer: preparing the survey"
 
@@ -252,16 +250,20 @@ class Dashboard:
         return overlay.opts(hv.opts.Overlay(legend_position="bottom_left"))
 
     def _subset_points(self, mask: np.ndarray, label: str, color: str, size: int, marker="circle"):
+        """Points of the masked stars; above PLAIN_OVERLAY_MAX an evenly spaced subset of them
+        (always the same element type: a DynamicMap may not switch types between calls)."""
         st = self.state
         x, y = st.x_axis, st.y_axis
         kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
         idx = np.flatnonzero(mask)
+        thinned = idx.size > PLAIN_OVERLAY_MAX
+        if thinned:
+            idx = idx[np.linspace(0, idx.size - 1, PLAIN_OVERLAY_MAX).astype(np.int64)]
         df = self.data.frame.iloc[idx][list(dict.fromkeys([x, y, "star_id"]))]
         pts = hv.Points(df, kd, ["star_id"] if "star_id" not in (x, y) else [], label=label)
-        if idx.size <= PLAIN_OVERLAY_MAX:
-            return pts.opts(color=color, size=size, marker=marker, alpha=0.8, line_color=None,
-                            fill_alpha=0.7 if marker != "x" else 1.0)
-        return dynspread(rasterize(pts, aggregator=ds.any()).opts(cmap=[color], alpha=0.6), threshold=0.5)
+        return pts.opts(color=color, size=size if not thinned else max(2, size - 2), marker=marker,
+                        alpha=0.8 if not thinned else 0.5, line_color=None,
+                        fill_alpha=0.7 if marker != "x" else 1.0)
 
     def _flag_overlay(self, flag_version=0):
         return self._subset_points(self.state.flagged, "flagged", "#d62728", 5)
