@@ -452,18 +452,23 @@ def open_fits(path: Path):
     """Open a FITS file eagerly (all headers and data read), turning damage into FormatError."""
     from astropy.io import fits
 
-    source: Any = str(path)
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
     if gz:
-        source = io.BytesIO(_gunzip(path))
+        source: Any = io.BytesIO(_gunzip(path))
         check_fits_layout(source, len(source.getbuffer()))
         source.seek(0)
     else:
-        with open(path, "rb") as fh:
-            check_fits_layout(fh, path.stat().st_size)
+        # our own handle: astropy leaves the files it opened itself open when it fails
+        source = open(path, "rb")  # noqa: SIM115 (closed by hdul.close() or below)
+        try:
+            check_fits_layout(source, path.stat().st_size)
+        except BaseException:
+            source.close()
+            raise
+        source.seek(0)
     hdul = None
-    error: Exception | None = None
+    error: str | None = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -472,16 +477,19 @@ def open_fits(path: Path):
             for hdu in hdul:
                 _ = hdu.data
         except Exception as exc:
-            error = exc
+            # keep only the text: the exception's frames hold astropy's memory map (and so a
+            # file descriptor) until they are freed
+            error = f"{type(exc).__name__}: {_one_line(exc, 80)}"
     messages = " ".join(str(w.message).lower() for w in caught)
+    caught.clear()
     if error is not None or "truncat" in messages or "corrupt" in messages:
         if hdul is not None:
             hdul.close()
+        source.close()
         if "truncat" in messages:
             raise FormatError("file is truncated")
         if error is not None:
-            raise FormatError(f"file is truncated or corrupt ({type(error).__name__}: "
-                              f"{_one_line(error, 80)})")
+            raise FormatError(f"file is truncated or corrupt ({error})")
         raise FormatError("file is truncated or corrupt (invalid FITS header)")
     return hdul
 
@@ -975,7 +983,6 @@ def _records_hdf5(path: Path) -> tuple[dict, dict, dict, bool, Iterator[dict]]:
 
 
 def _records_parquet(path: Path) -> tuple[dict, dict, dict, bool, Iterator[dict]]:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -984,6 +991,17 @@ def _records_parquet(path: Path) -> tuple[dict, dict, dict, bool, Iterator[dict]
     except Exception as exc:
         raise FormatError(f"file is truncated or corrupt ({type(exc).__name__}: "
                           f"{_one_line(exc, 80)})") from None
+    try:
+        return _parquet_records(pf, schema)
+    except BaseException:
+        pf.close()
+        raise
+
+
+def _parquet_records(pf: Any, schema: Any) -> tuple[dict, dict, dict, bool, Iterator[dict]]:
+    """The records of an open ParquetFile; closes it once they are read (or on error)."""
+    import pyarrow as pa
+
     names = list(schema.names)
     roles = _roles(names)
     if not (roles["wave"] and roles["flux"]):
@@ -1003,25 +1021,29 @@ def _records_parquet(path: Path) -> tuple[dict, dict, dict, bool, Iterator[dict]
     used = list(dict.fromkeys(used))
     if multi:
         def gen() -> Iterator[dict]:
-            for batch in pf.iter_batches(batch_size=TABLE_BATCH, columns=used):
-                cols = {r: batch.column(n) for r, n in roles.items() if n}
-                for i in range(batch.num_rows):
-                    rec = {}
-                    for r, c in cols.items():
-                        v = c[i]
-                        if r in _PIXEL_ROLES and hasattr(v, "values"):
-                            vals = v.values
-                            rec[r] = (None if vals is None
-                                      else np.asarray(vals.to_numpy(zero_copy_only=False)))
-                        else:
-                            rec[r] = v.as_py()
-                    yield rec
+            try:
+                for batch in pf.iter_batches(batch_size=TABLE_BATCH, columns=used):
+                    cols = {r: batch.column(n) for r, n in roles.items() if n}
+                    for i in range(batch.num_rows):
+                        rec = {}
+                        for r, c in cols.items():
+                            v = c[i]
+                            if r in _PIXEL_ROLES and hasattr(v, "values"):
+                                vals = v.values
+                                rec[r] = (None if vals is None
+                                          else np.asarray(vals.to_numpy(zero_copy_only=False)))
+                            else:
+                                rec[r] = v.as_py()
+                        yield rec
+            finally:
+                pf.close()
         return roles, units, filemeta, True, gen()
     try:
         table = pf.read(columns=used)
     except Exception as exc:
         raise FormatError(f"file is truncated or corrupt ({type(exc).__name__}: "
                           f"{_one_line(exc, 80)})") from None
+    pf.close()
     rec = {r: table.column(n).to_numpy() for r, n in roles.items() if n and r in _PIXEL_ROLES}
     return roles, units, filemeta, False, iter([rec])
 
@@ -1051,24 +1073,29 @@ def iter_items(path: str | Path, fmt: str | None = None,
         raise FormatError(f"unknown wavelength medium {medium!r} (vacuum or air)")
     items = _iter_items(path, fmt, medium)
     n = 0
-    while True:
-        try:
-            # damaged values (NaN casts, overflowing WCS) are handled, not worth a warning line
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
-                item = next(items)
-        except StopIteration:
-            return
-        except FormatError:
-            raise
-        except Exception as exc:  # astropy, h5py, pyarrow on damaged bytes: anything goes
-            err = damaged(exc)
-            if n == 0:
-                raise err from None
-            yield FormatError(f"rows {n} onwards: {err}")
-            return
-        n += 1
-        yield item
+    try:
+        while True:
+            err = None
+            try:
+                # damaged values (NaN casts, overflowing WCS) are handled, not worth a warning line
+                with warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore")
+                    item = next(items)
+            except StopIteration:
+                return
+            except FormatError:
+                raise
+            except Exception as exc:  # astropy, h5py, pyarrow on damaged bytes: anything goes
+                err = damaged(exc)
+            if err is not None:  # raised out here, the library's frames (and files) are freed now
+                if n == 0:
+                    raise err
+                yield FormatError(f"rows {n} onwards: {err}")
+                return
+            n += 1
+            yield item
+    finally:
+        items.close()  # the file is closed as soon as the reader stops, not at garbage collection
 
 
 def _iter_items(path: Path, fmt: str | None,

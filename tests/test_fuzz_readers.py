@@ -49,7 +49,7 @@ def seeds(tmp_path_factory) -> Seeds:
         out[layout] = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
     for p in sorted(DATA.glob("*.fits.gz")):
         out[p.name] = gzip.decompress(p.read_bytes())
-    return out
+    return Seeds(out)
 
 
 def check_message(exc: BaseException) -> None:
@@ -77,8 +77,32 @@ def check_spectrum(spec: RawSpectrum) -> None:
     assert (ivar > 0).any()
 
 
+def _open_files() -> set[str]:
+    """What this process's file descriptors point to (empty where /proc is missing)."""
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return set()
+    out = set()
+    for fd in os.listdir(fd_dir):
+        try:
+            out.add(os.readlink(fd_dir / fd))
+        except OSError:
+            pass
+    return out
+
+
 def read_all(path: Path) -> int:
-    """Read a file the way ingest does; returns how many spectra came out."""
+    """Read a file the way ingest does (and check it is closed after); returns how many
+    spectra came out."""
+    before = _open_files()
+    try:
+        return _read_all(path)
+    finally:
+        leaked = [f for f in _open_files() - before if f.endswith(path.name)]
+        assert not leaked, f"{path.name} left open"
+
+
+def _read_all(path: Path) -> int:
     n = 0
     try:
         for i, item in enumerate(iter_items(path)):
@@ -112,11 +136,20 @@ def positions(draw, size: int) -> int:
     return draw(st.integers(0, size - 1))
 
 
-class Seeds(dict):
-    """Seed files by name (short repr: hypothesis prints the arguments of failing examples)."""
+class Seeds:
+    """Seed files by name (short repr: failing examples print their arguments)."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self._files = files
+
+    def __getitem__(self, name: str) -> bytes:
+        return self._files[name]
+
+    def __iter__(self):
+        return iter(self._files)
 
     def __repr__(self) -> str:
-        return f"<{len(self)} seed files>"
+        return f"<{len(self._files)} seed files>"
 
 
 def mutate(draw, data: bytes) -> bytes:
@@ -210,7 +243,7 @@ def write(tmp: Path, name: str, data: bytes, gz: bool) -> Path:
 # --------------------------------------------------------------------------- tests
 
 
-@fuzz_settings(120)
+@fuzz_settings(160)
 @given(prefix=st.sampled_from([b"", b"SIMPLE  =                    T", b"\x89HDF\r\n\x1a\n",
                                b"PAR1", b"\x1f\x8b\x08\x00"]),
        body=st.binary(max_size=4000))
@@ -220,7 +253,7 @@ def test_random_bytes(tmp_path_factory, prefix: bytes, body: bytes) -> None:
     read_all(path)
 
 
-@fuzz_settings(260)
+@fuzz_settings(400)
 @given(data=st.data())
 def test_mutated_real_layouts(seeds, tmp_path_factory, data) -> None:
     name = data.draw(st.sampled_from(sorted(seeds)), label="seed")
@@ -235,7 +268,7 @@ FITS_SEEDS = ("sdss", "lamost_dr7", "lamost_dr8", "wcs1d_linear", "wcs1d_log", "
               "spec-55859-F5902_sp01-013_dr8.fits.gz")
 
 
-@fuzz_settings(260)
+@fuzz_settings(400)
 @given(data=st.data())
 def test_corrupted_fits_headers(seeds, tmp_path_factory, data) -> None:
     name = data.draw(st.sampled_from(FITS_SEEDS), label="seed")
@@ -246,7 +279,7 @@ def test_corrupted_fits_headers(seeds, tmp_path_factory, data) -> None:
     read_all(path)
 
 
-@fuzz_settings(12)
+@fuzz_settings(16)
 @given(data=st.data())
 def test_ingest_survives_damaged_files(seeds, tmp_path_factory, data) -> None:
     """Whole ingest runs (debug: unexpected errors propagate) on damaged plus good files."""
