@@ -167,7 +167,49 @@ def _ws_handshake(port: int, origin: str, cookies: dict | None = None) -> str:
         return s.recv(4096).split(b"\r\n", 1)[0].decode()
 
 
-def test_served_page_needs_login_and_checks_origins(small_data) -> None:
+@pytest.fixture()
+def panel_config():
+    """Panel keeps auth settings in its global config: put them back after a served test."""
+    import panel as pn
+
+    keys = ("_cookie_secret", "_oauth_provider", "_oauth_key", "_oauth_secret",
+            "_oauth_redirect_uri", "_oauth_extra_params")
+    saved = {k: getattr(pn.config, k) for k in keys}
+    yield
+    pn.config.param.update(**saved)
+
+
+def _wait_up(url: str) -> requests.Response:
+    for _ in range(200):
+        try:
+            return requests.get(url, allow_redirects=False, timeout=10)
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+def test_oauth_options_reach_panel(small_data, panel_config, monkeypatch) -> None:
+    """With --oauth-provider the page sends browsers to the provider with our client id."""
+    from chemlatent.app.dashboard import serve
+
+    monkeypatch.setenv("PANEL_OAUTH_KEY", "client-id-123")
+    monkeypatch.setenv("PANEL_OAUTH_SECRET", "client-secret")
+    access, _ = _access(oauth_provider="github")
+    port = _free_port()
+    server = serve(small_data, port=port, show=False, threaded=True, **access)
+    try:
+        first = _wait_up(f"http://127.0.0.1:{port}/")
+        assert first.status_code in (302, 303) and "/login" in first.headers["Location"]
+        login = requests.get(f"http://127.0.0.1:{port}/login", allow_redirects=False, timeout=10)
+        assert login.status_code in (302, 303)
+        assert login.headers["Location"].startswith("https://github.com/login/oauth/authorize")
+        assert "client_id=client-id-123" in login.headers["Location"]
+        assert "client-secret" not in login.headers["Location"]
+    finally:
+        server.stop()
+
+
+def test_served_page_needs_login_and_checks_origins(small_data, panel_config) -> None:
     from chemlatent.app.dashboard import serve
 
     port = _free_port()
@@ -176,12 +218,7 @@ def test_served_page_needs_login_and_checks_origins(small_data) -> None:
                    max_sessions=1)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                first = requests.get(url + "/", allow_redirects=False, timeout=10)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        first = _wait_up(url + "/")
         assert first.status_code in (302, 303) and "/login" in first.headers["Location"]
         s = requests.Session()
         bad = s.post(url + "/login", data={"username": "ann", "password": "wrong"},
