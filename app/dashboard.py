@@ -739,7 +739,13 @@ def serve(data, *, port: int = 5006, address: str = "127.0.0.1", show: bool = Tr
                             f"{max_sessions} sessions are open; close one, or try again in a minute.",
                             css_classes=["cl-busy"])])
                 live["sessions"] += 1
+            try:
+                page = session_page(data)
+            except BaseException:
+                release(None)
+                raise
             doc.on_session_destroyed(release)
+            return page
         return session_page(data)
 
     return pn.serve({"/": app}, port=port, address=address, show=show,
