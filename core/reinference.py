@@ -285,7 +285,13 @@ def list_runs(survey_dir: str | Path) -> list[RunInfo]:
             out.append(RunInfo.from_meta(p, latents_metadata(p)))
         except ChemlatentError:
             continue
-    return sorted(out, key=lambda r: (r.created, r.run_id), reverse=True)
+    def when(r: RunInfo) -> tuple:  # ``created`` has whole seconds: the file's time breaks ties
+        try:
+            return (r.created, r.path.stat().st_mtime_ns)
+        except OSError:
+            return (r.created, 0)
+
+    return sorted(out, key=when, reverse=True)
 
 
 def read_run(survey_dir: str | Path, run_id: str) -> pd.DataFrame:

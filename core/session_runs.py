@@ -175,7 +175,7 @@ class RunsState(param.Parameterized):
         from .reinference import list_runs
 
         try:
-            return sorted(list_runs(self.base.path), key=lambda r: r.created, reverse=True)
+            return list_runs(self.base.path)
         except ChemlatentError:
             return []
 
