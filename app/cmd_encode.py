@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .options import nonneg_int, positive_int
+from .options import bounded_int, nonneg_int
 
 HELP = "encode a survey with a model and write latents/<model>.parquet (or a run for --ids)"
 
@@ -17,19 +17,19 @@ def add_arguments(p) -> None:
     p.add_argument("--ids", default=None, metavar="FILE",
                    help="re-encode only these stars (text: one star_id per line; CSV/parquet: a star_id "
                         "column) into latents/runs/<run_id>.parquet")
-    p.add_argument("--samples", type=nonneg_int, default=0,
+    p.add_argument("--samples", type=bounded_int(0, 64), default=0,
                    help="posterior samples per star for the uncertainties (default 0: the encoder's width)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed of the posterior samples")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA when present (on each worker with --scheduler)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="matrix precision (auto: bf16)")
-    p.add_argument("--chunk", type=positive_int, default=None,
+    p.add_argument("--chunk", type=bounded_int(1, 262_144), default=None,
                    help="stars per block (default 8192, 32768 on a GPU; with --ids: per batch, sized to the "
                         "device and samples; with --scheduler: per partition, 8192)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="encode on a Dask cluster: a scheduler address (tcp://host:8786) or 'local'")
-    p.add_argument("--workers", type=positive_int, default=1,
+    p.add_argument("--workers", type=bounded_int(1, 256), default=1,
                    help="worker processes of --scheduler local (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing latents of this model")
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
+from chemlatent.errors import ChemlatentError
 from chemlatent.mapraster import rasterize_map
 from chemlatent.session import HOVER_COLUMNS, ExplorerState, SurveyData
 from chemlatent.session_runs import RunsState
@@ -478,7 +479,12 @@ class Dashboard:
         self.state.annotate(ids, verdict, note)
 
     def _export_callback(self):
-        name, data = self.state.export()
+        try:
+            name, data = self.state.export()
+        except ChemlatentError as exc:  # e.g. too many rows: say so, in the page and the file
+            self.state.message = f"export refused: {exc}"
+            self.download.filename = "export-refused.txt"
+            return io.BytesIO(f"{exc}\n".encode())
         self.download.filename = name
         return io.BytesIO(data)
 

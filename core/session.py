@@ -39,6 +39,7 @@ TABLE_SOURCES: tuple[str, ...] = ("flagged", "selection", "flagged in selection"
 TABLE_COLUMNS: tuple[str, ...] = ("star_id", "verdict", "note", "ra", "dec", "snr", "z_fe", "z_c",
                                   "z_alpha", "s_c_cond", "s_alpha_cond", "score", "teff_pred",
                                   "logg_pred", "chi2", "fe_h", "c_fe", "alpha_fe", "population")
+MAX_EXPORT_ROWS = 2_000_000  # one browser download, built in server memory
 HOVER_COLUMNS: tuple[str, ...] = ("star_id", "snr", "teff_pred", "logg_pred")
 EXPORT_FORMATS: dict[str, str] = {"csv": "csv", "fits": "fits", "votable": "vot"}
 
@@ -574,6 +575,10 @@ class ExplorerState(param.Parameterized):
         from .export import build_export_frame
 
         idx = np.flatnonzero(self.table_mask())
+        if idx.size > MAX_EXPORT_ROWS:
+            raise ChemlatentError(f"{idx.size:,} stars is more than a download may hold "
+                                  f"({MAX_EXPORT_ROWS:,}): narrow the table, or use chemlatent flag "
+                                  "on the command line")
         lat = self.data.latents.iloc[idx].reset_index(drop=True)
         sc = self.data.scores_for(idx).reset_index(drop=True)
         frame = build_export_frame(lat, scores=sc, catalog=self.data.survey.catalog,
@@ -619,8 +624,8 @@ class ExplorerState(param.Parameterized):
         """Send the table to TOPCAT/Aladin; returns (and shows) a message, never raises."""
         from .export import send_table_samp
 
-        frame = self.export_frame()
         try:
+            frame = self.export_frame()
             res = send_table_samp(frame, f"chemlatent {self.export_filename().rsplit('.', 1)[0]}",
                                   hub_timeout=hub_timeout, meta=self.export_meta())
         except ChemlatentError as exc:

@@ -76,3 +76,19 @@ def test_refusals_and_cancel_leave_clear_messages(encoded, queue, tmp_path):
     assert r3.poll() and "cancelled" in ex.message
     small.close()
     paused.close()
+
+
+def test_exports_over_the_row_cap_are_refused_with_one_line(encoded, tmp_path, monkeypatch):
+    import chemlatent.session as session_mod
+    from chemlatent.errors import ChemlatentError
+
+    ex = ExplorerState(SurveyData(encoded, db=str(tmp_path / "ann.sqlite")))
+    ex.table_source = "selection"
+    ex.select_ids(ex.data.frame["star_id"].to_numpy()[:30])
+    monkeypatch.setattr(session_mod, "MAX_EXPORT_ROWS", 10)
+    with pytest.raises(ChemlatentError, match="more than a download may hold"):
+        ex.export("csv")
+    assert "more than a download" in ex.send_samp(hub_timeout=0.1)
+    monkeypatch.setattr(session_mod, "MAX_EXPORT_ROWS", 100)
+    name, data = ex.export("csv")
+    assert name.endswith(".csv") and data.count(b"\n") > 30
