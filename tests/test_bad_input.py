@@ -192,7 +192,9 @@ CASES = [
     ("encode", "{good} --overwrite --model {m_pickle}", "pickles are refused"),
     ("encode", "{good} --overwrite --model {m_pickle}/model.pt", "pickle"),
     ("encode", "{good} --overwrite --model {root}/no_model", "does not exist"),
-    ("encode", "{good} --overwrite --chunk 0", "must be positive"),
+    ("encode", "{good} --overwrite --chunk 0", "must be from 1"),
+    ("encode", "{good} --overwrite --samples 100000000", "must be from 0 to 64"),
+    ("encode", "{good} --scheduler local --workers 1000", "must be from 1 to 256"),
     # evaluate
     ("evaluate", "{root}/nowhere --json", "does not exist"),
     ("evaluate", "{no_catalog} --json", "no catalog.parquet"),
