@@ -77,7 +77,6 @@ class SurveyData:
         self.who = who
         self._store = None
         self._store_lock = threading.Lock()
-        self._digests: dict[str, selection.ColumnDigest | None] = {}
         self._digest_lock = threading.Lock()
         self.model = None
         self.model_note = ""
@@ -117,7 +116,7 @@ class SurveyData:
         self.color_options = ["density", "flagged"] + [
             c for c in COLOR_EXTRA + TRUTH_COLUMNS + ("teff_pred", "logg_pred", "z_fe", "z_c", "z_alpha")
             if c in self.frame.columns]
-        self._digests = {}
+        self._digests: dict[str, selection.ColumnDigest | None] = {}
         self.__dict__.pop("_sid_index", None)
 
     def with_latents(self, latents: pd.DataFrame, note: str = "") -> SurveyData:
@@ -297,6 +296,7 @@ class ExplorerState(param.Parameterized):
         self.flagged: np.ndarray = np.zeros(data.n, bool)
         self.counts: rules.RuleCounts | None = None
         self._truth_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._fine_cache: dict[tuple[int, str], tuple] = {}
         self._update_flags()
 
     def set_data(self, data: SurveyData) -> None:
@@ -307,7 +307,7 @@ class ExplorerState(param.Parameterized):
         self._truth_cache.clear()
         self.selected = data.frame["star_id"].isin(old_ids).to_numpy()
         self.flagged = np.zeros(data.n, bool)
-        self.__dict__.pop("_fine_cache", None)
+        self._fine_cache.clear()
         if self.picked is not None and data.index_of(self.picked) is None:
             self.picked = None
         self._update_flags()
@@ -364,7 +364,7 @@ class ExplorerState(param.Parameterized):
     def _selection_fine(self, column: str):
         """(digest, fine counts of the selection) for a column, cached per selection."""
         key = (self.selection_version, column)
-        cache = self.__dict__.setdefault("_fine_cache", {})
+        cache = self._fine_cache
         if key not in cache:
             if len(cache) > 64:
                 cache.clear()

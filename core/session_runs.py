@@ -86,6 +86,7 @@ class RunsState(param.Parameterized):
         self.param.model.objects = list(self.models)
         self.model = next(iter(self.models))
         self.job_ids: list[str] = []
+        self._reported: set[str] = set()  # runs and ended jobs already announced
         self._compare: pd.DataFrame | None = None
 
     @property
@@ -152,13 +153,13 @@ class RunsState(param.Parameterized):
         """Check this session's jobs; when one just finished, show its run. True if changed."""
         changed = False
         for s in self.jobs():
-            if s.state == "done" and s.run_id and s.run_id not in self._seen_runs:
-                self._seen_runs.add(s.run_id)
+            if s.state == "done" and s.run_id and s.run_id not in self._reported:
+                self._reported.add(s.run_id)
                 self.run_id = s.run_id
                 self.explorer.message = f"re-encoding done: {s.message}"
                 changed = True
-            elif s.state in ("failed", "cancelled") and s.job_id not in self._seen_runs:
-                self._seen_runs.add(s.job_id)
+            elif s.state in ("failed", "cancelled") and s.job_id not in self._reported:
+                self._reported.add(s.job_id)
                 self.explorer.message = f"re-encoding {s.state}: {s.message}"
                 changed = True
         if changed:
