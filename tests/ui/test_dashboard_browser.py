@@ -33,7 +33,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory):
+def served(ui_survey):
     if os.environ.get("CI"):  # in CI a missing browser is a failure, never a skip
         import playwright.sync_api  # noqa: F401
 
@@ -41,18 +41,10 @@ def served(tmp_path_factory):
     pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (apt-get install -y chromium)")
-    from chemlatent.inference import encode_survey
-    from chemlatent.modelio import load_model
     from chemlatent.session import SurveyData
-    from chemlatent.synth import generate_survey
-    from chemlatent.training import TrainOptions, train
 
-    root = tmp_path_factory.mktemp("ui")
-    survey = generate_survey(root / "survey", 3000, seed=5, chunk=512, progress=False)
-    train(survey.path, root / "model", TrainOptions(epochs=1, hidden=(32, 32, 16), device="cpu",
-                                                    batch_size=256), progress=False)
-    encode_survey(survey, load_model(root / "model"))
-    data = SurveyData(survey.path, db=str(root / "ann.sqlite"), who="ui-test")
+    root = ui_survey
+    data = SurveyData(root / "survey", db=str(root / "ann.sqlite"), who="ui-test")
 
     import panel as pn
 

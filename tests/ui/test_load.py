@@ -22,19 +22,9 @@ SCRIPT = ROOT / "benchmarks" / "load_test.py"
 
 
 @pytest.fixture(scope="module")
-def encoded_survey(tmp_path_factory) -> Path:
+def encoded_survey(ui_survey) -> Path:
     pytest.importorskip("panel")
-    from chemlatent.inference import encode_survey
-    from chemlatent.modelio import load_model
-    from chemlatent.synth import generate_survey
-    from chemlatent.training import TrainOptions, train
-
-    root = tmp_path_factory.mktemp("load")
-    survey = generate_survey(root / "survey", 3000, seed=5, chunk=512, progress=False)
-    train(survey.path, root / "model", TrainOptions(epochs=1, hidden=(32, 32, 16), device="cpu",
-                                                    batch_size=256), progress=False)
-    encode_survey(survey, load_model(root / "model"))
-    return Path(survey.path)
+    return ui_survey / "survey"
 
 
 def test_three_sessions_for_ten_seconds(encoded_survey, tmp_path):
