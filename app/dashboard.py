@@ -23,7 +23,9 @@ from chemlatent.errors import ChemlatentError
 from chemlatent.mapraster import rasterize_map
 from chemlatent.session import HOVER_COLUMNS, ExplorerState, SurveyData
 from chemlatent.session_runs import RunsState
-from chemlatent.spectrum_view import GROUP_COLORS, GROUP_LABELS, key_lines, window_spans, zoom_choices
+from chemlatent.spectrum_view import GROUP_COLORS, GROUP_LABELS, zoom_choices
+
+from .live_plots import HistogramStrip, SpectrumFigures, apply_in_document
 
 log = logging.getLogger("chemlatent.dashboard")
 hv.extension("bokeh", logo=False)
@@ -52,54 +54,10 @@ def warm_up(data: SurveyData) -> None:
         data.digest(c)
 
 
-def spectrum_plots(spec, windows, info: dict, zoom=None):
-    """(spectrum overlay, residual overlay) for one star: observed flux with its 1-sigma band,
-    the reconstruction, every decoder's windows shaded and labelled, key line markers;
-    ``zoom``: an (lo, hi) wavelength range."""
-    zr = zoom
-    wave = spec.wave
-    wdim = hv.Dimension("wave", label="vacuum wavelength (A)")
-    fdim = hv.Dimension("flux", label="normalised flux")
-    band = hv.Area((wave, spec.flux - spec.sigma, spec.flux + spec.sigma), wdim,
-                   ["flux_lo", "flux_hi"], label="1 sigma").opts(color="#999999", alpha=0.35,
-                                                                 line_alpha=0)
-    obs = hv.Curve((wave, spec.flux), wdim, fdim, label="observed").opts(color="black", line_width=1)
-    over = band * obs
-    spans = window_spans(windows)
-    for g, sub in spans.groupby("group", sort=False):
-        over = over * hv.VSpans(sub[["lo", "hi"]].to_numpy(), kdims=["win_lo", "win_hi"],
-                                label=f"{GROUP_LABELS[g]} windows").opts(
-            color=GROUP_COLORS[g], alpha=0.15)
-    if spec.model is not None:
-        over = over * hv.Curve((wave, spec.model), wdim, fdim, label="model").opts(
-            color="#d62728", line_width=1.3)
-    lines = key_lines(float(wave[0]), float(wave[-1]))
-    ymax = float(np.nanpercentile(spec.flux, 99.5)) if np.isfinite(spec.flux).any() else 1.2
-    if len(lines):
-        over = over * hv.VLines(lines["wave"].to_numpy()).opts(color="#555555", line_dash="dotted",
-                                                             line_width=1)
-        first = lines.groupby("label", sort=False)["wave"].min().reset_index()
-        over = over * hv.Labels((first["wave"], np.full(len(first), ymax * 1.08), first["label"]),
-                                [wdim, fdim], "label").opts(text_font_size="8pt", text_color="#333333",
-                                                            angle=90, text_align="right")
-    lab = spans.groupby("group", sort=False).first().reset_index()
-    over = over * hv.Labels(((lab["lo"] + lab["hi"]) / 2, np.full(len(lab), ymax * 1.15),
-                             [GROUP_LABELS[g] for g in lab["group"]]), [wdim, fdim], "label").opts(
-        text_font_size="9pt", text_color="#444444")
-    xlim = zr if zr is not None else (float(wave[0]), float(wave[-1]))
-    title = (f"star {spec.star_id}: Teff_pred {info.get('teff_pred', np.nan):.0f} K, "
-             f"logg_pred {info.get('logg_pred', np.nan):.2f}, chi2 {spec.info.get('chi2', np.nan):.2f}")
-    top = over.opts(hv.opts.Overlay(title=title, height=300, width=SPEC_WIDTH, xlim=xlim,
-                                    ylim=(max(-0.1, float(np.nanmin(spec.flux)) - 0.05), ymax * 1.2),
-                                    legend_position="bottom_right", show_legend=True,
-                                    ylabel="normalised flux", legend_opts=LEGEND_OPTS))
-    res = hv.Curve((wave, spec.residual), wdim, hv.Dimension("residual", label="obs - model")).opts(
-        color="#d62728", line_width=1)
-    res = (hv.Area((wave, -spec.sigma, spec.sigma), wdim, ["res_lo", "res_hi"]).opts(
-        color="#999999", alpha=0.3, line_alpha=0) * res * hv.HLine(0).opts(color="black", line_width=0.5)
-    ).opts(hv.opts.Overlay(height=140, width=SPEC_WIDTH, xlim=xlim, show_legend=False,
-                           ylabel="obs - model"))
-    return top, res
+def spectrum_figures(data: SurveyData) -> SpectrumFigures:
+    """The spectrum panel's figures for a survey's grid and its model's windows."""
+    wave = data.survey.grid.wave
+    return SpectrumFigures(data.windows, (float(wave[0]), float(wave[-1])), width=SPEC_WIDTH)
 
 
 class Dashboard:
@@ -108,6 +66,7 @@ class Dashboard:
     def __init__(self, data: SurveyData, state: ExplorerState | None = None, queue=None) -> None:
         self.state = state or ExplorerState(data)
         st = self.state
+        self._doc = None  # plots are changed directly while the page is built (see _apply)
         self.runs = RunsState(st, queue=queue, user=getattr(pn.state, "user", None) or None)
         self._busy = threading.Lock()
         # -- controls ------------------------------------------------------
@@ -129,15 +88,15 @@ class Dashboard:
         self.map_pane = pn.pane.HoloViews(self._build_map(), width=MAP_SIZE[0], height=MAP_SIZE[1] + 40,
                                           linked_axes=False, css_classes=["cl-map"])
         self.sel_md = pn.pane.Markdown(self._selection_text(), name="selection")
-        self.hist_pane = pn.pane.HoloViews(self._histograms(), height=190)
+        self.hist_pane = pn.pane.Bokeh(self._histogram_layout(), height=190)
         # -- spectrum -------------------------------------------------------
         self.w_zoom = pn.widgets.Select(label="zoom to", options=list(zoom_choices(data.windows)), width=260)
         self.w_star = pn.widgets.IntInput(label="star_id", value=st.picked, width=120)
         self.spec_info = pn.pane.Markdown("Click a star on the map (tap tool) to see its spectrum.")
-        top, res = self._spectrum_plot()
-        self.spec_pane = pn.pane.HoloViews(top, height=310, width=SPEC_WIDTH + 10, linked_axes=False,
-                                           css_classes=["cl-spectrum"])
-        self.res_pane = pn.pane.HoloViews(res, height=150, width=SPEC_WIDTH + 10, linked_axes=False)
+        self.spectrum = spectrum_figures(data)
+        self.spectrum.top.css_classes = ["cl-spectrum"]  # a Bokeh pane shows the figure itself
+        self.spec_pane = pn.pane.Bokeh(self.spectrum.top, height=310, width=SPEC_WIDTH + 10)
+        self.res_pane = pn.pane.Bokeh(self.spectrum.res, height=150, width=SPEC_WIDTH + 10)
         self.b_stack = pn.widgets.Button(label="Stack selection vs similar Teff/logg", color="primary")
         self.b_stack.on_click(self._on_stack)
         wdim = hv.Dimension("wave", label="vacuum wavelength (A)")
@@ -179,11 +138,12 @@ class Dashboard:
         st.param.watch(self._on_message, ["message"])
         st.param.watch(lambda e: setattr(self.download, "filename", st.export_filename()),
                        ["export_format", "table_source", "preset"])
-        self.w_zoom.param.watch(lambda e: self._refresh_spectrum(), "value")
+        self.w_zoom.param.watch(self._on_zoom, "value")
         self.w_star.param.watch(self._on_star_input, "value")
         self._on_unit()
         if st.picked is not None:
             self._on_pick()
+        self._doc = pn.state.curdoc  # from now on, plot changes go through the session's event loop
 
     @property
     def data(self) -> SurveyData:
@@ -285,7 +245,6 @@ class Dashboard:
 
     def _on_axes(self, *_):
         self.map_pane.object = self._build_map()
-        self.hist_pane.object = self._histograms()
 
     def _on_box(self, bounds=None, **_):
         if bounds is None:
@@ -317,25 +276,20 @@ class Dashboard:
             lines.append("Drag a box (box select) or draw a lasso on the map.")
         return "\n".join(lines)
 
-    def _histograms(self):
+    def _histogram_layout(self):
+        """Build the histogram strip once; selections only replace its bars."""
         hists = self.state.selection_histograms()
-        plots = []
-        for c, h in hists.items():
-            sel, tot = h.normalised()
-            el = hv.Histogram((h.edges, tot), kdims=[hv.Dimension(c, label=LABELS.get(c, c))],
-                              vdims=["density"], label="all").opts(color="#bbbbbb", line_color=None)
-            if h.selected.sum():
-                el = el * hv.Histogram((h.edges, sel), kdims=[c], vdims=["density"], label="selected").opts(
-                    color="#17becf", alpha=0.6, line_color=None)
-            plots.append(el.opts(width=230, height=170, show_legend=False, toolbar=None, yaxis=None,
-                                 title=""))
-        if not plots:
-            return hv.Div("no columns to histogram")
-        return hv.Layout(plots).cols(len(plots)).opts(shared_axes=False)
+        self.hists = HistogramStrip(list(hists), LABELS)
+        self.hists.update(hists)
+        return self.hists.layout if self.hists.layout is not None else pn.pane.Markdown("no columns")
+
+    def _apply(self, fn) -> None:
+        apply_in_document(self._doc, fn)
 
     def _on_selection(self, *_):
         self.sel_md.object = self._selection_text()
-        self.hist_pane.object = self._histograms()
+        hists = self.state.selection_histograms()
+        self._apply(lambda: self.hists.update(hists))
         if self.state.table_source != "flagged":
             self._refresh_table()
 
@@ -377,39 +331,33 @@ class Dashboard:
         self.w_star.value = self.state.picked
         self._refresh_spectrum()
 
-    def _refresh_spectrum(self):
-        self.spec_pane.loading = True
-        try:
-            self.spec_pane.object, self.res_pane.object = self._spectrum_plot()
-        finally:
-            self.spec_pane.loading = False
+    def _zoom_range(self):
+        return zoom_choices(self.data.windows).get(self.w_zoom.value)
 
-    def _spectrum_plot(self):
+    def _on_zoom(self, *_):
+        zr = self._zoom_range()
+        self._apply(lambda: self.spectrum.zoom(zr))
+
+    def _refresh_spectrum(self):
+        """Show the picked star: read its spectrum here (a callback thread), then swap the
+        figures' data on the session's event loop."""
         st = self.state
         if st.picked is None:
-            return self._empty_spectrum("no star picked")
+            self._apply(lambda: self.spectrum.clear("no star picked"))
+            return
         try:
             spec = st.picked_spectrum()
         except Exception as exc:
             st.message = f"cannot show star {st.picked}: {exc}"
-            return self._empty_spectrum(f"star {st.picked}: no spectrum")
-        zr = zoom_choices(self.data.windows).get(self.w_zoom.value) if hasattr(self, "w_zoom") else None
-        top, res = spectrum_plots(spec, self.data.windows, st.picked_info(), zr)
-        if hasattr(self, "spec_info"):
-            shaded = ", ".join(f"<span style='color:{GROUP_COLORS[g]}'>{GROUP_LABELS[g]}</span>"
-                               for g in GROUP_LABELS)
-            self.spec_info.object = (f"**star {spec.star_id}** (survey row {spec.row}); windows shaded: "
-                                     + shaded
-                                     + ("" if spec.model is not None else f"; {self.data.model_note}"))
-        return top, res
-
-    @staticmethod
-    def _empty_spectrum(title: str):
-        top = hv.Curve([], hv.Dimension("wave", label="vacuum wavelength (A)"), "flux").opts(
-            height=300, width=SPEC_WIDTH, title=title)
-        res = hv.Curve([], hv.Dimension("wave", label="vacuum wavelength (A)"), "residual").opts(
-            height=140, width=SPEC_WIDTH)
-        return top, res
+            title = f"star {st.picked}: no spectrum"
+            self._apply(lambda: self.spectrum.clear(title))
+            return
+        info, zr = st.picked_info(), self._zoom_range()
+        self._apply(lambda: self.spectrum.show(spec, info, zr))
+        shaded = ", ".join(f"<span style='color:{GROUP_COLORS[g]}'>{GROUP_LABELS[g]}</span>"
+                           for g in GROUP_LABELS)
+        self.spec_info.object = (f"**star {spec.star_id}** (survey row {spec.row}); windows shaded: "
+                                 + shaded + ("" if spec.model is not None else f"; {self.data.model_note}"))
 
     def _on_stack(self, *_):
         st = self.state
@@ -427,7 +375,7 @@ class Dashboard:
                          label=f"survey at similar Teff/logg ({ctrl.n_stars})").opts(color="black",
                                                                                      line_width=1)
             d = hv.Curve((sel.wave, sel.mean - ctrl.mean), wdim, "selection - survey").opts(color="#d62728")
-            zr = zoom_choices(self.data.windows).get(self.w_zoom.value)
+            zr = self._zoom_range()
             xlim = zr if zr is not None else (float(sel.wave[0]), float(sel.wave[-1]))
             self.stack_pane.object = (a * b).opts(height=240, width=2 * SPEC_WIDTH, xlim=xlim,
                                                   legend_position="bottom_right")
@@ -580,6 +528,7 @@ class Dashboard:
 
     def _on_applied(self, *_):
         self.map_pane.object = self._build_map()
+        self.hist_pane.object = self._histogram_layout()
         self.run_md.object = self._run_text()
         self._refresh_table()
 

@@ -15,7 +15,8 @@ import panel as pn
 from chemlatent.outofcore import LazySurvey
 from chemlatent.session import AXIS_COLUMNS, TRUTH_COLUMNS
 
-from .dashboard import LABELS, MAP_SIZE, enable_callback_threads, spectrum_plots
+from .dashboard import LABELS, MAP_SIZE, enable_callback_threads
+from .live_plots import SpectrumFigures, apply_in_document
 
 
 class Overview:
@@ -27,9 +28,12 @@ class Overview:
         self.w_x = pn.widgets.Select(label="x axis", options=axes, value="z_fe", width=140)
         self.w_y = pn.widgets.Select(label="y axis", options=axes, value="z_c", width=140)
         self.summary = pn.pane.Markdown("Drag a box on the map to count and summarise the stars in it.")
-        self.spec = pn.pane.HoloViews(hv.Curve([]).opts(width=560, height=300, title="tap a star on the map"),
-                                      linked_axes=False)
-        self.res = pn.pane.HoloViews(hv.Curve([]).opts(width=560, height=140), linked_axes=False)
+        wave = survey.grid.wave if survey is not None else np.array([3600.0, 10400.0])
+        self.spectrum = SpectrumFigures(windows or {}, (float(wave[0]), float(wave[-1])))
+        self.spectrum.clear("tap a star on the map")
+        self.spec = pn.pane.Bokeh(self.spectrum.top)
+        self.res = pn.pane.Bokeh(self.spectrum.res)
+        self._doc = pn.state.curdoc
         self.map = pn.pane.HoloViews(self._map(), linked_axes=False, css_classes=["cl-map"])
         for w in (self.w_x, self.w_y):
             w.param.watch(lambda e: setattr(self.map, "object", self._map()), "value")
@@ -72,7 +76,7 @@ class Overview:
 
         row = int(np.flatnonzero(self.survey.catalog["star_id"].to_numpy() == int(hit["star_id"]))[0])
         spec = star_spectrum(self.survey, row, hit, self.model)
-        self.spec.object, self.res.object = spectrum_plots(spec, self.windows, hit)
+        apply_in_document(self._doc, lambda: self.spectrum.show(spec, hit))
 
     def page(self):
         return pn.template.BootstrapTemplate(
