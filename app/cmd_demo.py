@@ -6,6 +6,8 @@ reuse both and go straight to serving.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
@@ -16,6 +18,7 @@ from .options import nonneg_int, port, positive_int
 
 HELP = "generate (first run), encode with the bundled model and serve a demo survey"
 DEFAULT_STARS = 1_000_000
+FAILED_GRACE_S = 20.0  # a failed first run keeps serving its failure page this long, then exits 2
 
 
 def add_arguments(p) -> None:
@@ -91,5 +94,23 @@ def run(args) -> int:
 
     log(f"chemlatent demo: survey {path} ({args.stars:,} stars requested)")
     prep.start()
-    threading.Thread(target=_report, args=(prep, log), daemon=True).start()
-    return cmd_serve.run(args, source=prep)
+    threading.Thread(target=_watch, args=(prep, log), daemon=True).start()
+    try:
+        code = cmd_serve.run(args, source=prep)
+    except KeyboardInterrupt:
+        if prep.error is None:
+            raise
+        code = 0
+    if prep.error is not None:  # the page showed the failure; the command says it too, and fails
+        raise ChemlatentError(f"first run failed: {prep.error}")
+    return code
+
+
+def _watch(prep, log) -> None:
+    """Report progress; after a failed first run, give open pages time to show the failure,
+    then stop the server (the main thread gets SIGINT) so the command exits with status 2."""
+    _report(prep, log)
+    if prep.error is not None:
+        log(f"chemlatent demo: stopping in {FAILED_GRACE_S:.0f} s")
+        time.sleep(FAILED_GRACE_S)
+        os.kill(os.getpid(), signal.SIGINT)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import weakref
 from functools import partial
 
 import holoviews as hv
@@ -25,7 +26,7 @@ from chemlatent.session import HOVER_COLUMNS, ExplorerState, SurveyData
 from chemlatent.session_runs import RunsState
 from chemlatent.spectrum_view import GROUP_COLORS, GROUP_LABELS, zoom_choices
 
-from .live_plots import HistogramStrip, SpectrumFigures, apply_in_document
+from .live_plots import OVERLAY_STYLES, HistogramStrip, MapOverlays, SpectrumFigures, apply_in_document
 
 log = logging.getLogger("chemlatent.dashboard")
 hv.extension("bokeh", logo=False)
@@ -39,7 +40,7 @@ LABELS = {"z_fe": "z_Fe", "z_c": "z_C", "z_alpha": "z_alpha", "w_0": "w_0 (Teff)
 MAP_SIZE = (560, 480)
 SPEC_WIDTH = 560
 LEGEND_OPTS = {"label_text_font_size": "8pt", "glyph_height": 12, "spacing": 0, "padding": 3}
-PLAIN_OVERLAY_MAX = 20000  # overlays of more stars draw an evenly spaced subset
+PLAIN_OVERLAY_MAX = 20000  # map overlays of more stars draw an evenly spaced subset
 CALLBACK_THREADS = 4
 PREPARING_TITLE = "chemlatent explorer: preparing the survey"
 
@@ -60,14 +61,29 @@ def spectrum_figures(data: SurveyData) -> SpectrumFigures:
     return SpectrumFigures(data.windows, (float(wave[0]), float(wave[-1])), width=SPEC_WIDTH)
 
 
+def _weak_hook(method):
+    """A HoloViews hook that calls ``method`` without keeping its object alive: plot options
+    live in a global HoloViews registry, so a hook holding the dashboard would keep every
+    closed session in memory."""
+    ref = weakref.WeakMethod(method)
+
+    def hook(plot, element) -> None:
+        m = ref()
+        if m is not None:
+            m(plot, element)
+
+    return hook
+
+
 class Dashboard:
     """One session's widgets and plots."""
 
-    def __init__(self, data: SurveyData, state: ExplorerState | None = None, queue=None) -> None:
+    def __init__(self, data: SurveyData, state: ExplorerState | None = None, queue=None,
+                 samp: bool = True) -> None:
         self.state = state or ExplorerState(data)
         st = self.state
         self._doc = None  # plots are changed directly while the page is built (see _apply)
-        self.runs = RunsState(st, queue=queue, user=getattr(pn.state, "user", None) or None)
+        self.runs = RunsState(st, queue=queue, user=st.user)
         self._busy = threading.Lock()
         # -- controls ------------------------------------------------------
         self.w_x = pn.widgets.Select.from_param(st.param.x_axis, label="x axis", width=140)
@@ -85,6 +101,7 @@ class Dashboard:
         self.counts_md = pn.pane.Markdown(self._counts_text(), name="flag counts", width=300)
         self.message = pn.pane.Markdown("", name="status", css_classes=["cl-status"])
         # -- map -----------------------------------------------------------
+        self.overlays = MapOverlays(PLAIN_OVERLAY_MAX)
         self.map_pane = pn.pane.HoloViews(self._build_map(), width=MAP_SIZE[0], height=MAP_SIZE[1] + 40,
                                           linked_axes=False, css_classes=["cl-map"])
         self.sel_md = pn.pane.Markdown(self._selection_text(), name="selection")
@@ -125,8 +142,13 @@ class Dashboard:
         self.w_format = pn.widgets.Select.from_param(st.param.export_format, label="format", width=110)
         self.download = pn.widgets.FileDownload(callback=self._export_callback, filename=st.export_filename(),
                                                 color="primary", label="Download table", width=220)
-        self.b_samp = pn.widgets.Button(label="Send to TOPCAT (SAMP)", color="default")
+        # SAMP reaches the hub on the server's machine: offered only when that is the user's own
+        self.b_samp = pn.widgets.Button(label="Send to TOPCAT (SAMP)", color="default", visible=samp)
         self.b_samp.on_click(self._on_samp)
+        self.samp_note = pn.pane.Markdown(
+            "" if samp else "*SAMP is off: this explorer runs on another machine and cannot reach "
+            "your TOPCAT. Download the table as VOTable and open it in TOPCAT instead.*",
+            visible=not samp, css_classes=["cl-samp-off"])
         self._build_runs_widgets()
         # -- wiring ------------------------------------------------------------
         st.param.watch(self._on_axes, ["x_axis", "y_axis", "color_by"])
@@ -202,46 +224,35 @@ class Dashboard:
         tap = hv.streams.Tap(source=base)
         tap.add_subscriber(self._on_tap)
         self._streams = [bounds, lasso, tap, self._range]
-        flagged = hv.DynamicMap(self._flag_overlay, streams=[hv.streams.Params(st, ["flag_version"])])
-        selected = hv.DynamicMap(self._sel_overlay, streams=[hv.streams.Params(st, ["selection_version"])])
-        picked = hv.DynamicMap(self._pick_overlay, streams=[hv.streams.Params(st, ["picked"])])
         moved = hv.DynamicMap(self._run_overlay,
                               streams=[hv.streams.Params(self.runs, ["run_id", "show_run"])])
-        overlay = base * selected * flagged * moved * picked
+        overlay = base.opts(hooks=[_weak_hook(self._on_map_rendered)]) * moved
         return overlay.opts(hv.opts.Overlay(legend_position="bottom_left"))
 
-    def _subset_points(self, mask: np.ndarray, label: str, color: str, size: int, marker="circle"):
-        """Points of the masked stars; above PLAIN_OVERLAY_MAX an evenly spaced subset of them
-        (always the same element type: a DynamicMap may not switch types between calls)."""
+    def _on_map_rendered(self, plot, element) -> None:
+        """HoloViews hook, run on every render of the map: put the selected/flagged/picked
+        glyphs on a new map figure once and fill them."""
+        if self.overlays.attach(plot.state):
+            for kind in OVERLAY_STYLES:
+                self._show_overlay(kind, now=True)
+
+    def _overlay_rows(self, kind: str) -> np.ndarray:
         st = self.state
-        x, y = st.x_axis, st.y_axis
-        kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
-        idx = np.flatnonzero(mask)
-        thinned = idx.size > PLAIN_OVERLAY_MAX
-        if thinned:
-            idx = idx[np.linspace(0, idx.size - 1, PLAIN_OVERLAY_MAX).astype(np.int64)]
-        df = self.data.frame.iloc[idx][list(dict.fromkeys([x, y, "star_id"]))]
-        pts = hv.Points(df, kd, ["star_id"] if "star_id" not in (x, y) else [], label=label)
-        return pts.opts(color=color, size=size if not thinned else max(2, size - 2), marker=marker,
-                        alpha=0.8 if not thinned else 0.5, line_color=None,
-                        fill_alpha=0.7 if marker != "x" else 1.0)
+        if kind == "selected":
+            return self.overlays.thin(np.flatnonzero(st.selected))
+        if kind == "flagged":
+            return self.overlays.thin(np.flatnonzero(st.flagged))
+        i = self.data.index_of(st.picked) if st.picked is not None else None
+        return np.array([i] if i is not None else [], np.int64)
 
-    def _flag_overlay(self, flag_version=0):
-        return self._subset_points(self.state.flagged, "flagged", "#d62728", 5)
-
-    def _sel_overlay(self, selection_version=0):
-        return self._subset_points(self.state.selected, "selected", "#17becf", 3)
-
-    def _pick_overlay(self, picked=None):
-        st = self.state
-        mask = np.zeros(self.data.n, bool)
-        if picked is not None:
-            i = self.data.index_of(picked)
-            if i is not None:
-                mask[i] = True
-        return self._subset_points(mask, "picked", "#ffdd00", 14, marker="star").opts(line_color="black",
-                                                                                      line_width=1.5) \
-            if mask.any() else hv.Points([], [st.x_axis, st.y_axis], label="picked")
+    def _show_overlay(self, kind: str, now: bool = False) -> None:
+        """Redraw one overlay from the session's state (on the event loop unless ``now``)."""
+        idx = self._overlay_rows(kind)
+        xs, ys = self.state.xy
+        if now:
+            self.overlays.show(kind, idx, xs, ys)
+        else:
+            self._apply(lambda: self.overlays.show(kind, idx, xs, ys))
 
     def _on_axes(self, *_):
         self.map_pane.object = self._build_map()
@@ -287,6 +298,7 @@ class Dashboard:
         apply_in_document(self._doc, fn)
 
     def _on_selection(self, *_):
+        self._show_overlay("selected")
         self.sel_md.object = self._selection_text()
         hists = self.state.selection_histograms()
         self._apply(lambda: self.hists.update(hists))
@@ -313,6 +325,7 @@ class Dashboard:
         return "\n\n".join(lines)
 
     def _on_flags(self, *_):
+        self._show_overlay("flagged")
         self.counts_md.object = self._counts_text()
         if self.state.table_source != "selection":
             self._refresh_table()
@@ -328,6 +341,7 @@ class Dashboard:
                 self.state.message = str(exc)
 
     def _on_pick(self, *_):
+        self._show_overlay("picked")
         self.w_star.value = self.state.picked
         self._refresh_spectrum()
 
@@ -586,10 +600,10 @@ class Dashboard:
             pn.pane.Markdown("Verdicts apply to the ticked rows, or to the picked star when no row "
                              "is ticked. Click a row to show its spectrum."),
             self.table,
-            pn.Row(self.w_format, self.download, self.b_samp),
+            pn.Row(self.w_format, self.download, self.b_samp), self.samp_note,
             sizing_mode="stretch_width", name="Candidates")
         reinf = self._runs_tab()
-        return [pn.Tabs(explore, cands, reinf, dynamic=False, sizing_mode="stretch_width")]
+        return [pn.Tabs(explore, cands, reinf, dynamic=True, sizing_mode="stretch_width")]
 
 
 def enable_callback_threads(n: int = CALLBACK_THREADS) -> None:
@@ -599,11 +613,13 @@ def enable_callback_threads(n: int = CALLBACK_THREADS) -> None:
         pn.config.nthreads = n
 
 
-def make_app(data: SurveyData, **state_params):
-    """One session's page (called by the server for each browser session)."""
+def make_app(data: SurveyData, samp: bool = True, **state_params):
+    """One session's page (called by the server for each browser session); ``samp``: offer
+    sending tables over SAMP (only when the server runs on the user's own machine)."""
     enable_callback_threads()
     pn.extension("tabulator", notifications=False)
-    state = ExplorerState(data, **state_params)
+    user = getattr(pn.state, "user", None) or None  # set when served with --basic-auth or OAuth
+    state = ExplorerState(data, user=user, **state_params)
     if pn.state.location is not None:
         try:
             query = {k: v for k, v in (pn.state.location.query_params or {}).items()}
@@ -611,25 +627,28 @@ def make_app(data: SurveyData, **state_params):
             pn.state.location.sync(state, {k: k for k in state.URL_PARAMS})
         except Exception as exc:  # a bad URL must not break the page
             log.warning("URL state ignored: %s", exc)
-    dash = Dashboard(data, state)
+    dash = Dashboard(data, state, samp=samp)
     pn.state.add_periodic_callback(dash._poll_jobs, period=1000)
-    tmpl = pn.template.BootstrapTemplate(title="chemlatent explorer", sidebar=dash.sidebar(),
+    # one root per area: the template adds each item as a document root, and every root added
+    # re-walks the whole document
+    sidebar = pn.Column(*dash.sidebar(), sizing_mode="stretch_width")
+    tmpl = pn.template.BootstrapTemplate(title="chemlatent explorer", sidebar=[sidebar],
                                          main=dash.main(), sidebar_width=330)
     tmpl._dashboard = dash  # for tests and scripts
     return tmpl
 
 
-def session_page(source):
+def session_page(source, samp: bool = True):
     """The page for a new browser session: the explorer, or, while a first run is still
     generating/encoding (``source`` is a :class:`chemlatent.preparation.Preparation`), a page
     with its progress that reloads itself into the explorer when the survey is ready."""
     enable_callback_threads()
     if isinstance(source, SurveyData):
-        return make_app(source)
+        return make_app(source, samp=samp)
     if hasattr(source, "session_page"):  # e.g. the out-of-core overview
         return source.session_page()
     if source.ready:
-        return make_app(source.data)
+        return make_app(source.data, samp=samp)
     return preparing_page(source)
 
 
@@ -675,6 +694,9 @@ def serve(data, *, port: int = 5006, address: str = "127.0.0.1", show: bool = Tr
     """
     if isinstance(data, SurveyData):
         warm_up(data)
+    from .cmd_serve import is_local
+
+    samp = is_local(address)  # a remote user's TOPCAT is out of the server's reach
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
     origins += [o for o in (allow_websocket_origin or []) if o not in origins]
     live = {"sessions": 0}
@@ -695,13 +717,13 @@ def serve(data, *, port: int = 5006, address: str = "127.0.0.1", show: bool = Tr
                             css_classes=["cl-busy"])])
                 live["sessions"] += 1
             try:
-                page = session_page(data)
+                page = session_page(data, samp=samp)
             except BaseException:
                 release(None)
                 raise
             doc.on_session_destroyed(release)
             return page
-        return session_page(data)
+        return session_page(data, samp=samp)
 
     return pn.serve({"/": app}, port=port, address=address, show=show,
                     threaded=threaded, websocket_origin=origins, title="chemlatent explorer", **kwargs)

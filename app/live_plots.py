@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 from bokeh.layouts import row
-from bokeh.models import ColumnDataSource, LabelSet, Legend, Range1d, Span
+from bokeh.models import ColumnDataSource, LabelSet, Legend, LegendItem, Range1d, Span
 from bokeh.plotting import figure
 
 from chemlatent.spectrum_view import GROUP_COLORS, GROUP_LABELS, key_lines, window_spans
@@ -175,3 +175,52 @@ class SpectrumFigures:
         from bokeh.layouts import column
 
         return column(self.top, self.res)
+
+
+OVERLAY_STYLES = {
+    "selected": {"color": SELECTED_COLOR, "size": 3, "alpha": 0.6},
+    "flagged": {"color": "#d62728", "size": 5, "alpha": 0.7},
+    "picked": {"color": "#ffdd00", "size": 16, "alpha": 1.0, "marker": "star", "line_color": "black",
+               "line_width": 1.5},
+}
+
+
+class MapOverlays:
+    """The selected, flagged and picked stars drawn over the latent map as plain glyphs, so
+    that a new selection changes one data source instead of re-rendering a plot. Above
+    ``max_points`` stars an evenly spaced subset is drawn."""
+
+    def __init__(self, max_points: int) -> None:
+        self.max_points = max_points
+        self.figure = None
+        self.sources: dict[str, ColumnDataSource] = {}
+
+    def attach(self, fig) -> bool:
+        """Add the overlay glyphs and their legend to a (new) map figure; False if already there."""
+        if fig is self.figure:
+            return False
+        self.figure = fig
+        items = []
+        for kind, style in OVERLAY_STYLES.items():
+            src = ColumnDataSource({"x": np.zeros(0), "y": np.zeros(0)})
+            style = dict(style)
+            alpha = style.pop("alpha")
+            line = {"line_color": style.pop("line_color", None), "line_width": style.pop("line_width", 1)}
+            r = fig.scatter(x="x", y="y", source=src, fill_alpha=alpha, **style, **line)
+            self.sources[kind] = src
+            items.append(LegendItem(label=kind, renderers=[r]))
+        fig.add_layout(Legend(items=items, location="top_left", label_text_font_size="8pt",
+                              glyph_height=12, spacing=0, padding=3, background_fill_alpha=0.6))
+        return True
+
+    def thin(self, idx: np.ndarray) -> np.ndarray:
+        """At most ``max_points`` of ``idx``, evenly spaced."""
+        if idx.size > self.max_points:
+            idx = idx[np.linspace(0, idx.size - 1, self.max_points).astype(np.int64)]
+        return idx
+
+    def show(self, kind: str, idx: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> None:
+        """Draw the stars at rows ``idx`` (already thinned) of the map's x/y arrays."""
+        src = self.sources.get(kind)
+        if src is not None:
+            src.data = {"x": np.asarray(xs[idx], float), "y": np.asarray(ys[idx], float)}

@@ -61,14 +61,27 @@ class WavelengthGrid:
 DEFAULT_GRID = WavelengthGrid()
 
 
-def _read_window_csv(path_or_text) -> list[tuple[float, float, str]]:
+def _read_window_csv(path_or_text, name: str = "window file") -> list[tuple[float, float, str]]:
+    """Rows (lo, hi, label) of a window CSV with columns wave_base, wave_top[, element]."""
     rows = []
-    reader = csv.DictReader(path_or_text)
-    for row in reader:
-        lo, hi = float(row["wave_base"]), float(row["wave_top"])
-        if not hi > lo:
-            raise ChemlatentError(f"element window {lo}-{hi} A is empty or reversed")
-        rows.append((lo, hi, (row.get("element") or "").strip()))
+    try:
+        reader = csv.DictReader(path_or_text)
+        if reader.fieldnames is None or not {"wave_base", "wave_top"} <= set(reader.fieldnames):
+            raise ChemlatentError(f"{name}: window files need columns wave_base,wave_top[,element] "
+                                  f"in a header line (found {reader.fieldnames})")
+        for line, row in enumerate(reader, start=2):
+            try:
+                lo, hi = float(row["wave_base"]), float(row["wave_top"])
+            except (TypeError, ValueError):
+                raise ChemlatentError(f"{name}, line {line}: wave_base/wave_top must be numbers "
+                                      f"(got {row.get('wave_base')!r}, {row.get('wave_top')!r})") from None
+            if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+                raise ChemlatentError(f"{name}, line {line}: element window {lo}-{hi} A is empty or reversed")
+            rows.append((lo, hi, (row.get("element") or "").strip()))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ChemlatentError(f"{name}: not a readable CSV ({exc})") from None
+    if not rows:
+        raise ChemlatentError(f"{name}: no windows in it")
     return rows
 
 
@@ -91,8 +104,11 @@ def load_windows(directory: str | Path | None = None) -> dict[str, list[tuple[fl
         path = Path(directory) / name
         if not path.exists():
             raise ChemlatentError(f"window file {path} not found (need {', '.join(WINDOW_FILES.values())})")
-        with path.open("r", encoding="utf-8") as fh:
-            out[group] = _read_window_csv(fh)
+        try:
+            with path.open("r", encoding="utf-8") as fh:
+                out[group] = _read_window_csv(fh, str(path))
+        except OSError as exc:
+            raise ChemlatentError(f"window file {path} cannot be read ({exc.strerror or exc})") from None
     return out
 
 

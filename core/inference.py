@@ -325,15 +325,45 @@ def model_name(model: DisentangledVAE) -> str:
     return getattr(model, "name", model.config.name)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path, unnamed_age_s: float = 3600.0) -> list[Path]:
+    """Delete ``.<name>.tmp-<pid>-*`` files next to ``path`` left by a writer that was killed
+    (its process is gone); ones without a process id are removed once an hour old."""
+    removed = []
+    for tmp in Path(path).parent.glob(f".{Path(path).name}.tmp-*"):
+        tag = tmp.name.rsplit(".tmp-", 1)[-1]
+        pid = tag.split("-", 1)[0]
+        try:
+            stale = (not _pid_alive(int(pid))) if "-" in tag and pid.isdigit() else \
+                time.time() - tmp.stat().st_mtime > unnamed_age_s
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed
+
+
 class LatentsWriter:
     """Latents rows streamed into a hidden temporary parquet file next to ``path``; only
-    :meth:`commit` (fsync, rename) makes them appear, so a failure leaves ``path`` as it was."""
+    :meth:`commit` (fsync, rename) makes them appear, so a failure leaves ``path`` as it was.
+    Temporaries of killed writers are removed when the next writer for ``path`` starts."""
 
     def __init__(self, path: Path, meta: dict) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.meta = meta
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        remove_stale_temporaries(self.path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         self._writer = None
         self.rows = 0
 

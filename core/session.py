@@ -281,9 +281,10 @@ class ExplorerState(param.Parameterized):
     flag_version = param.Integer(default=0, doc="bumped when the flagged set changes")
     annotation_version = param.Integer(default=0, doc="bumped when a verdict is written")
 
-    def __init__(self, data: SurveyData, **params) -> None:
+    def __init__(self, data: SurveyData, user: str | None = None, **params) -> None:
         super().__init__(**{k: v for k, v in params.items() if k not in ("x_axis", "y_axis", "color_by")})
         self.data = data
+        self.user = user  # the logged-in user, recorded with verdicts (None: the server's user)
         self.param.x_axis.objects = list(data.axis_options)
         self.param.y_axis.objects = list(data.axis_options)
         self.param.color_by.objects = list(data.color_options)
@@ -561,7 +562,7 @@ class ExplorerState(param.Parameterized):
         if ids.size == 0:
             self.message = "no star to annotate: pick one or select table rows"
             return 0
-        self.data.store.set_verdicts(ids, verdict, note)
+        self.data.store.set_verdicts(ids, verdict, note, who=self.user)
         self.message = f"{verdict}: {ids.size} star(s)" + (f" ({note})" if note else "")
         self.annotation_version += 1
         return int(ids.size)

@@ -339,3 +339,67 @@ def test_a_survey_that_cannot_fit_on_the_disk_is_refused_before_writing(w, capsy
     code, _, err = run_cli(capsys, "generate", w["root"] / "new", "--stars", "1000")
     assert_one_line(code, err, "generate", "GB are free there")
     assert not (w["root"] / "new").exists() and not list(w["root"].glob(".new.tmp-*"))
+
+
+@pytest.mark.parametrize("text, phrase", [
+    ("lo,hi\n4000,4100\n", "need columns wave_base,wave_top"),
+    ("wave_base,wave_top\n4000,abc\n", "line 2: wave_base/wave_top must be numbers"),
+    ("wave_base,wave_top\n4100,4000\n", "line 2: element window 4100.0-4000.0 A is empty or reversed"),
+    ("wave_base,wave_top\n", "no windows in it"),
+    ("", "need columns wave_base,wave_top"),
+    (b"\xff\xfe\x00garbage", "not a readable CSV"),
+])
+def test_malformed_window_files_give_one_clean_error(tmp_path, text, phrase):
+    from chemlatent.grid import WINDOW_FILES, load_windows
+
+    for name in WINDOW_FILES.values():
+        (tmp_path / name).write_text("wave_base,wave_top\n4000,4100\n")
+    bad = tmp_path / WINDOW_FILES["c"]
+    bad.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ChemlatentError, match=phrase.replace(".", r"\.")) as err:
+        load_windows(tmp_path)
+    assert str(bad) in str(err.value)
+
+
+def test_a_killed_writers_temporary_latents_are_removed_and_a_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from chemlatent.inference import LatentsWriter
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    target = tmp_path / "latents" / "m.parquet"
+    target.parent.mkdir()
+    killed = target.with_name(f".m.parquet.tmp-{int(dead.stdout)}-abcd1234")
+    live = target.with_name(f".m.parquet.tmp-{os.getpid()}-ffff0000")
+    other = target.with_name(".other.parquet.tmp-1-00000000")
+    for p in (killed, live, other):
+        p.write_bytes(b"partial")
+    w = LatentsWriter(target, {})
+    assert not killed.exists() and live.exists() and other.exists()
+    w.abort()
+    assert not target.exists()
+
+
+def test_a_demo_whose_first_run_fails_stops_serving_and_exits_2(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a survey")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    code = ("import chemlatent.app.cmd_demo as d; d.FAILED_GRACE_S = 0.5\n"
+            "from chemlatent.app.cli import main\n"
+            f"raise SystemExit(main(['demo', '--no-show', '--dir', {str(blocker)!r}, '--stars', '10', "
+            f"'--port', '{free}']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("chemlatent demo: error: first run failed:") and "already exists" in last
+    assert "Traceback" not in done.stderr
+    assert blocker.read_text() == "not a survey"  # nothing stored was changed

@@ -1,5 +1,4 @@
-"""Map overlays keep one element type whatever the selection size (a DynamicMap refuses to
-switch types between calls; large selections used to raise on big surveys)."""
+"""The dashboard's plots are built once per session; actions only replace their data."""
 
 from __future__ import annotations
 
@@ -10,17 +9,34 @@ from chemlatent.app import dashboard
 from chemlatent.session import SurveyData
 
 
-def test_selection_and_flag_overlays_are_points_small_and_large(encoded_tiny, monkeypatch, tmp_path):
+def _rendered_map(dash):
+    """Render the map as the server does, so its hook puts the overlay glyphs on the figure."""
+    return hv.renderer("bokeh").get_plot(dash.map_pane.object).state
+
+
+def test_map_overlays_draw_the_selection_flags_and_pick_thinned_above_the_cap(encoded_tiny, monkeypatch,
+                                                                               tmp_path):
     monkeypatch.setattr(dashboard, "PLAIN_OVERLAY_MAX", 50)
     dash = dashboard.Dashboard(SurveyData(encoded_tiny, db=str(tmp_path / "a.sqlite")))
+    fig = _rendered_map(dash)
+    assert dash.overlays.figure is fig
+    src = dash.overlays.sources
     ids = dash.data.frame["star_id"].to_numpy()
+    xs, ys = dash.state.xy
     for n in (10, 500):
         dash.state.select_ids(ids[:n])
-        el = dash._sel_overlay()
-        assert isinstance(el, hv.Points)
-        assert len(el) == min(n, 50)
+        assert len(src["selected"].data["x"]) == min(n, 50)
+    dash.state.select_ids(ids[3:5])
+    np.testing.assert_allclose(np.sort(src["selected"].data["x"]), np.sort(xs[3:5]))
     dash.state.flagged = np.ones(dash.data.n, bool)
-    assert isinstance(dash._flag_overlay(), hv.Points) and len(dash._flag_overlay()) == 50
+    dash._on_flags()
+    assert len(src["flagged"].data["x"]) == 50
+    dash.state.pick_star(int(ids[9]))
+    assert list(src["picked"].data["x"]) == [xs[9]] and list(src["picked"].data["y"]) == [ys[9]]
+    # a re-render of the same figure (pan/zoom) keeps one set of glyphs
+    n_renderers = len(fig.renderers)
+    dash._on_map_rendered(type("P", (), {"state": fig})(), None)
+    assert len(fig.renderers) == n_renderers
 
 
 def test_selection_and_pick_update_the_same_figures_in_place(encoded_tiny, tmp_path):
@@ -48,3 +64,15 @@ def test_selection_and_pick_update_the_same_figures_in_place(encoded_tiny, tmp_p
     assert len(sel.data["top"]) == 0
     # the panes still hold the models they were built with: only data changed
     assert dash.hist_pane.object is hist_layout and dash.spec_pane.object is spec_fig
+
+
+def test_a_closed_dashboard_is_freed_after_its_map_was_rendered(encoded_tiny, tmp_path):
+    import gc
+    import weakref
+
+    dash = dashboard.Dashboard(SurveyData(encoded_tiny, db=str(tmp_path / "a.sqlite")))
+    _rendered_map(dash)
+    gone = weakref.ref(dash)
+    del dash
+    gc.collect()
+    assert gone() is None  # nothing global (e.g. plot options with a hook) keeps the session

@@ -105,6 +105,7 @@ def test_killed_encode_leaves_nothing_half_written_and_rerun_is_identical(survey
         assert len(pd.read_parquet(lat)) == survey.n_stars, msg
     assert main([str(a) for a in argv] + (["--overwrite"] if lat.exists() else [])) == 0, msg
     assert find_latents(work).path == lat, msg  # a temporary file is never taken for latents
+    assert not list(lat.parent.glob(".chemvae-v1.parquet.tmp-*")), msg  # the killed run's is gone
     ref_dir = tmp_path / "ref"
     shutil.copytree(survey.path, ref_dir)
     assert main(["encode", str(ref_dir), "--chunk", "512", "--device", "cpu"]) == 0

@@ -209,9 +209,14 @@ def test_oauth_options_reach_panel(small_data, panel_config, monkeypatch) -> Non
         server.stop()
 
 
-def test_served_page_needs_login_and_checks_origins(small_data, panel_config) -> None:
+def test_served_page_needs_login_and_checks_origins(small_data, panel_config, monkeypatch) -> None:
+    from chemlatent.app import dashboard
     from chemlatent.app.dashboard import serve
 
+    made = []
+    real_make_app = dashboard.make_app
+    monkeypatch.setattr(dashboard, "make_app",
+                        lambda *a, **k: made.append(real_make_app(*a, **k)) or made[-1])
     port = _free_port()
     server = serve(small_data, port=port, show=False, threaded=True, basic_auth=PASSWORD,
                    cookie_secret="x" * 40, allow_websocket_origin=["explorer.example.org"],
@@ -229,6 +234,13 @@ def test_served_page_needs_login_and_checks_origins(small_data, panel_config) ->
         assert "user" in s.cookies
         page = s.get(url + "/", timeout=30)
         assert page.status_code == 200 and "chemlatent explorer" in page.text
+        # verdicts from this page are recorded under the logged-in user, not the server's
+        state = made[-1]._dashboard.state
+        assert state.user == "ann"
+        sid = int(small_data.frame["star_id"].iat[0])
+        state.annotate([sid], "accepted")
+        assert state.verdicts([sid])["who"].tolist() == ["ann"]
+        assert made[-1]._dashboard.b_samp.visible  # served on 127.0.0.1: SAMP reaches the user's hub
         # one session allowed: the next browser gets the busy page, not a second explorer
         again = s.get(url + "/", timeout=30)
         assert again.status_code == 200 and "<title>chemlatent explorer is busy<" in again.text
@@ -241,6 +253,15 @@ def test_served_page_needs_login_and_checks_origins(small_data, panel_config) ->
         assert " 101 " in _ws_handshake(port, f"http://localhost:{port}", jar)
     finally:
         server.stop()
+
+
+def test_samp_is_offered_only_when_served_on_the_users_own_machine(small_data) -> None:
+    from chemlatent.app.dashboard import Dashboard
+
+    remote = Dashboard(small_data, samp=False)
+    assert not remote.b_samp.visible and remote.samp_note.visible and "VOTable" in remote.samp_note.object
+    local = Dashboard(small_data)
+    assert local.b_samp.visible and not local.samp_note.visible
 
 
 # --------------------------------------------------------------------------- browser input
