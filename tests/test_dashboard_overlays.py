@@ -66,13 +66,24 @@ def test_selection_and_pick_update_the_same_figures_in_place(encoded_tiny, tmp_p
     assert dash.hist_pane.object is hist_layout and dash.spec_pane.object is spec_fig
 
 
-def test_a_closed_dashboard_is_freed_after_its_map_was_rendered(encoded_tiny, tmp_path):
+def test_the_map_hook_does_not_keep_a_closed_session_alive():
+    """Plot options (and their hooks) live in a global HoloViews registry: the map's hook must
+    hold its dashboard weakly (the served check is tests/ui/test_load.py: no session left)."""
     import gc
     import weakref
 
-    dash = dashboard.Dashboard(SurveyData(encoded_tiny, db=str(tmp_path / "a.sqlite")))
-    _rendered_map(dash)
-    gone = weakref.ref(dash)
-    del dash
+    calls = []
+
+    class Session:
+        def on_render(self, plot, element):
+            calls.append(element)
+
+    s = Session()
+    hook = dashboard._weak_hook(s.on_render)
+    hook(None, "first")
+    gone = weakref.ref(s)
+    del s
     gc.collect()
-    assert gone() is None  # nothing global (e.g. plot options with a hook) keeps the session
+    assert gone() is None and calls == ["first"]
+    hook(None, "after")  # a render after the session closed does nothing
+    assert calls == ["first"]
