@@ -32,8 +32,16 @@ def apply_in_document(doc, fn: Callable[[], None]) -> None:
     otherwise on the session's event loop at its next tick."""
     if doc is None or doc.session_context is None:
         fn()
-    else:
-        doc.add_next_tick_callback(fn)
+        return
+
+    def combined() -> None:  # all of fn's changes go to the browser as one patch
+        doc.hold("combine")
+        try:
+            fn()
+        finally:
+            doc.unhold()
+
+    doc.add_next_tick_callback(combined)
 
 
 class HistogramStrip:

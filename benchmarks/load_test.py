@@ -755,6 +755,11 @@ def main(argv=None) -> int:
     p.add_argument("--server-log", default=None, help="keep the server's log in this file")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
+    # Bokeh's Python client works through queued messages by recursion, a few frames per
+    # message: a client thread that fell behind needs more depth and stack than the defaults
+    # (a browser does not work this way)
+    sys.setrecursionlimit(200_000)
+    threading.stack_size(512 * 1024 * 1024)
     r = run(args)
     if args.json:
         print(json.dumps(r, indent=1))
