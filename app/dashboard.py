@@ -19,6 +19,7 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
+from panel.io.state import set_curdoc
 
 from chemlatent.errors import ChemlatentError
 from chemlatent.mapraster import rasterize_map
@@ -466,7 +467,8 @@ class Dashboard:
                                                             width=130)
         self.w_run_device = pn.widgets.Select.from_param(rs.param.device, label="device", width=100)
         self.b_run_submit = pn.widgets.Button(label="Re-encode", color="primary")
-        self.b_run_submit.on_click(lambda e: rs.submit())
+        self.b_run_submit.on_click(self._on_submit)
+        self._poller = None  # polls this session's jobs only while one is queued or running
         self.b_run_cancel = pn.widgets.Button(label="Cancel my running job", color="warning")
         self.b_run_cancel.on_click(lambda e: rs.cancel())
         self.run_progress = pn.indicators.Progress(value=0, max=1000, width=420, bar_color="primary",
@@ -512,6 +514,17 @@ class Dashboard:
         if active:
             self.run_progress.value = int(1000 * active[0].fraction)
 
+    def _on_submit(self, *_):
+        if self.runs.submit() is not None:
+            self._follow_jobs()
+
+    def _follow_jobs(self) -> None:
+        """Poll this session's jobs once a second while any is queued or running (idle sessions
+        run no periodic callback: with many users those were steady work for the server)."""
+        if self._poller is None and self._doc is not None:
+            with set_curdoc(self._doc):
+                self._poller = pn.state.add_periodic_callback(self._poll_jobs, period=1000)
+
     def _poll_jobs(self) -> None:
         """Periodic: follow this session's jobs; a finished job's run becomes the shown one."""
         if not self.runs.job_ids:
@@ -520,6 +533,9 @@ class Dashboard:
             self.w_run.options = self._run_options()
             self.w_run.value = self.runs.run_id
         self._refresh_jobs()
+        if self._poller is not None and not any(j.active for j in self.runs.jobs()):
+            self._poller.stop()
+            self._poller = None
 
     def _run_text(self) -> str:
         rs = self.runs
@@ -628,7 +644,6 @@ def make_app(data: SurveyData, samp: bool = True, **state_params):
         except Exception as exc:  # a bad URL must not break the page
             log.warning("URL state ignored: %s", exc)
     dash = Dashboard(data, state, samp=samp)
-    pn.state.add_periodic_callback(dash._poll_jobs, period=1000)
     # one root per area: the template adds each item as a document root, and every root added
     # re-walks the whole document
     sidebar = pn.Column(*dash.sidebar(), sizing_mode="stretch_width")

@@ -103,7 +103,9 @@ def rss_mb(pid: int, key: str = "VmRSS") -> float | None:
 # pages back to the system (malloc_trim), so that memory freed but kept by the allocator can
 # be told apart from memory still in use.
 SERVER_BOOT = """
-import ctypes, gc, runpy, signal, sys
+import ctypes, gc, os, runpy, signal, sys
+TRACE = os.environ.get("CHEMLATENT_LOADTEST_CENSUS") == "1"
+first = []
 def census(signum, frame):
     gc.collect()
     names = ("ExplorerState", "Dashboard", "Document")
@@ -117,6 +119,15 @@ def census(signum, frame):
     except OSError:
         pass
     print("census: " + " ".join(f"{k}={v}" for k, v in n.items()), flush=True)
+    if TRACE:  # what is alive now that was not at the first census, and Python's allocator
+        import collections
+        types = collections.Counter(type(o).__name__ for o in gc.get_objects())
+        if not first:
+            first.append(types)
+        else:
+            diff = sorted(((v - first[0].get(k, 0), k) for k, v in types.items()), reverse=True)[:15]
+            print("census types: " + ", ".join(f"{k} {d:+d}" for d, k in diff), flush=True)
+        sys._debugmallocstats()  # pymalloc arenas: allocated vs in use (to stderr, the same log)
 signal.signal(signal.SIGUSR1, census)
 sys.argv = ["chemlatent", *sys.argv[1:]]
 runpy.run_module("chemlatent.app.cli", run_name="__main__", alter_sys=True)
@@ -754,7 +765,12 @@ def main(argv=None) -> int:
     p.add_argument("--python", default=sys.executable, help="interpreter that runs the server")
     p.add_argument("--server-log", default=None, help="keep the server's log in this file")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--census", action="store_true",
+                   help="at each census also log the object types that grew since the first one "
+                        "and Python's allocator statistics (see --server-log)")
     args = p.parse_args(argv)
+    if args.census:
+        os.environ["CHEMLATENT_LOADTEST_CENSUS"] = "1"
     # Bokeh's Python client works through queued messages by recursion, a few frames per
     # message: a client thread that fell behind needs more depth and stack than the defaults
     # (a browser does not work this way)

@@ -166,10 +166,6 @@ class RunsState(param.Parameterized):
             self.version += 1
         return changed
 
-    @property
-    def _seen_runs(self) -> set:
-        return self.__dict__.setdefault("_seen", set())
-
     # -- results -------------------------------------------------------------------------
     def runs(self) -> list:
         """Runs stored for this survey (any session's), newest first."""
