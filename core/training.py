@@ -29,8 +29,18 @@ class TrainOptions:
     weight_decay: float = 1e-5
     kl_weight: float = 1.0
     mean_weight: float | tuple = 0.0  # extra pull of the means to 0 (per axis, or one for all)
+    # prior on the posterior means: "star" (the per-star KL, mean part 0.5 mu^2) or
+    # "aggregate" (on the axes in aggregate_axes, the mean part is replaced by the KL of the
+    # batch's Gaussian fit of the means, N(m, v), to N(0, 1); see aggregate_kl)
+    prior: str = "star"
+    aggregate_axes: tuple = (0, 1, 2)
     w_weight: float = 5.0
     adv_weight: float = 0.1
+    adv_axis_weight: tuple = (1.0, 1.0, 1.0)  # per-axis factor on the adversary's gradient to z
+    # "reverse": the encoder maximises the adversary's MSE (gradient reversal); "confuse": the
+    # adversary trains on detached z and the encoder minimises the spread of its predictions
+    # over the batch (the explained variance; it cannot gain by steering the adversary wrong)
+    adv_mode: str = "reverse"
     teacher_forcing: bool = True
     max_stars: int = 400_000
     val_fraction: float = 0.05
@@ -142,13 +152,33 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
             r = flux[:, idx] - (1.0 - parts[g])
             total_nll = total_nll + 0.5 * (ivar[:, idx] * r * r).sum(-1)
             npix += idx.numel()
-    kl = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1)
+    if opts.prior == "star":
+        kl = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1)
+    elif opts.prior == "aggregate":
+        agg = torch.zeros(3, dtype=torch.bool, device=mu.device)
+        agg[list(opts.aggregate_axes)] = True
+        mu2 = torch.where(agg, torch.zeros((), device=mu.device), mu.float() ** 2)
+        kl = 0.5 * (mu2 + std * std - 1.0 - logvar).sum(-1) + aggregate_kl(mu.float(), agg)
+    else:
+        raise ValueError(f"unknown prior {opts.prior!r}: use 'star' or 'aggregate'")
     if have.any():
         w_mse = ((w - y) ** 2).mean(-1)[have].mean()
-        adv = model.adversary_predict(mu, adv_scale)
+        aw = torch.as_tensor(opts.adv_axis_weight, dtype=mu.dtype, device=mu.device)
+        # same values, the reversed gradient scaled per axis
+        mu_adv = mu if bool((aw == 1).all()) else mu * aw + mu.detach() * (1 - aw)
+        if opts.adv_mode == "reverse":
+            adv = model.adversary_predict(mu_adv, adv_scale)
+            adv_conf = torch.zeros((), device=flux.device)
+        elif opts.adv_mode == "confuse":
+            adv = model.adversary(mu.detach())
+            frozen = {k: v.detach() for k, v in model.adversary.named_parameters()}
+            pred = torch.func.functional_call(model.adversary, frozen, (mu_adv[have],))
+            adv_conf = adv_scale * ((pred - pred.mean(0)) ** 2).mean(-1).mean()
+        else:
+            raise ValueError(f"unknown adv_mode {opts.adv_mode!r}: use 'reverse' or 'confuse'")
         adv_mse = ((adv - y) ** 2).mean(-1)[have].mean()
     else:
-        w_mse = adv_mse = torch.zeros((), device=flux.device)
+        w_mse = adv_mse = adv_conf = torch.zeros((), device=flux.device)
     out["kl"] = kl.mean()
     out["w_mse"] = w_mse
     out["adv_mse"] = adv_mse
@@ -158,9 +188,23 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     mw = torch.as_tensor(opts.mean_weight, dtype=mu.dtype, device=mu.device).expand(3)
     mean_pull = 0.5 * (mw * mu * mu).sum(-1)
     out["loss"] = ((total_nll + opts.kl_weight * kl + mean_pull).mean() / npix
-                   + opts.w_weight * w_mse + adv_mse)
+                   + opts.w_weight * w_mse + adv_mse + adv_conf)
     out["chi2"] = (2 * total_nll.mean() / npix).detach()
     return out
+
+
+def aggregate_kl(mu: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+    """Per-star share of the batch-moment prior on the posterior means: on each axis in
+    ``axes`` (boolean, per axis) 0.5 (m^2 + v - 1 - log v), the KL of N(m, v) (the batch mean
+    and variance of mu) to N(0, 1). Summed over the batch it replaces the per-star KL's mean
+    part sum 0.5 mu^2 = B/2 (m^2 + v): the location and scale of each axis stay pinned, but no
+    star is pulled toward 0, so a latent may keep the part of an abundance that Teff/logg
+    predict. Returned as a scalar (added to every star's KL)."""
+    if mu.shape[0] < 2 or not bool(axes.any()):
+        return torch.zeros((), device=mu.device)
+    m = mu.mean(0)
+    v = mu.var(0, unbiased=False).clamp_min(1e-6)
+    return (0.5 * (m * m + v - 1.0 - torch.log(v)) * axes).sum()
 
 
 def _split(n: int, opts: TrainOptions, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

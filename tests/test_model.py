@@ -17,7 +17,14 @@ from chemlatent.inference import encode_survey
 from chemlatent.model import DisentangledVAE, ModelConfig, pixel_groups_from_linelist
 from chemlatent.modelio import check_grid, load_model, save_model
 from chemlatent.synth import generate_survey
-from chemlatent.training import TrainOptions, orient_axes, random_stretch_mask, train
+from chemlatent.training import (
+    TrainOptions,
+    aggregate_kl,
+    loss_terms,
+    orient_axes,
+    random_stretch_mask,
+    train,
+)
 
 TINY = dict(hidden=(32, 32, 16), max_stars=1200, batch_size=128, val_fraction=0.1)
 
@@ -68,6 +75,78 @@ def test_selective_gradient_flow():
     model.absorption(mu, w, selective=True)["c"].pow(2).sum().backward()
     assert torch.all(mu.grad[:, 0] == 0) and torch.all(mu.grad[:, 2] == 0)
     assert mu.grad[:, 1].abs().sum() > 0
+
+
+def test_aggregate_prior_pins_batch_moments_not_each_star(monkeypatch):
+    torch.manual_seed(0)
+    every = torch.ones(3, dtype=torch.bool)
+    mu = torch.randn(4096, 3)
+    std_mu = (mu - mu.mean(0)) / mu.std(0, unbiased=False)  # batch mean 0, variance 1 exactly
+    assert float(aggregate_kl(std_mu, every)) == pytest.approx(0.0, abs=1e-5)
+    # a shift by m costs 0.5 m^2 per axis, a rescale by k costs 0.5 (k^2 - 1 - log k^2)
+    assert float(aggregate_kl(std_mu + 0.5, every)) == pytest.approx(3 * 0.125, rel=1e-4)
+    assert float(aggregate_kl(2 * std_mu, every)) == pytest.approx(3 * 0.5 * (3 - np.log(4)), rel=1e-4)
+    # in the loss: per-star variance part on every axis, batch-moment part on the chosen axes;
+    # a standardised batch feels no pull of its means on those axes, the star prior pulls each
+    model = DisentangledVAE(_config())
+    b = 64
+    flux = 1 - 0.1 * torch.rand(b, DEFAULT_GRID.npix)
+    ivar = torch.full_like(flux, 100.0)
+    labels = torch.full((b, 2), float("nan"))
+    mu = torch.randn(b, 3)
+    mu = ((mu - mu.mean(0)) / mu.std(0, unbiased=False)).requires_grad_(True)
+    logvar = torch.full((b, 3), -2.0)
+    monkeypatch.setattr(model, "encode", lambda f, i: (mu, logvar, torch.zeros(b, 2)))
+    var_part = 0.5 * (np.exp(-2.0) - 1.0 + 2.0) * 3
+    grads = {}
+    for prior, axes in (("star", (0, 1, 2)), ("aggregate", (0, 1, 2)), ("aggregate", (0,))):
+        opts = TrainOptions(prior=prior, aggregate_axes=axes, kl_weight=1.0)
+        kl = loss_terms(model, flux, ivar, labels, opts, 0.0, sample=False)["kl"]
+        star_axes = [a for a in range(3) if prior == "star" or a not in axes]
+        expect = var_part + 0.5 * float((mu.detach()[:, star_axes] ** 2).sum(-1).mean())
+        assert float(kl.detach()) == pytest.approx(expect, rel=1e-4), (prior, axes)
+        (grads[prior, axes],) = torch.autograd.grad(kl, mu)
+    assert torch.allclose(grads["star", (0, 1, 2)], mu.detach() / b)
+    assert grads["aggregate", (0, 1, 2)].abs().max() < 1e-6
+    g = grads["aggregate", (0,)]
+    assert g[:, 0].abs().max() < 1e-6 and torch.allclose(g[:, 1:], mu.detach()[:, 1:] / b)
+    with pytest.raises(ValueError, match="prior"):
+        loss_terms(model, flux, ivar, labels, TrainOptions(prior="nope"), 0.0, sample=False)
+
+
+def test_confuse_adversary_trains_apart_from_the_encoder(monkeypatch):
+    torch.manual_seed(0)
+    model = DisentangledVAE(_config())
+    b = 32
+    flux = 1 - 0.1 * torch.rand(b, DEFAULT_GRID.npix)
+    ivar = torch.full_like(flux, 100.0)
+    labels = torch.stack([4000 + 2000 * torch.rand(b), 1 + 3 * torch.rand(b)], -1)
+    mu = torch.randn(b, 3).requires_grad_(True)
+    monkeypatch.setattr(model, "encode", lambda f, i: (mu, torch.full((b, 3), -2.0), torch.zeros(b, 2)))
+
+    def grads(scale=1.0, **kw):
+        model.zero_grad()
+        mu.grad = None
+        out = loss_terms(model, flux, ivar, labels, TrainOptions(**kw), scale, sample=False)
+        out["loss"].backward()
+        return {k: p.grad.clone() for k, p in model.adversary.named_parameters()}, mu.grad.clone()
+
+    adv_plain, mu_plain = grads(scale=0.0)
+    adv_rev, mu_rev = grads(adv_mode="reverse")
+    adv_conf, mu_conf = grads(adv_mode="confuse")
+    # the adversary's own gradient is that of its MSE in every mode
+    for k in adv_plain:
+        assert torch.allclose(adv_conf[k], adv_plain[k], atol=1e-7)
+        assert torch.allclose(adv_rev[k], adv_plain[k], atol=1e-7)
+    # the encoder feels the adversary in both modes, differently
+    assert not torch.allclose(mu_conf, mu_plain) and not torch.allclose(mu_rev, mu_plain)
+    assert not torch.allclose(mu_conf, mu_rev)
+    # a zero per-axis weight removes the adversary's gradient to that axis
+    _, mu_none = grads(adv_mode="confuse", adv_axis_weight=(0.0, 0.0, 0.0))
+    assert torch.allclose(mu_none, mu_plain, atol=1e-8)
+    _, mu_fe = grads(adv_axis_weight=(1.0, 0.0, 0.0))
+    assert torch.allclose(mu_fe[:, 1:], mu_plain[:, 1:], atol=1e-8)
+    assert not torch.allclose(mu_fe[:, 0], mu_plain[:, 0])
 
 
 def _masked_config(**kw) -> ModelConfig:
