@@ -40,7 +40,6 @@ LABELS = {"z_fe": "z_Fe", "z_c": "z_C", "z_alpha": "z_alpha", "w_0": "w_0 (Teff)
           "s_alpha_cond": "z_alpha sigma at its z_Fe", "density": "density", "flagged": "flagged"}
 MAP_SIZE = (560, 480)
 SPEC_WIDTH = 560
-LEGEND_OPTS = {"label_text_font_size": "8pt", "glyph_height": 12, "spacing": 0, "padding": 3}
 PLAIN_OVERLAY_MAX = 20000  # map overlays of more stars draw an evenly spaced subset
 CALLBACK_THREADS = 4
 PREPARING_TITLE = "chemlatent explorer: preparing the survey"

@@ -25,6 +25,7 @@ WAVE_LABEL = "vacuum wavelength (A)"
 SPEC_TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 SELECTED_COLOR = "#17becf"
 MODEL_COLOR = "#d62728"
+LEGEND_STYLE = {"label_text_font_size": "8pt", "glyph_height": 12, "spacing": 0, "padding": 3}
 
 
 def apply_in_document(doc, fn: Callable[[], None]) -> None:
@@ -124,8 +125,7 @@ class SpectrumFigures:
             self._add_labels((lab["lo"] + lab["hi"]) / 2, [GROUP_LABELS[g] for g in lab["group"]], 1.15)
         top.add_layout(LabelSet(x="x", y="y", text="text", source=self.labels, text_font_size="8pt",
                                 text_color="#333333", angle=np.pi / 2, text_align="right"))
-        top.add_layout(Legend(items=items, location="bottom_right", label_text_font_size="8pt",
-                              glyph_height=12, spacing=0, padding=3))
+        top.add_layout(Legend(items=items, location="bottom_right", **LEGEND_STYLE))
         res = figure(width=width, height=res_height, x_range=self.x_range, tools=SPEC_TOOLS,
                      x_axis_label=WAVE_LABEL, y_axis_label="obs - model")
         res.varea(x="wave", y1="neg", y2="hi_sigma", source=self.star, color="#999999", alpha=0.3)
@@ -178,12 +178,6 @@ class SpectrumFigures:
         lo, hi = zoom if zoom is not None else self.full_range
         self.x_range.start, self.x_range.end = float(lo), float(hi)
 
-    @property
-    def layout(self):
-        from bokeh.layouts import column
-
-        return column(self.top, self.res)
-
 
 OVERLAY_STYLES = {
     "selected": {"color": SELECTED_COLOR, "size": 3, "alpha": 0.6},
@@ -217,8 +211,7 @@ class MapOverlays:
             r = fig.scatter(x="x", y="y", source=src, fill_alpha=alpha, **style, **line)
             self.sources[kind] = src
             items.append(LegendItem(label=kind, renderers=[r]))
-        fig.add_layout(Legend(items=items, location="top_left", label_text_font_size="8pt",
-                              glyph_height=12, spacing=0, padding=3, background_fill_alpha=0.6))
+        fig.add_layout(Legend(items=items, location="top_left", background_fill_alpha=0.6, **LEGEND_STYLE))
         return True
 
     def thin(self, idx: np.ndarray) -> np.ndarray:

@@ -127,6 +127,16 @@ def census(signum, frame):
         else:
             diff = sorted(((v - first[0].get(k, 0), k) for k, v in types.items()), reverse=True)[:15]
             print("census types: " + ", ".join(f"{k} {d:+d}" for d, k in diff), flush=True)
+        refs, dead = collections.Counter(), []
+        for o in gc.get_objects():
+            if type(o).__name__ == "ReferenceType":
+                target = o()
+                refs[type(target).__name__ if target is not None else "(dead)"] += 1
+                if target is None and len(dead) < 20:
+                    dead.append(o)
+        for o in dead:  # who keeps weak references whose objects are gone
+            refs["dead, held by " + "/".join(sorted({type(r).__name__ for r in gc.get_referrers(o)}))] += 1
+        print("census weakrefs: " + ", ".join(f"{k} {v}" for k, v in refs.most_common(12)), flush=True)
         sys._debugmallocstats()  # pymalloc arenas: allocated vs in use (to stderr, the same log)
 signal.signal(signal.SIGUSR1, census)
 sys.argv = ["chemlatent", *sys.argv[1:]]
