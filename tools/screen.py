@@ -1,7 +1,7 @@
 """Screen one variant (docs/model.md protocol): tools/screen.py NAME [JSON TrainOptions] [NOTE].
 
 Trains 8 epochs on 100k of train200k into runs/NAME, encodes val50k, scores (runs/NAME/score.json)
-and prints the SCREENS.md row; NAME=ref rescores the bundled latents of val50k.
+and prints the docs/model-screens.md row; NAME=ref rescores the bundled latents of val50k.
 """
 import json
 import sys
