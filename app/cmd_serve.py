@@ -202,6 +202,10 @@ def run(args, source=None) -> int:
     from chemlatent.errors import ChemlatentError
     from chemlatent.session import SurveyData
 
+    from .memory import tune_allocator
+
+    tune_allocator()  # before the survey is loaded: large arrays are mapped, and unmapped when freed
+
     address = getattr(args, "address", None) or "127.0.0.1"
     port_ = getattr(args, "port", None) or 5006
     if not 1 <= int(port_) <= 65535:

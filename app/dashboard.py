@@ -28,6 +28,7 @@ from chemlatent.session_runs import RunsState
 from chemlatent.spectrum_view import GROUP_COLORS, GROUP_LABELS, zoom_choices
 
 from .live_plots import OVERLAY_STYLES, HistogramStrip, MapOverlays, SpectrumFigures, apply_in_document
+from .memory import TrimAfterSessions, tune_allocator
 
 log = logging.getLogger("chemlatent.dashboard")
 hv.extension("bokeh", logo=False)
@@ -706,6 +707,7 @@ def serve(data, *, port: int = 5006, address: str = "127.0.0.1", show: bool = Tr
     arguments go to ``pn.serve`` (``basic_auth``, ``cookie_secret``, ``oauth_provider``, ...;
     see docs/security.md). Nothing a browser sends names a file on the server.
     """
+    tune_allocator()
     if isinstance(data, SurveyData):
         warm_up(data)
     from .cmd_serve import is_local
@@ -716,12 +718,16 @@ def serve(data, *, port: int = 5006, address: str = "127.0.0.1", show: bool = Tr
     live = {"sessions": 0}
     lock = threading.Lock()
 
+    trim = TrimAfterSessions()
+
     def release(_context) -> None:
         with lock:
             live["sessions"] -= 1
 
     def app():  # a plain function: Panel calls it once per browser session
         doc = pn.state.curdoc
+        if doc is not None:
+            doc.on_session_destroyed(trim.session_ended)  # give the session's memory back
         if max_sessions is not None and doc is not None:
             with lock:
                 if live["sessions"] >= max_sessions:

@@ -87,3 +87,24 @@ def test_the_map_hook_does_not_keep_a_closed_session_alive():
     assert gone() is None and calls == ["first"]
     hook(None, "after")  # a render after the session closed does nothing
     assert calls == ["first"]
+
+
+def test_memory_is_trimmed_once_after_a_burst_of_closed_sessions(monkeypatch):
+    import time
+
+    from chemlatent.app import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "release_free_memory", lambda: calls.append(time.monotonic()) or True)
+    trim = memory.TrimAfterSessions(delay_s=0.2)
+    for _ in range(5):  # five sessions closing together
+        trim.session_ended()
+    time.sleep(0.6)
+    assert len(calls) == 1
+    trim.session_ended()
+    time.sleep(0.6)
+    assert len(calls) == 2
+    import platform
+
+    if platform.libc_ver()[0] == "glibc":
+        assert memory.tune_allocator() and memory.release_free_memory() in (True, False)
