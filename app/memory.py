@@ -57,7 +57,7 @@ class TrimAfterSessions:
         self._pending = False
         self._lock = threading.Lock()
 
-    def session_ended(self, _context=None) -> None:
+    def session_ended(self, session_context) -> None:  # the signature Bokeh requires
         with self._lock:
             if self._pending:
                 return

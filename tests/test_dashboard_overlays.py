@@ -98,10 +98,10 @@ def test_memory_is_trimmed_once_after_a_burst_of_closed_sessions(monkeypatch):
     monkeypatch.setattr(memory, "release_free_memory", lambda: calls.append(time.monotonic()) or True)
     trim = memory.TrimAfterSessions(delay_s=0.2)
     for _ in range(5):  # five sessions closing together
-        trim.session_ended()
+        trim.session_ended(None)
     time.sleep(0.6)
     assert len(calls) == 1
-    trim.session_ended()
+    trim.session_ended(None)
     time.sleep(0.6)
     assert len(calls) == 2
     import platform
