@@ -50,10 +50,12 @@ def release_free_memory() -> bool:
 
 
 class TrimAfterSessions:
-    """Collect garbage and trim the heap a little after sessions end (once for a burst)."""
+    """Collect garbage and trim the heap a little after sessions end (once for a burst).
+    ``schedule(delay_s, fn)`` runs ``fn`` later (default: a daemon timer thread)."""
 
-    def __init__(self, delay_s: float = 3.0) -> None:
+    def __init__(self, delay_s: float = 3.0, schedule=None) -> None:
         self.delay_s = delay_s
+        self._schedule = schedule or _timer
         self._pending = False
         self._lock = threading.Lock()
 
@@ -62,12 +64,16 @@ class TrimAfterSessions:
             if self._pending:
                 return
             self._pending = True
-        t = threading.Timer(self.delay_s, self._run)
-        t.daemon = True
-        t.start()
+        self._schedule(self.delay_s, self._run)
 
     def _run(self) -> None:
         with self._lock:
             self._pending = False
         gc.collect()
         release_free_memory()
+
+
+def _timer(delay_s: float, fn) -> None:
+    t = threading.Timer(delay_s, fn)
+    t.daemon = True
+    t.start()
