@@ -17,7 +17,8 @@ from chemlatent.modelio import load_model
 from chemlatent.store import Survey
 from chemlatent.training import TrainOptions, train
 
-DATA = Path("/work/main/data")
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"  # data/train200k (seed 1) and data/val50k (seed 2), see docs/model.md
 
 
 def score(lat: pd.DataFrame, cat: pd.DataFrame) -> dict:
@@ -55,7 +56,7 @@ def row(name: str, m: dict, note: str = "") -> str:
 
 if __name__ == "__main__":
     name = sys.argv[1]
-    out = Path("/work/exp/runs") / name
+    out = ROOT / "runs" / name
     val = Survey(DATA / "val50k")
     if name == "ref":
         lat = pd.read_parquet(DATA / "val50k/latents/chemvae-v1.parquet")
