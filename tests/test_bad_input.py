@@ -384,15 +384,14 @@ def test_a_killed_writers_temporary_latents_are_removed_and_a_live_ones_kept(tmp
 
 
 def test_a_demo_whose_first_run_fails_stops_serving_and_exits_2(tmp_path):
-    import socket
     import subprocess
     import sys
 
+    from serving_helpers import free_port
+
     blocker = tmp_path / "taken"
     blocker.write_text("not a survey")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
+    free = free_port()
     code = ("import chemlatent.app.cmd_demo as d; d.FAILED_GRACE_S = 0.5\n"
             "from chemlatent.app.cli import main\n"
             f"raise SystemExit(main(['demo', '--no-show', '--dir', {str(blocker)!r}, '--stars', '10', "

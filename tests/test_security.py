@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from serving_helpers import free_port
 
 from chemlatent.app import cmd_serve
 from chemlatent.app.cli import main
@@ -140,12 +141,6 @@ def test_serve_command_rejects_bad_flags_before_loading(tmp_path: Path, capsys) 
 # --------------------------------------------------------------------------- a served page
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     from chemlatent.session import SurveyData
@@ -195,7 +190,7 @@ def test_oauth_options_reach_panel(small_data, panel_config, monkeypatch) -> Non
     monkeypatch.setenv("PANEL_OAUTH_KEY", "client-id-123")
     monkeypatch.setenv("PANEL_OAUTH_SECRET", "client-secret")
     access, _ = _access(oauth_provider="github")
-    port = _free_port()
+    port = free_port()
     server = serve(small_data, port=port, show=False, threaded=True, **access)
     try:
         first = _wait_up(f"http://127.0.0.1:{port}/")
@@ -217,7 +212,7 @@ def test_served_page_needs_login_and_checks_origins(small_data, panel_config, mo
     real_make_app = dashboard.make_app
     monkeypatch.setattr(dashboard, "make_app",
                         lambda *a, **k: made.append(real_make_app(*a, **k)) or made[-1])
-    port = _free_port()
+    port = free_port()
     server = serve(small_data, port=port, show=False, threaded=True, basic_auth=PASSWORD,
                    cookie_secret="x" * 40, allow_websocket_origin=["explorer.example.org"],
                    max_sessions=1)

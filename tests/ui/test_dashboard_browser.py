@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serving_helpers import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -24,12 +25,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 TIMEOUT = 90_000  # ms: the machine may be busy
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +53,7 @@ def served(ui_survey):
         return tmpl
 
     dashboard.warm_up(data)
-    port = _free_port()
+    port = free_port()
     server = pn.serve({"/": app}, port=port, address="127.0.0.1", show=False, threaded=True,
                       websocket_origin=[f"127.0.0.1:{port}", f"localhost:{port}"])
     deadline = time.time() + 30
@@ -300,7 +295,7 @@ def _page_of(browser, source):
 
     from chemlatent.app import dashboard
 
-    port = _free_port()
+    port = free_port()
     server = pn.serve({"/": lambda: dashboard.session_page(source)}, port=port, address="127.0.0.1",
                       show=False, threaded=True, websocket_origin=[f"127.0.0.1:{port}"])
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
