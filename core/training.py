@@ -259,11 +259,10 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     history: list[dict] = []
     start_epoch = 0
     ck = out / CHECKPOINT
+    gen = torch.Generator().manual_seed(opts.seed)
     if resume:
         if not (ck / "state.json").exists():
             raise ChemlatentError(f"--resume: no checkpoint in {out}")
-    gen = torch.Generator().manual_seed(opts.seed)
-    if resume:
         start_epoch, history = _load_checkpoint(ck, model, opt, sched, gen)
         sched.total_steps = opts.epochs * steps_per_epoch  # --epochs may extend the schedule
         log(f"resuming from epoch {start_epoch}")
