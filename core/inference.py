@@ -343,8 +343,10 @@ def remove_stale_temporaries(path: Path, unnamed_age_s: float = 3600.0) -> list[
         tag = tmp.name.rsplit(".tmp-", 1)[-1]
         pid = tag.split("-", 1)[0]
         try:
-            stale = (not _pid_alive(int(pid))) if "-" in tag and pid.isdigit() else \
-                time.time() - tmp.stat().st_mtime > unnamed_age_s
+            if "-" in tag and pid.isdigit():  # .<name>.tmp-<pid>-<random>
+                stale = not _pid_alive(int(pid))
+            else:  # an older name without the writer's process id
+                stale = time.time() - tmp.stat().st_mtime > unnamed_age_s
             if stale:
                 tmp.unlink()
                 removed.append(tmp)
