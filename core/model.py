@@ -48,7 +48,9 @@ class ModelConfig:
     decoder_hidden: list = field(default_factory=lambda: [64, 128, 256])
     decoder_mode: str = "additive"  # "separate" (the reference paper's inputs), "hybrid", "masked"
     abundance_input: str = "linear"  # "exp": decoders see exp(u), an abundance, not u
-    decoder_form: str = "mlp"  # "logtau": absorption monotone in exp(s * u), s shared by all decoders
+    # "logtau": absorption monotone in exp(s * u), s shared by all decoders; "cog": each pixel
+    # an effective line on a Voigt curve of growth in log10 tau0 = b(w) + s * u
+    decoder_form: str = "mlp"
     pixel_groups: list | None = None  # "masked": per window pixel, the group whose lines dominate it
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
@@ -114,6 +116,60 @@ class LogTauDecoder(nn.Module):
         c, a, b = self.head(self.trunk(w)).view(-1, 3, self.n_out).unbind(1)
         sp = nn.functional.softplus
         return sp(c) + sp(a) * sp(x + b)
+
+
+class CurveOfGrowthDecoder(nn.Module):
+    """Absorption of each pixel as one effective line on a Voigt curve of growth:
+
+        A(w) = c(w) + a(w) * W(b(w) + s * u, log_damping(w)) / W(0, -2)
+
+    W is the equivalent width (in Doppler widths) of a Voigt line of centre optical depth
+    10**x (physics.curve_of_growth_table), c, a >= 0. Teff and logg (w) set each pixel's
+    strength at zero abundance input, its damping and what no abundance moves (c); the
+    abundance input u moves only log10 tau0, with one slope s shared by all decoders. Weak
+    lines grow like 10**(s u), damped strong lines like 10**(s u / 2): the growth with u has
+    a known shape on saturated lines too, so one unit of u means the same abundance change to
+    every decoder (z_x = u - z_fe is then a ratio to iron in z_fe's units)."""
+
+    def __init__(self, n_w: int, hidden: list, n_out: int) -> None:
+        super().__init__()
+        from .physics import curve_of_growth_table
+
+        log_tau, log_a, table = curve_of_growth_table()
+        self.trunk = _mlp([n_w, *hidden], out_act=True)
+        self.head = nn.Linear(hidden[-1], 4 * n_out)
+        self.n_out = n_out
+        ref = float(table[np.argmin(np.abs(log_tau)), np.argmin(np.abs(log_a + 2.0))])
+        self.register_buffer("table", torch.from_numpy(np.log(table / ref)).float(), persistent=False)
+        self.x0, self.dx = float(log_tau[0]), float(log_tau[1] - log_tau[0])
+        self.y0, self.dy = float(log_a[0]), float(log_a[1] - log_a[0])
+        with torch.no_grad():
+            b = self.head.bias.view(4, n_out)
+            b[0].fill_(-4.0)  # c: small
+            b[1].fill_(-2.5)  # a
+            b[2].fill_(-0.5)  # b: log10 tau0 at u = 0
+            b[3].fill_(-2.0)  # log10 damping
+
+    def log_width(self, x: torch.Tensor, la: torch.Tensor) -> torch.Tensor:
+        """ln(W / W(0, -2)), bilinear in the table; linear regime below it, damped above."""
+        nx, ny = self.table.shape
+        fx = ((x - self.x0) / self.dx).clamp(0.0, nx - 1.0001)
+        fy = ((la - self.y0) / self.dy).clamp(0.0, ny - 1.0001)
+        i, j = fx.floor().long(), fy.floor().long()
+        tx, ty = fx - i, fy - j
+        t = self.table
+        out = (t[i, j] * (1 - tx) * (1 - ty) + t[i + 1, j] * tx * (1 - ty)
+               + t[i, j + 1] * (1 - tx) * ty + t[i + 1, j + 1] * tx * ty)
+        ln10 = 2.302585092994046
+        lo = x - self.x0
+        hi = x - (self.x0 + self.dx * (nx - 1))
+        return out + ln10 * (lo.clamp(max=0.0) + 0.5 * hi.clamp(min=0.0))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        c, a, b, la = self.head(self.trunk(w)).float().view(-1, 4, self.n_out).unbind(1)
+        sp = nn.functional.softplus
+        lw = self.log_width(x.float() + b, la.clamp(self.y0, 0.5))
+        return sp(c) + sp(a) * torch.exp(lw.clamp(max=8.0))
 
 
 class DisentangledVAE(nn.Module):
@@ -186,13 +242,15 @@ class DisentangledVAE(nn.Module):
         self.form = config.decoder_form
         if self.form == "mlp":
             self.decoders = nn.ModuleDict({g: _mlp([n_in[g] + nw, *dh, n_out[g]]) for g in ELEMENT_GROUPS})
-        elif self.form == "logtau":
+        elif self.form in ("logtau", "cog"):
             if set(n_in.values()) != {1}:
-                raise ValueError("decoder_form 'logtau' needs one abundance input per decoder")
-            self.decoders = nn.ModuleDict({g: LogTauDecoder(nw, dh, n_out[g]) for g in ELEMENT_GROUPS})
+                raise ValueError(f"decoder_form {self.form!r} needs one abundance input per decoder")
+            cls = LogTauDecoder if self.form == "logtau" else CurveOfGrowthDecoder
+            self.decoders = nn.ModuleDict({g: cls(nw, dh, n_out[g]) for g in ELEMENT_GROUPS})
             # one slope d ln(tau) / du for all decoders: a unit of z_fe and a unit of
             # z_fe + z_x change the line optical depths alike, so z_x is in z_fe's units
-            self.log_slope = nn.Parameter(torch.tensor(0.5))
+            # cog: u ~ N(0, 1) and [Fe/H] spreads ~0.8 dex, so start at 0.8 dex per unit
+            self.log_slope = nn.Parameter(torch.tensor(0.5 if self.form == "logtau" else -0.22))
         else:
             raise ValueError(f"unknown decoder_form {self.form!r}")
         self.adversary = _mlp([3, 64, 64, 2])
@@ -234,7 +292,7 @@ class DisentangledVAE(nn.Module):
         z = z * self.orient
         zf, zc, za = z[:, 0:1], z[:, 1:2], z[:, 2:3]
         sg = (lambda t: t.detach()) if selective else (lambda t: t)
-        if self.form == "logtau":
+        if self.form in ("logtau", "cog"):
             s = self.log_slope.exp()
             return {
                 "fe": self.decoders["fe"](s * zf, w),

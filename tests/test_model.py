@@ -155,7 +155,7 @@ def _masked_config(**kw) -> ModelConfig:
     return _config(decoder_mode="masked", pixel_groups=groups, **kw)
 
 
-@pytest.mark.parametrize("form", ["mlp", "logtau"])
+@pytest.mark.parametrize("form", ["mlp", "logtau", "cog"])
 def test_masked_decoders_own_disjoint_pixels(form):
     from chemlatent.spectrum_view import reconstruct
 
@@ -320,3 +320,40 @@ def test_evaluate_command(tiny_survey, tiny_model, tmp_path, capsys):
     assert set(res["flags"]) == {"cemp", "apmp"}
     assert all(set(v) >= {"precision", "recall"} for v in res["flags"].values())
     assert res["n_stars"] == 800
+
+
+def test_curve_of_growth_decoder_has_the_voigt_growth_law():
+    """Weak lines grow like tau0, damped lines like sqrt(tau0), and the width is monotone."""
+    from chemlatent.model import CurveOfGrowthDecoder
+
+    dec = CurveOfGrowthDecoder(2, [8], 3)
+    x = torch.linspace(-7.0, 12.0, 400)
+    la = torch.full_like(x, -2.0)
+    lw = dec.log_width(x, la)
+    assert torch.all(lw[1:] >= lw[:-1])
+    ln10 = np.log(10.0)
+    def slope(a, b):
+        return float((dec.log_width(torch.tensor([b]), la[:1]) - dec.log_width(
+            torch.tensor([a]), la[:1])) / (b - a) / ln10)
+    assert slope(-6.5, -5.5) == pytest.approx(1.0, abs=0.02)  # linear part
+    assert slope(10.0, 11.5) == pytest.approx(0.5, abs=0.02)  # damping part
+    assert 0.0 < slope(1.5, 2.5) < 0.3  # flat part
+    # more damping, wider saturated lines
+    assert float(dec.log_width(torch.tensor([4.0]), torch.tensor([-1.0]))) > float(
+        dec.log_width(torch.tensor([4.0]), torch.tensor([-3.0])))
+
+
+def test_curve_of_growth_model_shares_one_slope_and_keeps_selective_gradients():
+    torch.manual_seed(0)
+    model = DisentangledVAE(_config(decoder_form="cog"))
+    z = torch.randn(6, 3, requires_grad=True)
+    w = torch.randn(6, 2)
+    parts = model.absorption(z, w)
+    (g_alpha,) = torch.autograd.grad(parts["alpha"].sum(), z, retain_graph=True)
+    (g_c,) = torch.autograd.grad(parts["c"].sum(), z, retain_graph=True)
+    assert torch.all(g_alpha[:, :2] == 0) and torch.all(g_alpha[:, 2] > 0)
+    assert torch.all(g_c[:, [0, 2]] == 0) and torch.all(g_c[:, 1] > 0)
+    # absorption deepens with the abundance input on every pixel
+    zp = z.detach().clone()
+    zp[:, 0] += 0.5
+    assert torch.all(model.absorption(zp, w)["fe"] >= parts["fe"].detach())
