@@ -124,25 +124,31 @@ class CurveOfGrowthDecoder(nn.Module):
         A(w) = c(w) + a(w) * W(b(w) + s * u, log_damping(w)) / W(0, -2)
 
     W is the equivalent width (in Doppler widths) of a Voigt line of centre optical depth
-    10**x (physics.curve_of_growth_table), c, a >= 0. Teff and logg (w) set each pixel's
-    strength at zero abundance input, its damping and what no abundance moves (c); the
-    abundance input u moves only log10 tau0, with one slope s shared by all decoders. Weak
-    lines grow like 10**(s u), damped strong lines like 10**(s u / 2): the growth with u has
-    a known shape on saturated lines too, so one unit of u means the same abundance change to
-    every decoder (z_x = u - z_fe is then a ratio to iron in z_fe's units)."""
+    10**x and damping 10**log_damping, c, a >= 0. Teff and logg (w) set each pixel's strength
+    at zero abundance input, its damping and what no abundance moves (c); the abundance input
+    u moves only log10 tau0, with one slope s shared by all decoders. Weak lines grow like
+    10**(s u), damped strong lines like 10**(s u / 2): the growth with u has a known shape on
+    saturated lines too, so one unit of u means the same abundance change to every decoder
+    (z_x = u - z_fe is then a ratio to iron in z_fe's units).
+
+    W is a closed form (``log_width``) fitted to the tabulated Voigt curve of growth
+    (physics.curve_of_growth_table) to 1% rms and 5% at worst for log_damping <= -1: a soft
+    minimum of the weak-line law and a soft maximum of the Doppler-saturated and damped laws.
+    It costs a few vectorised operations per pixel, so decoding stays as fast as the MLP's."""
+
+    # fitted to physics.curve_of_growth_table (log10 tau0 -4..9, log10 a -3.5..0.75)
+    SOFT_MIN, SOFT_MAX = 2.3555, 2.4317
+    LN_SQRT_PI = 0.5723649429247001  # ln sqrt(pi)
+    LN_FLAT = 0.7653471805599453  # ln 2 + 0.0722 (fitted)
+    LN_DAMPED = 0.9793206599679245  # ln(2 pi^(1/4))
 
     def __init__(self, n_w: int, hidden: list, n_out: int) -> None:
         super().__init__()
-        from .physics import curve_of_growth_table
-
-        log_tau, log_a, table = curve_of_growth_table()
         self.trunk = _mlp([n_w, *hidden], out_act=True)
         self.head = nn.Linear(hidden[-1], 4 * n_out)
         self.n_out = n_out
-        ref = float(table[np.argmin(np.abs(log_tau)), np.argmin(np.abs(log_a + 2.0))])
-        self.register_buffer("table", torch.from_numpy(np.log(table / ref)).float(), persistent=False)
-        self.x0, self.dx = float(log_tau[0]), float(log_tau[1] - log_tau[0])
-        self.y0, self.dy = float(log_a[0]), float(log_a[1] - log_a[0])
+        self.ref = 0.0
+        self.ref = float(self.log_width(torch.zeros(1), torch.full((1,), -2.0)))
         with torch.no_grad():
             b = self.head.bias.view(4, n_out)
             b[0].fill_(-4.0)  # c: small
@@ -151,24 +157,35 @@ class CurveOfGrowthDecoder(nn.Module):
             b[3].fill_(-2.0)  # log10 damping
 
     def log_width(self, x: torch.Tensor, la: torch.Tensor) -> torch.Tensor:
-        """ln(W / W(0, -2)), bilinear in the table; linear regime below it, damped above."""
-        nx, ny = self.table.shape
-        fx = ((x - self.x0) / self.dx).clamp(0.0, nx - 1.0001)
-        fy = ((la - self.y0) / self.dy).clamp(0.0, ny - 1.0001)
-        i, j = fx.floor().long(), fy.floor().long()
-        tx, ty = fx - i, fy - j
-        t = self.table
-        out = (t[i, j] * (1 - tx) * (1 - ty) + t[i + 1, j] * tx * (1 - ty)
-               + t[i, j + 1] * (1 - tx) * ty + t[i + 1, j + 1] * tx * ty)
+        """ln(W / W(0, -2)) for log10 tau0 = x and log10 damping = la."""
+        if not torch.is_grad_enabled():
+            return self._log_width_inplace(x, la)
         ln10 = 2.302585092994046
-        lo = x - self.x0
-        hi = x - (self.x0 + self.dx * (nx - 1))
-        return out + ln10 * (lo.clamp(max=0.0) + 0.5 * hi.clamp(min=0.0))
+        y = x * ln10  # ln tau0
+        weak = self.LN_SQRT_PI + y  # ln(sqrt(pi) tau0)
+        flat = self.LN_FLAT + 0.5 * torch.log(nn.functional.softplus(y) + 1e-12)  # ln(2 sqrt(ln(1 + tau0)))
+        damped = self.LN_DAMPED + 0.5 * (la * ln10 + y)  # ln(2 pi^(1/4) sqrt(a tau0))
+        m, n = self.SOFT_MAX, self.SOFT_MIN
+        saturated = torch.logaddexp(m * flat, m * damped) / m
+        return -torch.logaddexp(-n * weak, -n * saturated) / n - self.ref
+
+    def _log_width_inplace(self, x: torch.Tensor, la: torch.Tensor) -> torch.Tensor:
+        """log_width without autograd, in place on temporaries (3x faster on a CPU)."""
+        ln10 = 2.302585092994046
+        m, n = self.SOFT_MAX, self.SOFT_MIN
+        y = x * ln10
+        flat = nn.functional.softplus(y).add_(1e-12).log_().mul_(0.5 * m).add_(m * self.LN_FLAT)
+        damped = (la * (0.5 * m * ln10)).add_(y, alpha=0.5 * m).add_(m * self.LN_DAMPED)
+        saturated = torch.logaddexp(flat, damped, out=flat).mul_(-n / m)
+        weak = y.mul_(-n).add_(-n * self.LN_SQRT_PI)
+        return torch.logaddexp(weak, saturated, out=weak).mul_(-1.0 / n).sub_(self.ref)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         c, a, b, la = self.head(self.trunk(w)).float().view(-1, 4, self.n_out).unbind(1)
         sp = nn.functional.softplus
-        lw = self.log_width(x.float() + b, la.clamp(self.y0, 0.5))
+        lw = self.log_width(x.float() + b, la.clamp(-3.5, 0.5))
+        if not torch.is_grad_enabled():
+            return lw.clamp_(max=8.0).exp_().mul_(sp(a)).add_(sp(c))
         return sp(c) + sp(a) * torch.exp(lw.clamp(max=8.0))
 
 

@@ -29,6 +29,9 @@ class TrainOptions:
     weight_decay: float = 1e-5
     kl_weight: float = 1.0
     mean_weight: float | tuple = 0.0  # extra pull of the means to 0 (per axis, or one for all)
+    # weight of the KL's variance part (s^2 - 1 - log s^2) per axis; 0 on an axis removes the
+    # reward for wide posteriors that lets a decoder stretch that axis's units (docs/model.md)
+    kl_var_weight: tuple = (1.0, 1.0, 1.0)
     # prior on the posterior means: "star" (the per-star KL, mean part 0.5 mu^2) or
     # "aggregate" (on the axes in aggregate_axes, the mean part is replaced by the KL of the
     # batch's Gaussian fit of the means, N(m, v), to N(0, 1); see aggregate_kl)
@@ -152,13 +155,15 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
             r = flux[:, idx] - (1.0 - parts[g])
             total_nll = total_nll + 0.5 * (ivar[:, idx] * r * r).sum(-1)
             npix += idx.numel()
+    vw = torch.as_tensor(opts.kl_var_weight, dtype=std.dtype, device=std.device)
+    var_part = vw * (std * std - 1.0 - logvar)
     if opts.prior == "star":
-        kl = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1)
+        kl = 0.5 * (mu * mu + var_part).sum(-1)
     elif opts.prior == "aggregate":
         agg = torch.zeros(3, dtype=torch.bool, device=mu.device)
         agg[list(opts.aggregate_axes)] = True
         mu2 = torch.where(agg, torch.zeros((), device=mu.device), mu.float() ** 2)
-        kl = 0.5 * (mu2 + std * std - 1.0 - logvar).sum(-1) + aggregate_kl(mu.float(), agg)
+        kl = 0.5 * (mu2 + var_part).sum(-1) + aggregate_kl(mu.float(), agg)
     else:
         raise ValueError(f"unknown prior {opts.prior!r}: use 'star' or 'aggregate'")
     if have.any():
@@ -249,6 +254,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                       hidden=list(opts.hidden), label_mean=mean, label_std=std,
                       decoder_mode=opts.decoder_mode, abundance_input=opts.abundance_input,
                       decoder_form=opts.decoder_form, name=opts.name or out.name)
+    if opts.decoder_form == "cog":  # the trunk maps only (Teff, logg): a narrow one suffices
+        cfg.decoder_hidden = [64, 64]
     if opts.decoder_mode == "masked":
         cfg.pixel_groups = pixel_groups_from_linelist(survey.grid, windows)
     model = DisentangledVAE(cfg).to(device)

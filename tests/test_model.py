@@ -338,6 +338,14 @@ def test_curve_of_growth_decoder_has_the_voigt_growth_law():
     assert slope(-6.5, -5.5) == pytest.approx(1.0, abs=0.02)  # linear part
     assert slope(10.0, 11.5) == pytest.approx(0.5, abs=0.02)  # damping part
     assert 0.0 < slope(1.5, 2.5) < 0.3  # flat part
+    # the closed form follows the tabulated Voigt curve of growth
+    from chemlatent.physics import curve_of_growth_table
+
+    lt, la_grid, table = curve_of_growth_table()
+    xx, aa = np.meshgrid(lt, la_grid[la_grid <= -1], indexing="ij")
+    fit = dec.log_width(torch.from_numpy(xx).float(), torch.from_numpy(aa).float()).numpy() + dec.ref
+    err = fit - np.log(table[:, la_grid <= -1])
+    assert np.sqrt(np.mean(err**2)) < 0.02 and np.abs(err).max() < 0.06
     # more damping, wider saturated lines
     assert float(dec.log_width(torch.tensor([4.0]), torch.tensor([-1.0]))) > float(
         dec.log_width(torch.tensor([4.0]), torch.tensor([-3.0])))
@@ -357,3 +365,15 @@ def test_curve_of_growth_model_shares_one_slope_and_keeps_selective_gradients():
     zp = z.detach().clone()
     zp[:, 0] += 0.5
     assert torch.all(model.absorption(zp, w)["fe"] >= parts["fe"].detach())
+
+
+def test_curve_of_growth_inference_path_matches_the_training_path():
+    from chemlatent.model import CurveOfGrowthDecoder
+
+    torch.manual_seed(1)
+    dec = CurveOfGrowthDecoder(2, [8], 50)
+    u, w = torch.randn(7, 1) * 2, torch.randn(7, 2)
+    with torch.no_grad():
+        fast = dec(u, w)
+    slow = dec(u, w).detach()
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=1e-5, atol=1e-6)
