@@ -114,6 +114,29 @@ def test_aggregate_prior_pins_batch_moments_not_each_star(monkeypatch):
         loss_terms(model, flux, ivar, labels, TrainOptions(prior="nope"), 0.0, sample=False)
 
 
+def test_kl_variance_part_can_be_switched_off_per_axis(monkeypatch):
+    """kl_var_weight=(1, 1, 0): the KL keeps every mean part but no variance part on z_alpha,
+    so nothing in the KL moves z_alpha's posterior width."""
+    torch.manual_seed(0)
+    model = DisentangledVAE(_config())
+    b = 32
+    flux = 1 - 0.1 * torch.rand(b, DEFAULT_GRID.npix)
+    ivar = torch.full_like(flux, 100.0)
+    labels = torch.full((b, 2), float("nan"))
+    mu = torch.randn(b, 3)
+    logvar = torch.full((b, 3), -2.0, requires_grad=True)
+    monkeypatch.setattr(model, "encode", lambda f, i: (mu, logvar, torch.zeros(b, 2)))
+    one = 0.5 * (np.exp(-2.0) - 1.0 + 2.0)  # variance part of one axis
+    mean_part = 0.5 * float((mu**2).sum(-1).mean())
+    for weights, n_axes in (((1.0, 1.0, 1.0), 3), ((1.0, 1.0, 0.0), 2)):
+        opts = TrainOptions(kl_var_weight=weights)
+        kl = loss_terms(model, flux, ivar, labels, opts, 0.0, sample=False)["kl"]
+        assert float(kl.detach()) == pytest.approx(mean_part + n_axes * one, rel=1e-5)
+        (g,) = torch.autograd.grad(kl, logvar)
+        assert torch.all(g[:, :2] != 0)
+        assert torch.all(g[:, 2] == 0) == (weights[2] == 0)
+
+
 def test_confuse_adversary_trains_apart_from_the_encoder(monkeypatch):
     torch.manual_seed(0)
     model = DisentangledVAE(_config())
