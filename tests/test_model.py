@@ -29,6 +29,12 @@ from chemlatent.training import (
 TINY = dict(hidden=(32, 32, 16), max_stars=1200, batch_size=128, val_fraction=0.1)
 
 
+def _flat_spectra(b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """b shallow random spectra at S/N 10 and no Teff/logg labels."""
+    flux = 1 - 0.1 * torch.rand(b, DEFAULT_GRID.npix)
+    return flux, torch.full_like(flux, 100.0), torch.full((b, 2), float("nan"))
+
+
 def _config(**kw) -> ModelConfig:
     return ModelConfig(grid=DEFAULT_GRID.to_dict(),
                        windows={g: [list(w) for w in ws] for g, ws in default_windows().items()},
@@ -90,9 +96,7 @@ def test_aggregate_prior_pins_batch_moments_not_each_star(monkeypatch):
     # a standardised batch feels no pull of its means on those axes, the star prior pulls each
     model = DisentangledVAE(_config())
     b = 64
-    flux = 1 - 0.1 * torch.rand(b, DEFAULT_GRID.npix)
-    ivar = torch.full_like(flux, 100.0)
-    labels = torch.full((b, 2), float("nan"))
+    flux, ivar, labels = _flat_spectra(b)
     mu = torch.randn(b, 3)
     mu = ((mu - mu.mean(0)) / mu.std(0, unbiased=False)).requires_grad_(True)
     logvar = torch.full((b, 3), -2.0)
@@ -120,9 +124,7 @@ def test_kl_variance_part_can_be_switched_off_per_axis(monkeypatch):
     torch.manual_seed(0)
     model = DisentangledVAE(_config())
     b = 32
-    flux = 1 - 0.1 * torch.rand(b, DEFAULT_GRID.npix)
-    ivar = torch.full_like(flux, 100.0)
-    labels = torch.full((b, 2), float("nan"))
+    flux, ivar, labels = _flat_spectra(b)
     mu = torch.randn(b, 3)
     logvar = torch.full((b, 3), -2.0, requires_grad=True)
     monkeypatch.setattr(model, "encode", lambda f, i: (mu, logvar, torch.zeros(b, 2)))
