@@ -26,6 +26,7 @@ class TrainOptions:
     epochs: int = 24
     batch_size: int = 512
     lr: float = 2e-3
+    warmup_fraction: float = 0.15  # share of all optimiser steps spent rising to the peak lr
     weight_decay: float = 1e-5
     kl_weight: float = 1.0
     mean_weight: float | tuple = 0.0  # extra pull of the means to 0 (per axis, or one for all)
@@ -198,6 +199,16 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     return out
 
 
+def one_cycle(opt: torch.optim.Optimizer, opts: TrainOptions, steps_per_epoch: int):
+    """One-cycle learning rate over the whole run: up to ``opts.lr`` in the first
+    ``opts.warmup_fraction`` of the optimiser steps, then annealed (docs/model.md: the
+    curve-of-growth decoders need a warm-up short in steps)."""
+    if not 0.0 < opts.warmup_fraction < 1.0:
+        raise ChemlatentError(f"warmup_fraction must be between 0 and 1, not {opts.warmup_fraction}")
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts.lr, total_steps=opts.epochs * steps_per_epoch,
+                                               pct_start=opts.warmup_fraction)
+
+
 def aggregate_kl(mu: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
     """Per-star share of the batch-moment prior on the posterior means: on each axis in
     ``axes`` (boolean, per axis) 0.5 (m^2 + v - 1 - log v), the KL of N(m, v) (the batch mean
@@ -261,8 +272,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     model = DisentangledVAE(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = max(1, len(data) // opts.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=opts.lr, total_steps=opts.epochs * steps_per_epoch, pct_start=0.15)
+    sched = one_cycle(opt, opts, steps_per_epoch)
     history: list[dict] = []
     start_epoch = 0
     ck = out / CHECKPOINT

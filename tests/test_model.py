@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from chemlatent.app.cli import main
-from chemlatent.errors import ModelError
+from chemlatent.errors import ChemlatentError, ModelError
 from chemlatent.features import features_from_raw
 from chemlatent.grid import DEFAULT_GRID, WavelengthGrid, default_windows
 from chemlatent.inference import encode_survey
@@ -402,3 +402,28 @@ def test_curve_of_growth_inference_path_matches_the_training_path():
         fast = dec(u, w)
     slow = dec(u, w).detach()
     np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fraction", [0.025, 0.15, 0.5])
+def test_warmup_fraction_sets_the_peak_step(fraction):
+    from chemlatent.training import one_cycle
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1e-3)
+    opts = TrainOptions(epochs=10, lr=1e-3, warmup_fraction=fraction)
+    sched = one_cycle(opt, opts, steps_per_epoch=100)
+    lrs = []
+    for _ in range(1000):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    peak = int(np.argmax(lrs))
+    assert abs(peak - fraction * 1000) <= 2 and max(lrs) == pytest.approx(1e-3)
+
+
+def test_warmup_fraction_out_of_range_is_a_clear_error():
+    from chemlatent.training import one_cycle
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    with pytest.raises(ChemlatentError, match="warmup_fraction"):
+        one_cycle(opt, TrainOptions(warmup_fraction=0.0), 10)
