@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import torch
 
+from chemlatent.evaluation import pearson as r
 from chemlatent.modelio import load_model
 from chemlatent.store import Survey
 from chemlatent.training import InMemoryData
@@ -39,10 +40,6 @@ def main() -> None:
     enc = mu[:, 2].numpy()
     alpha, feh = cat.alpha_fe.to_numpy(), cat.fe_h.to_numpy()
     mp = feh < -1
-
-    def r(a, b):
-        return float(np.corrcoef(a, b)[0, 1])
-
     print(f"{run}: {rows.size} stars of {survey.path.name}")
     for name, z in (("best", best), ("encoder", enc)):
         print(f"{name} z_alpha: r with [alpha/Fe] {r(z, alpha):+.3f} "
