@@ -103,37 +103,31 @@ def rss_mb(pid: int, key: str = "VmRSS") -> float | None:
 # pages back to the system (malloc_trim), so that memory freed but kept by the allocator can
 # be told apart from memory still in use.
 SERVER_BOOT = """
-import ctypes, gc, os, runpy, signal, sys
+import collections, gc, os, runpy, signal, sys
+from chemlatent.app.memory import release_free_memory
 TRACE = os.environ.get("CHEMLATENT_LOADTEST_CENSUS") == "1"
 first = []
 def census(signum, frame):
     gc.collect()
-    names = ("ExplorerState", "Dashboard", "Document")
-    n = dict.fromkeys(names, 0)
-    for o in gc.get_objects():
-        c = type(o).__name__
-        if c in n:
-            n[c] += 1
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
+    objs = gc.get_objects()
+    types = collections.Counter(type(o).__name__ for o in objs)
+    n = {k: types.get(k, 0) for k in ("ExplorerState", "Dashboard", "Document")}
+    release_free_memory()
     print("census: " + " ".join(f"{k}={v}" for k, v in n.items()), flush=True)
     if TRACE:  # what is alive now that was not at the first census, and Python's allocator
-        import collections
-        types = collections.Counter(type(o).__name__ for o in gc.get_objects())
         if not first:
             first.append(types)
         else:
             diff = sorted(((v - first[0].get(k, 0), k) for k, v in types.items()), reverse=True)[:15]
             print("census types: " + ", ".join(f"{k} {d:+d}" for d, k in diff), flush=True)
         refs, dead = collections.Counter(), []
-        for o in gc.get_objects():
+        for o in objs:
             if type(o).__name__ == "ReferenceType":
                 target = o()
                 refs[type(target).__name__ if target is not None else "(dead)"] += 1
                 if target is None and len(dead) < 20:
                     dead.append(o)
+        del objs  # not to be counted among the referrers below
         for o in dead:  # who keeps weak references whose objects are gone
             refs["dead, held by " + "/".join(sorted({type(r).__name__ for r in gc.get_referrers(o)}))] += 1
         print("census weakrefs: " + ", ".join(f"{k} {v}" for k, v in refs.most_common(12)), flush=True)
