@@ -31,6 +31,7 @@ from .model import DisentangledVAE
 from .modelio import check_grid
 from .rowreader import take_rows
 from .store import LATENTS_DIR, Survey
+from .tiles import CPU_TILE, CUDA_TILE, default_workers, map_tiles
 
 LATENT_COLUMNS = ["z_fe", "z_c", "z_alpha"]
 META_KEY = "chemlatent"
@@ -182,6 +183,8 @@ class Encoder:
         self.win_all = model.win_all.cpu().numpy()
         self.label_mean = np.asarray(model.config.label_mean, np.float32)
         self.label_std = np.asarray(model.config.label_std, np.float32)
+        self.tile = CUDA_TILE if self.cuda else CPU_TILE
+        self.workers = default_workers()
 
     def generator(self, seed: int) -> torch.Generator:
         """A seeded random generator on this encoder's device (for ``samples``)."""
@@ -218,13 +221,7 @@ class Encoder:
                 keep += (pinned,)
                 x = pinned.to(self.device, non_blocking=True)
         m = self.model
-        with self._autocast():
-            hid = m.encoder(x)
-            mu = m.mu(hid).float() * m.orient
-            logvar = m.logvar(hid).float().clamp(-12, 6)
-            w = m.w_head(hid).float()
-            rec_all = m.decode(mu, w, selective=False).float()
-        std = torch.exp(0.5 * logvar)
+        mu, std, w, rec_all = map_tiles(self._forward, x, rows=self.tile, workers=self.workers)
         names = LATENT_COLUMNS + [f"{c}_std" for c in LATENT_COLUMNS] + [f"w_{i}" for i in range(w.shape[1])]
         cols = [mu, std, w]
         host: dict[str, np.ndarray] = {}
@@ -249,20 +246,37 @@ class Encoder:
         ready.record()
         return _Pending(names, out, ready, host, keep)
 
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Posterior mean and standard deviation, w and the reconstruction of one fixed-shape
+        tile (autocast and inference mode are per thread, so they are entered here)."""
+        m = self.model
+        with torch.inference_mode(), self._autocast():
+            hid = m.encoder(x)
+            mu = m.mu(hid).float() * m.orient
+            std = torch.exp(0.5 * m.logvar(hid).float().clamp(-12, 6))
+            w = m.w_head(hid).float()
+            rec_all = m.decode(mu, w, selective=False).float()
+        return mu, std, w, rec_all
+
+    def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and standard deviation of one fixed-shape tile."""
+        m = self.model
+        with torch.inference_mode(), self._autocast():
+            hid = m.encoder(x)
+            mu = m.mu(hid).float() * m.orient
+            sd = torch.exp(0.5 * m.logvar(hid).float().clamp(-12, 6))
+        return mu, sd
+
     def _sample(self, x: torch.Tensor, dev: DeviceBlock, k: int,
                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         npix = dev.flux16.shape[1]
         sigma = pixel_sigma(dev, self._sqrt_prof)
-        m = self.model
         draws = torch.empty((k, x.shape[0], 3), dtype=torch.float32, device=x.device)
         for i in range(k):
             xk = x.clone()
             noise = torch.randn(sigma.shape, generator=generator, device=x.device)
             xk[:, :npix].addcmul_(noise, sigma).clamp_(-1.0, 1.5)
-            with self._autocast():
-                hid = m.encoder(xk)
-                mu = m.mu(hid).float() * m.orient
-                sd = torch.exp(0.5 * m.logvar(hid).float().clamp(-12, 6))
+            mu, sd = map_tiles(self._posterior, xk, rows=self.tile, workers=self.workers)
             eps = torch.randn(mu.shape, generator=generator, device=x.device)
             draws[i] = mu + sd * eps
         spread = draws.std(0) if k > 1 else torch.zeros_like(draws[0])

@@ -283,6 +283,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         start_epoch, history = _load_checkpoint(ck, model, opt, sched, gen)
         sched.total_steps = opts.epochs * steps_per_epoch  # --epochs may extend the schedule
         log(f"resuming from epoch {start_epoch}")
+        _same_threads_as_checkpoint(ck, log)
     amp = device.type == "cuda"
     for epoch in range(start_epoch, opts.epochs):
         model.train()
@@ -402,10 +403,24 @@ def _save_checkpoint(ck: Path, model, opt, sched, epoch: int, history: list,
     save_file(tensors, str(tmp), metadata={"epoch": str(epoch)})
     tmp.replace(ck / name)
     write_json_atomic({"epoch": epoch, "tensors": name, "history": history, "skeleton": skel,
-                       "config": model.config.to_dict()}, ck / "state.json")
+                       "config": model.config.to_dict(), "threads": torch.get_num_threads()},
+                      ck / "state.json")
     for old in ck.glob("state*.safetensors"):  # earlier epochs (and the old single file)
         if old.name != name:
             old.unlink(missing_ok=True)
+
+
+def _same_threads_as_checkpoint(ck: Path, log=print) -> None:
+    """Use the thread count of the run that wrote the checkpoint: on a CPU the matrix
+    library may split sums differently for another count, and a resumed run must continue
+    exactly as the uninterrupted one would (docs/model.md, "Reproducible training")."""
+    try:
+        saved = json.loads((ck / "state.json").read_text()).get("threads")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(saved, int) and saved > 0 and saved != torch.get_num_threads():
+        log(f"using {saved} threads, as the run that wrote the checkpoint did")
+        torch.set_num_threads(saved)
 
 
 def _load_checkpoint(ck: Path, model, opt, sched, gen: torch.Generator | None = None) -> tuple[int, list]:
