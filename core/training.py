@@ -57,6 +57,10 @@ class TrainOptions:
     decoder_form: str = "mlp"
     windows_dir: str | None = None
     name: str | None = None
+    # weight of the physical-gradient term: each decoder's derivative with respect to its own
+    # latent is pulled toward the line list's derivative spectrum at the star's Teff/logg
+    # (chemlatent.physgrad; 0 = off)
+    phys_weight: float = 0.0
 
 
 def pick_device(device: str) -> torch.device:
@@ -129,8 +133,9 @@ def random_stretch_mask(b: int, p: int, prob: float, gen: torch.Generator) -> to
 
 
 def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, adv_scale: float,
-               in_ivar=None, sample: bool = True) -> dict:
-    """All loss terms for one batch (means per star)."""
+               in_ivar=None, sample: bool = True, phys=None) -> dict:
+    """All loss terms for one batch (means per star); ``phys``: GradientTemplates for the
+    physical-gradient term."""
     mu, logvar, w = model.encode(flux, ivar if in_ivar is None else in_ivar)
     std = torch.exp(0.5 * logvar)
     z = mu + std * torch.randn_like(std) if sample else mu
@@ -195,6 +200,13 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     mean_pull = 0.5 * (mw * mu * mu).sum(-1)
     out["loss"] = ((total_nll + opts.kl_weight * kl + mean_pull).mean() / npix
                    + opts.w_weight * w_mse + adv_mse + adv_conf)
+    if phys is not None and opts.phys_weight > 0 and have.any():
+        from .physgrad import gradient_alignment
+
+        node = phys.node_index(labels[have, 0], labels[have, 1])
+        align = gradient_alignment(model, z[have], w_dec[have], node, phys).mean()
+        out["phys"] = align.detach()
+        out["loss"] = out["loss"] + opts.phys_weight * align
     out["chi2"] = (2 * total_nll.mean() / npix).detach()
     return out
 
@@ -285,6 +297,12 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         log(f"resuming from epoch {start_epoch}")
         _same_threads_as_checkpoint(ck, log)
     amp = device.type == "cuda"
+    phys = None
+    if opts.phys_weight > 0:
+        from .physgrad import GradientTemplates
+
+        phys = GradientTemplates.build(survey.grid, model.win_all.cpu().numpy()).to(device)
+        log(f"physical-gradient templates: {phys.templates['fe'].shape[0]} Teff-logg nodes")
     for epoch in range(start_epoch, opts.epochs):
         model.train()
         perm = torch.randperm(len(data), generator=gen)
@@ -302,7 +320,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
             flux, ivar, in_ivar, labels = (t.to(device, non_blocking=True)
                                            for t in (flux, ivar, in_ivar, labels))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                terms = loss_terms(model, flux, ivar, labels, opts, adv_scale, in_ivar=in_ivar)
+                terms = loss_terms(model, flux, ivar, labels, opts, adv_scale, in_ivar=in_ivar, phys=phys)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -326,13 +344,32 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         _save_checkpoint(ck, model, opt, sched, epoch + 1, history, gen)
     model.eval()
     orient_axes(model)
+    diagnostics = validation_diagnostics(model, val, device)
+    for msg in diagnostics["warnings"]:
+        log(f"warning: {msg}")
     save_model(model, out, extra_config={
         "training": {"survey": str(survey.path), "n_train": int(len(data)), "n_val": int(len(val)),
                      "epochs": opts.epochs, "options": {k: (list(v) if isinstance(v, tuple) else v)
                                                         for k, v in vars(opts).items()},
-                     "history": history}})
+                     "history": history, "diagnostics": diagnostics}})
     plot_history(history, out / "loss.png")
     return out
+
+
+@torch.no_grad()
+def validation_diagnostics(model, data: InMemoryData, device) -> dict:
+    """Label-free identifiability checks of the trained axes on the validation stars
+    (chemlatent.identifiability)."""
+    from .identifiability import axis_diagnostics
+
+    mus, stds = [], []
+    for s in range(0, len(data), 2048):
+        flux, ivar, _ = (t.to(device) for t in data.batch(torch.arange(s, min(s + 2048, len(data)))))
+        mu, logvar, _ = model.encode(flux, ivar)
+        mus.append(mu.float().cpu())
+        stds.append(torch.exp(0.5 * logvar.float()).cpu())
+    lab = data.labels.numpy().astype(np.float64)
+    return axis_diagnostics(torch.cat(mus).numpy(), torch.cat(stds).numpy(), lab[:, 0], lab[:, 1])
 
 
 @torch.no_grad()

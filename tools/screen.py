@@ -4,6 +4,7 @@ Trains 8 epochs on 100k of train200k into runs/NAME, encodes val50k, scores (run
 and prints the docs/model-screens.md row; NAME=ref rescores the bundled latents of val50k.
 """
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from chemlatent.training import TrainOptions, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"  # data/train200k (seed 1) and data/val50k (seed 2), see docs/model.md
+TRAIN = Path(os.environ.get("SCREEN_TRAIN", DATA / "train200k"))  # other surveys: these two variables
+VAL = Path(os.environ.get("SCREEN_VAL", DATA / "val50k"))
 
 
 def score(lat: pd.DataFrame, cat: pd.DataFrame) -> dict:
@@ -57,15 +60,15 @@ def row(name: str, m: dict, note: str = "") -> str:
 if __name__ == "__main__":
     name = sys.argv[1]
     out = ROOT / "runs" / name
-    val = Survey(DATA / "val50k")
+    val = Survey(VAL)
     if name == "ref":
-        lat = pd.read_parquet(DATA / "val50k/latents/chemvae-v1.parquet")
+        lat = pd.read_parquet(VAL / "latents/chemvae-v1.parquet")
     else:
         kw = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
         kw.setdefault("max_stars", 100_000)
         kw.setdefault("epochs", 8)
         t0 = time.time()
-        train(DATA / "train200k", out, TrainOptions(**kw), progress=False, log=lambda s: print(s, flush=True))
+        train(TRAIN, out, TrainOptions(**kw), progress=False, log=lambda s: print(s, flush=True))
         print(f"trained in {time.time() - t0:.0f} s", flush=True)
         p = out / "val.parquet"
         if p.exists():
