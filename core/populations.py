@@ -56,8 +56,10 @@ def _truncnorm(u: np.ndarray, mu, sd, lo, hi) -> np.ndarray:
     return mu + sd * ndtri(a + u * (b - a))
 
 
-def sample_labels(seed: int, idx: np.ndarray) -> pd.DataFrame:
-    """True labels and population tags for stars ``idx`` of survey ``seed``."""
+def sample_labels(seed: int, idx: np.ndarray,
+                  mix: tuple[float, float, float] = (0.42, 0.25, 0.33)) -> pd.DataFrame:
+    """True labels and population tags for stars ``idx`` of survey ``seed``; ``mix``: the
+    fractions of thin disc, thick disc and halo (summing to 1)."""
     idx = np.asarray(idx, dtype=np.int64)
     u = star_uniforms(seed, idx)
     n = idx.size
@@ -65,7 +67,8 @@ def sample_labels(seed: int, idx: np.ndarray) -> pd.DataFrame:
 
     # Galactic component (a metal-poor-targeted survey: generous halo)
     uc = u[:, 0]
-    comp = np.where(uc < 0.42, 0, np.where(uc < 0.67, 1, 2))
+    thin, thick = float(mix[0]), float(mix[0]) + float(mix[1])
+    comp = np.where(uc < thin, 0, np.where(uc < thick, 1, 2))
     halo_sub = u[:, 1]
     pop = comp.copy()
     pop[(comp == 2) & (halo_sub < 0.28)] = 3  # accreted, low-alpha halo

@@ -39,6 +39,7 @@ from .physics import (
     theta,
 )
 from .populations import element_offsets, sample_labels, star_key
+from .standins import StandIn
 from .store import Survey, SurveyWriter
 
 GENERATOR_VERSION = 1
@@ -339,20 +340,24 @@ def _render(line_species, line_lts, line_chi, line_las, line_wave, line_wings, l
 class Generator:
     """Renders synthetic spectra for a survey seed on a grid."""
 
-    def __init__(self, seed: int = 0, grid: WavelengthGrid = DEFAULT_GRID) -> None:
+    def __init__(self, seed: int = 0, grid: WavelengthGrid = DEFAULT_GRID,
+                 standin: StandIn | None = None) -> None:
         self.seed = int(seed)
         self.grid = grid
-        ll = load_linelist()
+        self.standin = standin or StandIn()
+        ll = self.standin.apply_to_linelist(load_linelist())
         self.ll = ll
         self.line_pix = grid.pixel_of(ll.wave).astype(np.float64)
         self.pix_width = (grid.wave * np.log(10.0) * grid.dloglam).astype(np.float32)
-        self.sig = float(lsf_sigma_pixels(grid, RESOLUTION))
+        res = self.standin.resolution
+        self.sig = float(lsf_sigma_pixels(grid, res))
         self.line_j0, self.line_kern = _line_kernels(self.line_pix, self.pix_width, self.sig)
         lt, la, tab = curve_of_growth_table()
         self.cog_axes = np.array([lt[0], lt[1] - lt[0], la[0], la[1] - la[0]])
         self.cog = tab
-        tmpl = band_templates(grid, RESOLUTION).astype(np.float32)
+        tmpl = band_templates(grid, res).astype(np.float32)
         self.band_tmpl = tmpl
+        self.band_scale = (10.0 ** self.standin.band_offsets(tmpl.shape[0])).astype(np.float32)
         nz = [np.nonzero(t > 1e-4)[0] for t in tmpl]
         self.band_lo = np.array([z[0] if z.size else 0 for z in nz], dtype=np.int64)
         self.band_hi = np.array([z[-1] + 1 if z.size else 0 for z in nz], dtype=np.int64)
@@ -365,12 +370,14 @@ class Generator:
         return (1.0 / self.noise_prof.astype(np.float64) ** 2).astype(np.float32)
 
     def labels(self, idx: np.ndarray) -> pd.DataFrame:
-        return sample_labels(self.seed, idx)
+        return sample_labels(self.seed, idx, self.standin.mix)
 
     def render(self, labels: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Normalised flux (n, P) float16 and bad-pixel mask (n, P) uint8 for these stars."""
         n = len(labels)
         species, base, dtheta, ashift, vdop, band_tau = species_terms(labels, self.seed)
+        if not self.standin.is_default:
+            band_tau = (band_tau * self.band_scale[None, :]).astype(np.float32)
         idx = labels["star_id"].to_numpy()
         keys = star_key(self.seed, idx)
         u = _cont_uniforms(self.seed, idx)
@@ -424,18 +431,22 @@ def _cont_uniforms(seed: int, idx: np.ndarray) -> np.ndarray:
 def generate_survey(path: str | Path, n_stars: int, seed: int = 0, *, chunk: int = 4096,
                     overwrite: bool = False, progress: bool = True,
                     grid: WavelengthGrid = DEFAULT_GRID,
-                    on_progress: Callable[[int], None] | None = None) -> Survey:
+                    on_progress: Callable[[int], None] | None = None,
+                    standin: StandIn | None = None) -> Survey:
     """Write a synthetic survey of ``n_stars`` to ``path`` (atomic; bounded memory).
 
-    ``progress``: a terminal progress bar; ``on_progress(n)``: called with each block's size.
+    ``progress``: a terminal progress bar; ``on_progress(n)``: called with each block's size;
+    ``standin``: other physics, resolution and populations (chemlatent.standins).
     """
     from tqdm.auto import tqdm
 
-    gen = Generator(seed, grid)
+    gen = Generator(seed, grid, standin)
     chunk_stars = 512
     chunk = max(chunk_stars, (chunk // chunk_stars) * chunk_stars)
     prov = {"kind": "synthetic", "generator_version": GENERATOR_VERSION, "seed": int(seed),
-            "resolution": RESOLUTION, "software_version": __version__}
+            "resolution": gen.standin.resolution, "software_version": __version__}
+    if not gen.standin.is_default:
+        prov["standin"] = gen.standin.to_dict()
     t0 = time.perf_counter()
     catalogs = []
     bar = tqdm(total=n_stars, unit="star", disable=not progress, desc="generate")
