@@ -132,6 +132,9 @@ def random_stretch_mask(b: int, p: int, prob: float, gen: torch.Generator) -> to
     return out
 
 
+PHYS_STARS = 128  # stars per batch on which the physical-gradient term is evaluated
+
+
 def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, adv_scale: float,
                in_ivar=None, sample: bool = True, phys=None) -> dict:
     """All loss terms for one batch (means per star); ``phys``: GradientTemplates for the
@@ -203,8 +206,9 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     if phys is not None and opts.phys_weight > 0 and have.any():
         from .physgrad import gradient_alignment
 
-        node = phys.node_index(labels[have, 0], labels[have, 1])
-        align = gradient_alignment(model, z[have], w_dec[have], node, phys).mean()
+        sub = torch.nonzero(have)[:, 0][:PHYS_STARS]  # the batch is shuffled: its first labelled stars
+        node = phys.node_index(labels[sub, 0], labels[sub, 1])
+        align = gradient_alignment(model, z[sub], w_dec[sub], node, phys).mean()
         out["phys"] = align.detach()
         out["loss"] = out["loss"] + opts.phys_weight * align
     out["chi2"] = (2 * total_nll.mean() / npix).detach()
