@@ -30,6 +30,10 @@ def add_arguments(p) -> None:
     p.add_argument("--adv-weight", type=nonneg_float, default=0.1, help="adversary weight (0 = off)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), default=0)
+    p.add_argument("--anchors", type=bounded_int(1, 10**9), nargs="?", const=-1, default=0, metavar="N",
+                   help="anchored training (optional, never the default): pin the axes with the "
+                        "reference abundances fe_h, c_fe, alpha_fe attached with `chemlatent labels`, "
+                        "of at most N stars (default: all that have them)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint (same options; --epochs may grow)")
     p.add_argument("--overwrite", action="store_true",
@@ -96,7 +100,8 @@ def run(args) -> int:
     check_windows(Path(args.dir), args.windows)
     opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
-                        adv_weight=args.adv_weight, device=args.device, seed=args.seed)
+                        adv_weight=args.adv_weight, device=args.device, seed=args.seed,
+                        anchor_stars=args.anchors)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda msg, *a, **k: print(f"chemlatent train: warning: {msg}",

@@ -58,6 +58,9 @@ class ModelConfig:
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
     label_std: list = field(default_factory=lambda: [800.0, 1.2])
     orientation: list = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    # anchored training: z = (abundance - anchor_mean) / anchor_scale on anchored stars
+    anchor_mean: list | None = None
+    anchor_scale: float | None = None
     name: str = "model"
 
     def to_dict(self) -> dict:

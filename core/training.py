@@ -61,6 +61,11 @@ class TrainOptions:
     # latent is pulled toward the line list's derivative spectrum at the star's Teff/logg
     # (chemlatent.physgrad; 0 = off)
     phys_weight: float = 0.0
+    # anchored training (never the default): pin the axes with reference abundances
+    # (catalog columns fe_h, c_fe, alpha_fe) of at most this many training stars; -1 = all
+    # that have them, 0 = off (label-free)
+    anchor_stars: int = 0
+    anchor_weight: float = 5.0
 
 
 def pick_device(device: str) -> torch.device:
@@ -97,9 +102,29 @@ class InMemoryData:
             if col in cat.columns:
                 lab[:, j] = cat[col].to_numpy(np.float32)[rows]
         self.labels = torch.from_numpy(lab)
+        self.anchors: torch.Tensor | None = None
+
+    def attach_anchors(self, survey: Survey, limit: int, rng: np.random.Generator) -> int:
+        """Reference abundances (fe_h, c_fe, alpha_fe; NaN where unknown) of at most
+        ``limit`` random stars (-1: all); returns how many stars have one."""
+        cat = survey.catalog
+        ref = np.full((self.rows.size, 3), np.nan, np.float32)
+        for j, col in enumerate(ANCHOR_COLUMNS):
+            if col in cat.columns:
+                ref[:, j] = cat[col].to_numpy(np.float32)[self.rows]
+        have = np.nonzero(np.isfinite(ref).any(1))[0]
+        if limit >= 0 and have.size > limit:
+            drop = np.setdiff1d(have, rng.choice(have, limit, replace=False))
+            ref[drop] = np.nan
+            have = np.setdiff1d(have, drop)
+        self.anchors = torch.from_numpy(ref)
+        return int(have.size)
 
     def __len__(self) -> int:
         return self.rows.size
+
+    def anchor_batch(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return None if self.anchors is None else self.anchors[idx]
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         flux = self.flux[idx].float()
@@ -132,13 +157,23 @@ def random_stretch_mask(b: int, p: int, prob: float, gen: torch.Generator) -> to
     return out
 
 
+ANCHOR_COLUMNS = ("fe_h", "c_fe", "alpha_fe")
+
+
+def anchor_targets(config: ModelConfig, anchors: torch.Tensor) -> torch.Tensor:
+    """The latents reference abundances pin (B, 3): (value - mean) / scale, one scale (the
+    spread of [Fe/H]) for all three, so z_fe + z_x stays [X/H] in z_fe's units."""
+    mean = torch.tensor(config.anchor_mean, dtype=anchors.dtype, device=anchors.device)
+    return (anchors - mean) / float(config.anchor_scale)
+
+
 PHYS_STARS = 128  # stars per batch on which the physical-gradient term is evaluated
 
 
 def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, adv_scale: float,
-               in_ivar=None, sample: bool = True, phys=None) -> dict:
+               in_ivar=None, sample: bool = True, phys=None, anchors=None) -> dict:
     """All loss terms for one batch (means per star); ``phys``: GradientTemplates for the
-    physical-gradient term."""
+    physical-gradient term; ``anchors``: (B, 3) reference abundances (NaN where unknown)."""
     mu, logvar, w = model.encode(flux, ivar if in_ivar is None else in_ivar)
     std = torch.exp(0.5 * logvar)
     z = mu + std * torch.randn_like(std) if sample else mu
@@ -203,6 +238,13 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     mean_pull = 0.5 * (mw * mu * mu).sum(-1)
     out["loss"] = ((total_nll + opts.kl_weight * kl + mean_pull).mean() / npix
                    + opts.w_weight * w_mse + adv_mse + adv_conf)
+    if anchors is not None and model.config.anchor_scale:
+        target = anchor_targets(model.config, anchors)
+        known = torch.isfinite(target)
+        if known.any():
+            err = torch.where(known, mu.float() - torch.nan_to_num(target), torch.zeros((), device=mu.device))
+            out["anchor_mse"] = (err * err).sum() / known.sum()
+            out["loss"] = out["loss"] + opts.anchor_weight * out["anchor_mse"]
     if phys is not None and opts.phys_weight > 0 and have.any():
         from .physgrad import gradient_alignment
 
@@ -285,6 +327,17 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         cfg.decoder_hidden = [64, 64]
     if opts.decoder_mode == "masked":
         cfg.pixel_groups = pixel_groups_from_linelist(survey.grid, windows)
+    if opts.anchor_stars:
+        n_anchor = data.attach_anchors(survey, opts.anchor_stars, rng)
+        if n_anchor == 0:
+            raise ChemlatentError("--anchors: no training star has a reference abundance (attach "
+                                  "fe_h, c_fe or alpha_fe columns with `chemlatent labels`)")
+        ref = data.anchors.numpy()
+        cfg.anchor_mean = [float(np.nanmean(ref[:, j])) if np.isfinite(ref[:, j]).any() else 0.0
+                           for j in range(3)]
+        fe = ref[np.isfinite(ref[:, 0]), 0]
+        cfg.anchor_scale = float(fe.std()) if fe.size > 1 and fe.std() > 0 else 1.0
+        log(f"anchored training: {n_anchor} stars with reference abundances pin the axes")
     model = DisentangledVAE(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = max(1, len(data) // opts.batch_size)
@@ -319,12 +372,16 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         for step in bar:
             idx = perm[step * opts.batch_size:(step + 1) * opts.batch_size]
             flux, ivar, labels = data.batch(idx)
+            anchor_batch = data.anchor_batch(idx)
+            if anchor_batch is not None:
+                anchor_batch = anchor_batch.to(device)
             hide = random_stretch_mask(flux.shape[0], flux.shape[1], opts.mask_prob, gen)
             in_ivar = ivar.masked_fill(hide, 0.0)
             flux, ivar, in_ivar, labels = (t.to(device, non_blocking=True)
                                            for t in (flux, ivar, in_ivar, labels))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                terms = loss_terms(model, flux, ivar, labels, opts, adv_scale, in_ivar=in_ivar, phys=phys)
+                terms = loss_terms(model, flux, ivar, labels, opts, adv_scale, in_ivar=in_ivar, phys=phys,
+                                   anchors=anchor_batch)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

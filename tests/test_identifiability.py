@@ -41,3 +41,18 @@ def test_training_stores_and_prints_the_diagnostics(tiny_survey, tmp_path):
     diag = cfg["training"]["diagnostics"]
     assert set(diag["axes"]) == {"z_fe", "z_c", "z_alpha"} and diag["n"] > 0
     assert [f"warning: {w}" for w in diag["warnings"]] == [x for x in lines if x.startswith("warning:")]
+
+
+def test_anchored_training_pins_the_axes_to_reference_abundances(tiny_survey, tmp_path, capsys):
+    from chemlatent.app.cli import main
+
+    out = tmp_path / "anch"
+    argv = ["train", str(tiny_survey.path), "--out", str(out), "--epochs", "2", "--hidden", "16,16,8",
+            "--max-stars", "600", "--batch-size", "128", "--device", "cpu", "--anchors", "200"]
+    assert main(argv) == 0
+    assert "anchored training: 200 stars" in capsys.readouterr().out
+    cfg = json.loads((out / "config.json").read_text())
+    assert len(cfg["anchor_mean"]) == 3 and cfg["anchor_scale"] > 0
+    hist = cfg["training"]["history"]
+    assert hist[-1]["anchor_mse"] < hist[0]["anchor_mse"]
+    assert cfg["training"]["options"]["anchor_stars"] == 200
