@@ -272,7 +272,7 @@ class Truth:
 
     @classmethod
     def load(cls, survey: Path) -> Truth:
-        from chemlatent.flags.engine import find_latents, read_latents
+        from chemlatent.io.latents import find_latents, read_latents
 
         lat = read_latents(find_latents(survey).path)
         x = lat[X_AXIS].to_numpy(np.float32)  # as SurveyData keeps them

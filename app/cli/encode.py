@@ -59,8 +59,8 @@ def _bar(total: int, desc: str):
 def _whole(args) -> int:
     from chemlatent.encode.streaming import encode_survey
     from chemlatent.io.store import Survey
+    from chemlatent.model.device import pick_device
     from chemlatent.model.modelio import load_model
-    from chemlatent.model.training import pick_device
 
     survey = Survey(args.dir)
     device = pick_device(args.device)

@@ -23,7 +23,7 @@ def _check_latents_model(lat_path, model_dir, survey_dir) -> None:
     from pathlib import Path
 
     from chemlatent.errors import ChemlatentError
-    from chemlatent.flags.engine import latents_metadata
+    from chemlatent.io.latents import latents_metadata
 
     text = latents_metadata(lat_path).get("model_dir")
     if not text:
@@ -47,12 +47,12 @@ def run(args) -> int:
 
     from chemlatent.encode.streaming import encode_survey
     from chemlatent.errors import ChemlatentError
-    from chemlatent.flags.engine import read_latents
+    from chemlatent.io.latents import read_latents
     from chemlatent.io.store import Survey
     from chemlatent.model.calibration import load_calibration
+    from chemlatent.model.device import pick_device
     from chemlatent.model.evaluation import evaluate, plot_evaluation
     from chemlatent.model.modelio import check_grid, json_safe, load_config, load_model
-    from chemlatent.model.training import pick_device
 
     survey = Survey(args.dir)
     model_dir, cfg = load_config(args.model)

@@ -76,8 +76,12 @@ def run(args) -> int:
     import pandas as pd
 
     from chemlatent.errors import ChemlatentError
-    from chemlatent.flags import engine as rules
     from chemlatent.flags.anomaly import compute_scores
+    from chemlatent.flags.engine import RuleEngine
+    from chemlatent.flags.parser import parse_rule
+    from chemlatent.flags.presets import PRESETS, preset
+    from chemlatent.flags.statistics import truth_mask
+    from chemlatent.flags.tree import rule_from_json
     from chemlatent.io.annotations import DB_NAME
     from chemlatent.io.export import (
         build_export_frame,
@@ -86,14 +90,15 @@ def run(args) -> int:
         provenance,
         send_table_samp,
     )
+    from chemlatent.io.latents import find_latents, read_latents
     from chemlatent.model.calibration import fit_calibration, load_calibration
 
     survey = Path(args.dir)
     fmt = format_for(args.out)  # fail early on a bad extension
-    info = rules.find_latents(survey, args.model)
+    info = find_latents(survey, args.model)
     if info.note:
         print(f"chemlatent flag: note: {info.note}", file=sys.stderr)
-    latents = rules.read_latents(info.path)
+    latents = read_latents(info.path)
     catalog = None
     cat_path = survey / "catalog.parquet"
     if cat_path.exists():
@@ -115,9 +120,9 @@ def run(args) -> int:
                   "run only (pass --model MODEL_DIR to keep it)", file=sys.stderr)
 
     store = None
-    saved_preset = args.preset and args.preset.lower() not in rules.PRESETS
+    saved_preset = args.preset and args.preset.lower() not in PRESETS
     if saved_preset and not (args.db or args.save_list) and not (survey / DB_NAME).exists():
-        raise ChemlatentError(f"unknown preset {args.preset!r}: built in are {', '.join(rules.PRESETS)} "
+        raise ChemlatentError(f"unknown preset {args.preset!r}: built in are {', '.join(PRESETS)} "
                               "(this survey has no saved presets)")
     if args.db or args.save_list or saved_preset:
         from chemlatent.io.annotations import open_annotations
@@ -126,27 +131,27 @@ def run(args) -> int:
     if args.rule:
         if args.sigma is not None:
             raise ChemlatentError("--sigma applies to the built-in presets (cemp, apmp)")
-        rule = rules.parse_rule(args.rule)
-    elif args.preset.lower() in rules.PRESETS:
-        rule = rules.preset(args.preset, sigma=args.sigma, calibration=calibration,
+        rule = parse_rule(args.rule)
+    elif args.preset.lower() in PRESETS:
+        rule = preset(args.preset, sigma=args.sigma, calibration=calibration,
                             fe_sigma=args.fe_sigma)
     else:
         text = store.get_preset(args.preset)
         if text is None:
             saved = store.presets()["name"].tolist()
             raise ChemlatentError(
-                f"unknown preset {args.preset!r}: built in are {', '.join(rules.PRESETS)}"
+                f"unknown preset {args.preset!r}: built in are {', '.join(PRESETS)}"
                 + (f"; saved: {', '.join(saved)}" if saved else ""))
         if args.sigma is not None:
             raise ChemlatentError("--sigma applies to the built-in presets (cemp, apmp)")
-        rule = rules.rule_from_json(text)
+        rule = rule_from_json(text)
 
-    engine = rules.RuleEngine.from_latents(latents, calibration=calibration)
+    engine = RuleEngine.from_latents(latents, calibration=calibration)
     truth = known = None
     if catalog is not None and rule.truth_definition() is not None:
         aligned = latents[["star_id"]].merge(catalog, on="star_id", how="left")
         try:
-            truth, known = rules.truth_mask(rule, aligned)
+            truth, known = truth_mask(rule, aligned)
         except ChemlatentError:
             truth = known = None  # no truth labels: no precision/recall
         if known is not None and not known.any():

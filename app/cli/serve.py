@@ -188,12 +188,12 @@ def access_options(args, warn=None) -> dict:
 def _check_survey(path: str, model: str | None) -> None:
     """Fail with one line, before the loading message, when the survey or its latents are
     missing or damaged."""
-    from chemlatent.flags import engine as rules
+    from chemlatent.io.latents import find_latents, latents_metadata
     from chemlatent.io.store import Survey
 
     Survey(path)
-    info = rules.find_latents(path, model)
-    rules.latents_metadata(info.path)
+    info = find_latents(path, model)
+    latents_metadata(info.path)
 
 
 def run(args, source=None) -> int:

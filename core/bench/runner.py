@@ -77,7 +77,7 @@ def bench_encode(survey, model_dir: str | None, device: str = "cpu", precision: 
 def run_benchmarks(n_stars: int = 100_000, model_dir: str | None = None, workdir: str | None = None,
                    device: str = "cpu", only: list[str] | None = None) -> dict:
     """All benchmarks on a freshly generated survey of ``n_stars``."""
-    from chemlatent.flags.engine import bench_rules
+    from chemlatent.bench.rules import bench_rules
     from chemlatent.io.store import Survey
 
     only = only or ["generate", "store", "encode", "rules", "dashboard"]

@@ -77,8 +77,8 @@ def _worker_state(worker) -> dict:
 
 def _load_replica(worker, model_dir: str | None, device: str, weights_fp: str):
     """The worker's model for ``weights_fp``, loaded on first use (once per worker)."""
+    from chemlatent.model.device import pick_device
     from chemlatent.model.modelio import load_model
-    from chemlatent.model.training import pick_device
 
     state = _worker_state(worker)
     key = f"{weights_fp}-{device}"
@@ -162,7 +162,7 @@ def encode_partition(survey_dir: str, model_dir: str | None, weights_fp: str, st
     from distributed import get_worker
 
     from chemlatent.io.store import write_parquet_atomic
-    from chemlatent.model.training import pick_device
+    from chemlatent.model.device import pick_device
 
     worker = get_worker()
     model = _load_replica(worker, model_dir, device, weights_fp)
@@ -363,7 +363,7 @@ def open_latents_dask(survey: str | Path, model: str | None = None, *, columns: 
 
 def _latents_url(base: str, model: str | None, storage_options: dict | None) -> str:
     if "://" not in base:
-        from chemlatent.flags.engine import find_latents
+        from chemlatent.io.latents import find_latents
 
         return str(find_latents(base, model).path)
     if model:

@@ -147,7 +147,7 @@ def default_base(survey_dir: str | Path, model: str) -> str | None:
     ldir = Path(survey_dir) / LATENTS_DIR
     if (ldir / f"{model}.parquet").exists():
         return f"{model}.parquet"
-    from chemlatent.flags.engine import find_latents
+    from chemlatent.io.latents import find_latents
 
     try:
         return find_latents(survey_dir).path.name
@@ -174,8 +174,8 @@ class SubsetEncoding:
                  device: str = "auto", precision: str = "auto", batch: int | None = None,
                  seed: int = 0, base: str | None = None, run_id: str | None = None,
                  features: str = "auto") -> None:
+        from chemlatent.model.device import pick_device
         from chemlatent.model.modelio import load_model
-        from chemlatent.model.training import pick_device
 
         if int(samples) < 0:
             raise ChemlatentError(f"samples must be 0 or more, got {samples}")
@@ -276,7 +276,7 @@ def encode_subset(survey_dir: str | Path, star_ids, model=None, *, samples: int 
 
 
 def run_info(survey_dir: str | Path, run_id: str) -> RunInfo:
-    from chemlatent.flags.engine import latents_metadata
+    from chemlatent.io.latents import latents_metadata
 
     path = run_path(survey_dir, run_id)
     return RunInfo.from_meta(path, latents_metadata(path))
@@ -284,7 +284,7 @@ def run_info(survey_dir: str | Path, run_id: str) -> RunInfo:
 
 def list_runs(survey_dir: str | Path) -> list[RunInfo]:
     """The survey's runs, newest first (unreadable files are skipped)."""
-    from chemlatent.flags.engine import latents_metadata
+    from chemlatent.io.latents import latents_metadata
 
     out = []
     for p in _run_files(survey_dir):
@@ -303,13 +303,13 @@ def list_runs(survey_dir: str | Path) -> list[RunInfo]:
 
 def read_run(survey_dir: str | Path, run_id: str) -> pd.DataFrame:
     """A run's rows (star_id, latents, uncertainties, ...)."""
-    from chemlatent.flags.engine import read_latents
+    from chemlatent.io.latents import read_latents
 
     return read_latents(run_path(survey_dir, run_id))
 
 
 def _read_base(survey_dir: str | Path, base: str) -> pd.DataFrame:
-    from chemlatent.flags.engine import read_latents
+    from chemlatent.io.latents import read_latents
 
     name = base[:-8] if base.endswith(".parquet") else base
     path = Path(survey_dir) / LATENTS_DIR / f"{name}.parquet"

@@ -26,8 +26,12 @@ import param
 
 from chemlatent.errors import ChemlatentError
 from chemlatent.explore import selection
-from chemlatent.flags import engine as rules
 from chemlatent.flags.anomaly import compute_scores
+from chemlatent.flags.engine import RuleCounts, RuleEngine
+from chemlatent.flags.presets import METAL_POOR, PRESETS
+from chemlatent.flags.statistics import truth_mask
+from chemlatent.flags.tree import All, Cut, Rule
+from chemlatent.io.latents import find_latents, latents_metadata, read_latents
 from chemlatent.io.store import Survey
 from chemlatent.model.calibration import load_calibration
 
@@ -59,13 +63,13 @@ class SurveyData:
         self.path = Path(survey_dir)
         self.survey = Survey(self.path)
         model_dir_arg = Path(model) if model is not None and Path(model).is_dir() else None
-        info = rules.find_latents(self.path, str(model) if model is not None else None)
+        info = find_latents(self.path, str(model) if model is not None else None)
         self.latents_path = info.path
         self.model_name = info.model_name
         self.model_dir: Path | None = model_dir_arg or info.model_dir or _model_dir_from_meta(
             info.path, self.path)
         self.notes: list[str] = [info.note] if info.note else []
-        latents = rules.read_latents(info.path)
+        latents = read_latents(info.path)
         catalog = self.survey.catalog
         row = pd.Index(catalog["star_id"]).get_indexer(latents["star_id"])
         if (row < 0).any():
@@ -91,7 +95,7 @@ class SurveyData:
         to catalog rows ``row``."""
         catalog = self.survey.catalog
         self.latents = latents
-        self.engine = rules.RuleEngine.from_latents(latents, calibration=self.calibration)
+        self.engine = RuleEngine.from_latents(latents, calibration=self.calibration)
         cols: dict[str, np.ndarray] = {"star_id": latents["star_id"].to_numpy(np.int64),
                                        "row": row.astype(np.int64)}
         for c in latents.columns:
@@ -235,7 +239,7 @@ def _model_dir_from_meta(latents_path: Path, survey_dir: Path) -> Path | None:
     """The model directory named by the latents file (as written by ``chemlatent encode``),
     tried as given, relative to the survey and to the survey's parent."""
     try:
-        meta = rules.latents_metadata(latents_path)
+        meta = latents_metadata(latents_path)
     except Exception:
         return None
     text = meta.get("model_dir")
@@ -296,7 +300,7 @@ class ExplorerState(param.Parameterized):
                 setattr(self, k, params[k])
         self.selected: np.ndarray = np.zeros(data.n, bool)
         self.flagged: np.ndarray = np.zeros(data.n, bool)
-        self.counts: rules.RuleCounts | None = None
+        self.counts: RuleCounts | None = None
         self._truth_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._fine_cache: dict[tuple[int, str], tuple] = {}
         self._update_flags()
@@ -440,31 +444,31 @@ class ExplorerState(param.Parameterized):
 
     # -- rules ---------------------------------------------------------------
     @property
-    def rule(self) -> rules.Rule | None:
+    def rule(self) -> Rule | None:
         """The active rule from the preset and the thresholds (None for preset 'none')."""
         if self.preset == "none":
             return None
-        spec = rules.PRESETS[self.preset]
-        element: rules.Cut = spec["element"]
-        truth = rules.All((rules.METAL_POOR, element))
+        spec = PRESETS[self.preset]
+        element: Cut = spec["element"]
+        truth = All((METAL_POOR, element))
         if self.unit == "dex":
-            cut = rules.Cut(element.axis, element.direction, float(self.element_dex), "dex")
-            cond = rules.Cut("fe", "depleted", float(self.fe_dex), "dex")
+            cut = Cut(element.axis, element.direction, float(self.element_dex), "dex")
+            cond = Cut("fe", "depleted", float(self.fe_dex), "dex")
             desc = spec["description"] + " (dex thresholds)"
         else:
             s = float(self.element_sigma)
-            cut = rules.Cut(element.axis, element.direction, s if element.greater else -s, "sigma", "cond")
-            cond = rules.Cut("fe", "depleted", -float(self.fe_sigma), "sigma", "empirical")
+            cut = Cut(element.axis, element.direction, s if element.greater else -s, "sigma", "cond")
+            cond = Cut("fe", "depleted", -float(self.fe_sigma), "sigma", "empirical")
             desc = spec["description"] + f" (element cut at {s:g} sigma)"
-        return rules.Rule(cut, cond, self.preset, truth, desc)
+        return Rule(cut, cond, self.preset, truth, desc)
 
-    def _truth(self, rule: rules.Rule):
+    def _truth(self, rule: Rule):
         if not self.data.truth_available:
             return None, None
         key = rule.truth_definition().describe() if rule.truth_definition() is not None else ""
         if key not in self._truth_cache:
             try:
-                self._truth_cache[key] = rules.truth_mask(rule, self.data.frame)
+                self._truth_cache[key] = truth_mask(rule, self.data.frame)
             except ChemlatentError:
                 return None, None
         return self._truth_cache[key]

@@ -124,8 +124,8 @@ class JobQueue:
         """Queue a re-encoding of ``star_ids``; returns the job id. Raises
         :class:`ChemlatentError` (one line) for bad input or when a limit is reached."""
         from chemlatent.io.store import SURVEY_JSON
+        from chemlatent.model.device import pick_device
         from chemlatent.model.modelio import load_config
-        from chemlatent.model.training import pick_device
 
         ids = np.unique(np.asarray(star_ids, dtype=np.int64).ravel())
         if ids.size == 0:
@@ -332,8 +332,8 @@ class JobQueue:
 
     def _model(self, model_dir: str | None, device: str):
         """A loaded model, kept for the next job that asks for the same one."""
+        from chemlatent.model.device import pick_device
         from chemlatent.model.modelio import load_model, resolve_model_dir
-        from chemlatent.model.training import pick_device
 
         dev = str(pick_device(device))
         key = (str(resolve_model_dir(model_dir).resolve()), dev)

@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from chemlatent.errors import ChemlatentError
-from chemlatent.flags.engine import RuleEngine, precision_recall, preset, truth_mask
+from chemlatent.flags.engine import RuleEngine
+from chemlatent.flags.presets import preset
+from chemlatent.flags.statistics import precision_recall, truth_mask
 from chemlatent.model.calibration import Calibration, fit_calibration
 
 TRUTH = {"fe": "fe_h", "c": "c_fe", "alpha": "alpha_fe"}

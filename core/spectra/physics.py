@@ -128,9 +128,12 @@ def equivalent_width_ratio(log_tau0: np.ndarray, log_a: np.ndarray) -> np.ndarra
     return out
 
 
-def air_to_vacuum(wave_air: np.ndarray) -> np.ndarray:
-    """Air to vacuum wavelengths (Angstrom), Morton (2000) / Ciddor."""
-    w = np.asarray(wave_air, dtype=np.float64)
-    s2 = (1e4 / w) ** 2
-    n = 1.0 + 8.34254e-5 + 2.406147e-2 / (130.0 - s2) + 1.5998e-4 / (38.9 - s2)
-    return w * n
+def air_to_vacuum(wave: np.ndarray) -> np.ndarray:
+    """Air to vacuum wavelengths (Angstrom), IAU standard (Morton 2000, as SDSS idlutils).
+
+    Wavelengths below 2000 A are returned unchanged.
+    """
+    wave = np.asarray(wave, dtype=np.float64)
+    sigma2 = (1e4 / wave) ** 2
+    fact = 1.0 + 5.792105e-2 / (238.0185 - sigma2) + 1.67917e-3 / (57.362 - sigma2)
+    return np.where(wave >= 2000.0, wave * fact, wave)

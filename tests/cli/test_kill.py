@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from chemlatent.app.cli import main
-from chemlatent.flags.engine import find_latents
+from chemlatent.io.latents import find_latents
 from chemlatent.io.store import Survey
 from chemlatent.synth.generator import generate_survey
 

@@ -19,7 +19,7 @@ from chemlatent.explore.state import ExplorerState, SurveyData
 def make_latents(survey_dir, model_dir, *, epochs: int = 1, calibrate: bool = False):
     """Train a tiny model on a survey, encode it, optionally fit a calibration."""
     from chemlatent.encode.streaming import encode_survey
-    from chemlatent.flags.engine import read_latents
+    from chemlatent.io.latents import read_latents
     from chemlatent.io.store import Survey
     from chemlatent.model.calibration import fit_calibration
     from chemlatent.model.modelio import load_model

@@ -21,7 +21,7 @@ from chemlatent.flags.anomaly import (
     standardise,
     tail_probabilities,
 )
-from chemlatent.flags.engine import simulate_tables
+from chemlatent.synth.latents import simulate_tables
 
 
 @pytest.fixture(scope="module")

@@ -12,24 +12,17 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from chemlatent.bench.rules import bench_rules
 from chemlatent.errors import ChemlatentError
-from chemlatent.flags import engine as rules
 from chemlatent.flags.anomaly import fit_reference
-from chemlatent.flags.engine import (
-    All,
-    AnyOf,
-    Cut,
-    Rule,
-    RuleEngine,
-    benjamini_hochberg,
-    parse_rule,
-    precision_recall,
-    preset,
-    rule_from_json,
-    simulate_tables,
-    truth_mask,
-)
+from chemlatent.flags.engine import RuleEngine
+from chemlatent.flags.parser import parse_rule
+from chemlatent.flags.presets import preset
+from chemlatent.flags.statistics import benjamini_hochberg, precision_recall, truth_mask
+from chemlatent.flags.tree import All, AnyOf, Cut, Rule, rule_from_json
+from chemlatent.io.latents import find_latents, read_latents
 from chemlatent.model.calibration import AxisCalibration, Calibration, fit_calibration
+from chemlatent.synth.latents import SIM_CALIBRATION, simulate_latents, simulate_tables
 
 
 @pytest.fixture(scope="module")
@@ -377,8 +370,8 @@ def test_pr_curve_matches_brute_force(survey):
 
 
 def test_counts_are_fast_on_a_million_stars():
-    z, truth = rules.simulate_latents(1_000_000, seed=2)
-    eng = RuleEngine(z, reference=fit_reference(z[:100_000]), calibration=rules.SIM_CALIBRATION)
+    z, truth = simulate_latents(1_000_000, seed=2)
+    eng = RuleEngine(z, reference=fit_reference(z[:100_000]), calibration=SIM_CALIBRATION)
     t = truth_mask(preset("cemp"), pd.DataFrame(truth))[0]
     for r in (preset("cemp"), preset("cemp", sigma=3)):
         eng.counts(r, truth=t)  # first call fills the caches
@@ -393,7 +386,7 @@ def _timed(fn) -> float:
 
 
 def test_bench_rules_reports_json():
-    out = rules.bench_rules(50_000, repeats=2)
+    out = bench_rules(50_000, repeats=2)
     json.dumps(out)
     assert out["n_stars"] == 50_000
     assert set(out["rules"]) >= {"cemp_dex", "cemp_sigma3"}
@@ -418,22 +411,22 @@ def _write_survey(root, n=4000, seed=0, model_dir=None, name="m1"):
 
 def test_find_latents(tmp_path):
     with pytest.raises(ChemlatentError, match="run chemlatent encode"):
-        rules.find_latents(tmp_path)
+        find_latents(tmp_path)
     with pytest.raises(ChemlatentError, match="does not exist"):
-        rules.find_latents(tmp_path / "nope")
+        find_latents(tmp_path / "nope")
     mdir = tmp_path / "models" / "m1"
     mdir.mkdir(parents=True)
     _write_survey(tmp_path / "s", n=200, model_dir=mdir)
-    info = rules.find_latents(tmp_path / "s")
+    info = find_latents(tmp_path / "s")
     assert info.model_name == "m1" and info.model_dir == mdir and not info.note
     _write_survey(tmp_path / "s", n=200, name="m2")
     os.utime(tmp_path / "s" / "latents" / "m1.parquet", (1e9, 1e9))
-    info = rules.find_latents(tmp_path / "s")
+    info = find_latents(tmp_path / "s")
     assert info.path.stem == "m2" and "m1" in info.note
-    assert rules.find_latents(tmp_path / "s", "m1").path.stem == "m1"
-    assert rules.find_latents(tmp_path / "s", str(mdir)).model_dir == mdir
+    assert find_latents(tmp_path / "s", "m1").path.stem == "m1"
+    assert find_latents(tmp_path / "s", str(mdir)).model_dir == mdir
     with pytest.raises(ChemlatentError, match="there are: m1, m2"):
-        rules.find_latents(tmp_path / "s", "m3")
+        find_latents(tmp_path / "s", "m3")
 
 
 def test_read_latents_keeps_last_run(tmp_path):
@@ -444,7 +437,7 @@ def test_read_latents_keeps_last_run(tmp_path):
     again["z_c"] = 9.0
     again["run"] = "rerun"
     write_parquet_atomic(pd.concat([lat, again]), tmp_path / "x.parquet")
-    back = rules.read_latents(tmp_path / "x.parquet")
+    back = read_latents(tmp_path / "x.parquet")
     assert len(back) == 10
     assert (back.set_index("star_id").loc[lat["star_id"][:3], "z_c"] == 9.0).all()
 

@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from chemlatent.errors import ChemlatentError
-from chemlatent.flags.engine import Cut, Rule, preset, rule_from_json
+from chemlatent.flags.presets import preset
+from chemlatent.flags.tree import Cut, Rule, rule_from_json
 from chemlatent.io.annotations import DB_NAME, AnnotationStore, database_url, open_annotations
 
 

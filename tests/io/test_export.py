@@ -18,7 +18,8 @@ from astropy.table import Table
 import chemlatent
 from chemlatent.errors import ChemlatentError
 from chemlatent.flags.anomaly import compute_scores
-from chemlatent.flags.engine import RuleEngine, preset, simulate_tables
+from chemlatent.flags.engine import RuleEngine
+from chemlatent.flags.presets import preset
 from chemlatent.io import export
 from chemlatent.io.export import (
     build_export_frame,
@@ -29,6 +30,7 @@ from chemlatent.io.export import (
     send_table_samp,
 )
 from chemlatent.model.calibration import fit_calibration
+from chemlatent.synth.latents import simulate_tables
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from chemlatent.errors import ChemlatentError
-from chemlatent.flags.engine import simulate_tables
 from chemlatent.model.calibration import (
     CALIBRATION_JSON,
     AxisCalibration,
@@ -19,6 +18,7 @@ from chemlatent.model.calibration import (
     load_calibration,
     robust_line,
 )
+from chemlatent.synth.latents import simulate_tables
 
 
 def test_robust_line_ignores_outliers():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from chemlatent.flags.engine import RuleEngine, preset
+from chemlatent.flags.engine import RuleEngine
+from chemlatent.flags.presets import preset
 from chemlatent.model.calibration import Calibration, fit_calibration
 
 

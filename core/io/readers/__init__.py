@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from chemlatent.errors import FormatError
+from chemlatent.spectra.physics import air_to_vacuum
 
 FORMATS = ("sdss", "lamost", "wcs1d", "table")
 MEDIA = ("vacuum", "air")
@@ -79,17 +80,6 @@ class RawSpectrum:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def air_to_vacuum(wave: np.ndarray) -> np.ndarray:
-    """Air to vacuum wavelengths (Angstrom), IAU standard (Morton 2000, as SDSS idlutils).
-
-    Wavelengths below 2000 A are returned unchanged.
-    """
-    wave = np.asarray(wave, dtype=np.float64)
-    sigma2 = (1e4 / wave) ** 2
-    fact = 1.0 + 5.792105e-2 / (238.0185 - sigma2) + 1.67917e-3 / (57.362 - sigma2)
-    return np.where(wave >= 2000.0, wave * fact, wave)
 
 
 def der_snr_noise(flux: np.ndarray) -> float:
