@@ -12,7 +12,7 @@ from chemlatent.model.modelio import load_model
 
 def test_dashboard_and_store_benchmarks(tiny_survey, tmp_path):
     path = tmp_path / "s"
-    shutil.copytree(tiny_survey.path, path)
+    shutil.copytree(tiny_survey.path, path, ignore=shutil.ignore_patterns("latents", "annotations*"))
     survey = Survey(path)
     encode_survey(survey, load_model(None))
     res = bench_dashboard(path, repeats=2)
