@@ -69,128 +69,36 @@ def _columns(text: str | None) -> dict[str, str] | None:
     return out
 
 
-def run(args) -> int:
-    from pathlib import Path
+def _note(text: str) -> None:
+    print(f"chemlatent flag: note: {text}", file=sys.stderr)
 
+
+def run(args) -> int:
     import numpy as np
-    import pandas as pd
 
     from chemlatent.errors import ChemlatentError
-    from chemlatent.flags.anomaly import compute_scores
-    from chemlatent.flags.engine import RuleEngine
-    from chemlatent.flags.parser import parse_rule
-    from chemlatent.flags.presets import PRESETS, preset
-    from chemlatent.flags.statistics import truth_mask
-    from chemlatent.flags.tree import rule_from_json
-    from chemlatent.io.annotations import DB_NAME
-    from chemlatent.io.export import (
-        build_export_frame,
-        export_table,
-        format_for,
-        provenance,
-        send_table_samp,
-    )
-    from chemlatent.io.latents import find_latents, read_latents
-    from chemlatent.model.calibration import fit_calibration, load_calibration
+    from chemlatent.flags.pipeline import FlagRequest, flag_survey
+    from chemlatent.io.export import export_table, format_for, send_table_samp
 
-    survey = Path(args.dir)
     fmt = format_for(args.out)  # fail early on a bad extension
-    info = find_latents(survey, args.model)
-    if info.note:
-        print(f"chemlatent flag: note: {info.note}", file=sys.stderr)
-    latents = read_latents(info.path)
-    catalog = None
-    cat_path = survey / "catalog.parquet"
-    if cat_path.exists():
-        try:
-            catalog = pd.read_parquet(cat_path)
-        except Exception as exc:
-            raise ChemlatentError(f"{cat_path} is unreadable ({exc})") from None
-    calibration = load_calibration(info.model_dir)
-    if args.calibrate:
-        if catalog is None:
-            raise ChemlatentError(f"--calibrate needs {cat_path} with reference abundances")
-        calibration = fit_calibration(latents, catalog, _columns(args.calibrate_columns),
-                                      source=f"{cat_path}")
-        if info.model_dir is not None:
-            saved = calibration.save(info.model_dir)
-            print(f"chemlatent flag: note: calibration saved to {saved}", file=sys.stderr)
-        else:
-            print("chemlatent flag: note: model directory unknown: calibration used for this "
-                  "run only (pass --model MODEL_DIR to keep it)", file=sys.stderr)
-
-    store = None
-    saved_preset = args.preset and args.preset.lower() not in PRESETS
-    if saved_preset and not (args.db or args.save_list) and not (survey / DB_NAME).exists():
-        raise ChemlatentError(f"unknown preset {args.preset!r}: built in are {', '.join(PRESETS)} "
-                              "(this survey has no saved presets)")
-    if args.db or args.save_list or saved_preset:
-        from chemlatent.io.annotations import open_annotations
-
-        store = open_annotations(args.db or survey)
-    if args.rule:
-        if args.sigma is not None:
-            raise ChemlatentError("--sigma applies to the built-in presets (cemp, apmp)")
-        rule = parse_rule(args.rule)
-    elif args.preset.lower() in PRESETS:
-        rule = preset(args.preset, sigma=args.sigma, calibration=calibration,
-                            fe_sigma=args.fe_sigma)
-    else:
-        text = store.get_preset(args.preset)
-        if text is None:
-            saved = store.presets()["name"].tolist()
-            raise ChemlatentError(
-                f"unknown preset {args.preset!r}: built in are {', '.join(PRESETS)}"
-                + (f"; saved: {', '.join(saved)}" if saved else ""))
-        if args.sigma is not None:
-            raise ChemlatentError("--sigma applies to the built-in presets (cemp, apmp)")
-        rule = rule_from_json(text)
-
-    engine = RuleEngine.from_latents(latents, calibration=calibration)
-    truth = known = None
-    if catalog is not None and rule.truth_definition() is not None:
-        aligned = latents[["star_id"]].merge(catalog, on="star_id", how="left")
-        try:
-            truth, known = truth_mask(rule, aligned)
-        except ChemlatentError:
-            truth = known = None  # no truth labels: no precision/recall
-        if known is not None and not known.any():
-            truth = known = None
-    counts = engine.counts(rule, fdr=args.fdr, null=args.null, truth=truth, known=known)
-    mask = counts.extra["mask"]
-    applied = counts.effective_rule or rule
-    chosen = latents[mask].reset_index(drop=True)
-    scores = compute_scores(chosen, engine.ref)
-    frame = build_export_frame(chosen, scores=scores, catalog=catalog, calibration=calibration)
-    extra = {"n_stars": counts.n_stars, "n_flagged": counts.n_flagged,
-             "expected": round(counts.expected, 4), "null": counts.null}
-    if args.fdr is not None:
-        extra.update(fdr=args.fdr, p_threshold=counts.p_threshold,
-                     requested_rule=rule.describe())
-    if counts.metrics:
-        extra.update(precision=round(counts.metrics["precision"], 6),
-                     recall=round(counts.metrics["recall"], 6))
-    if calibration is not None:
-        extra["calibration"] = ", ".join(
-            f"{c.target} = {c.intercept:+.4f} {c.slope:+.4f} z (scatter {c.scatter:.3f})"
-            for c in calibration.axes.values())
-    meta = provenance(survey_path=survey, model_name=info.model_name,
-                      model_dir=str(info.model_dir) if info.model_dir else None,
-                      rule=applied, extra=extra)
+    req = FlagRequest(survey=args.dir, preset=args.preset, rule=args.rule, sigma=args.sigma,
+                      fe_sigma=args.fe_sigma, fdr=args.fdr, null=args.null, model=args.model,
+                      calibrate=args.calibrate,
+                      calibrate_columns=_columns(args.calibrate_columns) if args.calibrate else None,
+                      db=args.db, save_list=args.save_list)
+    res, store = flag_survey(req, note=_note)
     try:
-        out = export_table(frame, args.out, meta, fmt)
+        out = export_table(res.frame, args.out, res.meta, fmt)
     except OSError as exc:
         raise ChemlatentError(f"cannot write {args.out} ({exc.strerror or exc}); choose a writable "
                               "place for --out") from None
-    print(f"{rule.name}: {counts.summary()} -> {out}")
+    print(f"{res.rule.name}: {res.counts.summary()} -> {out}")
     if args.save_list:
-        store.save_list(args.save_list, frame["star_id"].to_numpy(np.int64), applied.to_json())
-        print(f"chemlatent flag: note: saved list {args.save_list!r} "
-              f"({len(frame)} stars)", file=sys.stderr)
+        store.save_list(args.save_list, res.frame["star_id"].to_numpy(np.int64), res.applied.to_json())
+        _note(f"saved list {args.save_list!r} ({len(res.frame)} stars)")
     if args.samp:
-        res = send_table_samp(frame, f"{rule.name} candidates", meta=meta)
-        print(f"chemlatent flag: note: sent to SAMP ({len(res['loaded_by'])} client(s))",
-              file=sys.stderr)
+        sent = send_table_samp(res.frame, f"{res.rule.name} candidates", meta=res.meta)
+        _note(f"sent to SAMP ({len(sent['loaded_by'])} client(s))")
     if store is not None:
         store.close()
     return 0

@@ -315,8 +315,12 @@ class Dashboard:
     def _on_unit(self, *_):
         st = self.state
         dex = st.unit == "dex"
-        self.s_elem_sigma.visible = self.s_fe_sigma.visible = not dex and st.preset != "none"
-        self.s_elem_dex.visible = self.s_fe_dex.visible = dex and st.preset != "none"
+        on = st.preset != "none"
+        self.s_elem_sigma.visible = not dex and on
+        self.s_elem_dex.visible = dex and on
+        # with a calibrated Fe axis, metal-poor is [Fe/H] in dex in both units (docs/flags.md)
+        self.s_fe_sigma.visible = not dex and on and not st.fe_in_dex
+        self.s_fe_dex.visible = (dex or st.fe_in_dex) and on
 
     def _counts_text(self) -> str:
         st = self.state

@@ -28,9 +28,9 @@ from chemlatent.errors import ChemlatentError
 from chemlatent.explore import selection
 from chemlatent.flags.anomaly import compute_scores
 from chemlatent.flags.engine import RuleCounts, RuleEngine
-from chemlatent.flags.presets import METAL_POOR, PRESETS
-from chemlatent.flags.statistics import truth_mask
-from chemlatent.flags.tree import All, Cut, Rule
+from chemlatent.flags.pipeline import candidate_frame, flag_stars, provenance_extra, truth_for
+from chemlatent.flags.presets import preset as preset_rule
+from chemlatent.flags.tree import Rule
 from chemlatent.io.latents import find_latents, latents_metadata, read_latents
 from chemlatent.io.store import Survey
 from chemlatent.model.calibration import load_calibration
@@ -445,32 +445,30 @@ class ExplorerState(param.Parameterized):
     # -- rules ---------------------------------------------------------------
     @property
     def rule(self) -> Rule | None:
-        """The active rule from the preset and the thresholds (None for preset 'none')."""
+        """The active rule from the preset and the thresholds (None for preset 'none'),
+        built by the same :func:`chemlatent.flags.presets.preset` as ``chemlatent flag``."""
         if self.preset == "none":
             return None
-        spec = PRESETS[self.preset]
-        element: Cut = spec["element"]
-        truth = All((METAL_POOR, element))
         if self.unit == "dex":
-            cut = Cut(element.axis, element.direction, float(self.element_dex), "dex")
-            cond = Cut("fe", "depleted", float(self.fe_dex), "dex")
-            desc = spec["description"] + " (dex thresholds)"
-        else:
-            s = float(self.element_sigma)
-            cut = Cut(element.axis, element.direction, s if element.greater else -s, "sigma", "cond")
-            cond = Cut("fe", "depleted", -float(self.fe_sigma), "sigma", "empirical")
-            desc = spec["description"] + f" (element cut at {s:g} sigma)"
-        return Rule(cut, cond, self.preset, truth, desc)
+            return preset_rule(self.preset, element_dex=float(self.element_dex), fe_dex=float(self.fe_dex))
+        return preset_rule(self.preset, sigma=float(self.element_sigma), calibration=self.data.calibration,
+                           fe_sigma=float(self.fe_sigma), fe_dex=float(self.fe_dex))
+
+    @property
+    def fe_in_dex(self) -> bool:
+        """Whether the metal-poor condition is in dex in every unit (a calibrated Fe axis)."""
+        cal = self.data.calibration
+        return cal is not None and cal.has("fe")
 
     def _truth(self, rule: Rule):
         if not self.data.truth_available:
             return None, None
         key = rule.truth_definition().describe() if rule.truth_definition() is not None else ""
         if key not in self._truth_cache:
-            try:
-                self._truth_cache[key] = truth_mask(rule, self.data.frame)
-            except ChemlatentError:
+            truth, known = truth_for(rule, self.data.frame)
+            if truth is None:
                 return None, None
+            self._truth_cache[key] = (truth, known)
         return self._truth_cache[key]
 
     @param.depends("preset", "unit", "element_sigma", "fe_sigma", "element_dex", "fe_dex", watch=True)
@@ -482,7 +480,7 @@ class ExplorerState(param.Parameterized):
         else:
             truth, known = self._truth(rule)
             try:
-                self.counts = self.data.engine.counts(rule, truth=truth, known=known)
+                self.counts = flag_stars(self.data.engine, rule, truth=truth, known=known)
             except ChemlatentError as exc:
                 self.message = str(exc)
                 self.counts = None
@@ -578,17 +576,14 @@ class ExplorerState(param.Parameterized):
     # -- export --------------------------------------------------------------
     def export_frame(self) -> pd.DataFrame:
         """The table's stars with latents, scores, calibrated dex and catalog columns."""
-        from chemlatent.io.export import build_export_frame
-
         idx = np.flatnonzero(self.table_mask())
         if idx.size > MAX_EXPORT_ROWS:
             raise ChemlatentError(f"{idx.size:,} stars is more than a download may hold "
                                   f"({MAX_EXPORT_ROWS:,}): narrow the table, or use chemlatent flag "
                                   "on the command line")
-        lat = self.data.latents.iloc[idx].reset_index(drop=True)
-        sc = self.data.scores_for(idx).reset_index(drop=True)
-        frame = build_export_frame(lat, scores=sc, catalog=self.data.survey.catalog,
-                                   calibration=self.data.calibration)
+        frame = candidate_frame(self.data.latents, idx, self.data.engine.ref,
+                                catalog=self.data.survey.catalog, calibration=self.data.calibration,
+                                include_prior=False)
         v = self._verdicts(frame["star_id"].to_numpy()) if len(frame) else None
         if v is not None and len(v):
             frame = frame.merge(v[["star_id", "verdict", "note"]], on="star_id", how="left")
@@ -602,10 +597,7 @@ class ExplorerState(param.Parameterized):
         extra = {"n_stars": self.data.n, "n_flagged": self.n_flagged,
                  "table": self.table_source}
         if self.counts is not None:
-            extra["expected"] = round(float(self.counts.expected), 4)
-            if self.counts.metrics:
-                extra.update(precision=round(self.counts.metrics["precision"], 6),
-                             recall=round(self.counts.metrics["recall"], 6))
+            extra.update(provenance_extra(self.counts, calibration=self.data.calibration))
         return provenance(survey_path=self.data.path, model_name=self.data.model_name,
                           model_dir=str(self.data.model_dir) if self.data.model_dir else None,
                           rule=self.rule, extra=extra)

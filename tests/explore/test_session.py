@@ -151,6 +151,7 @@ def test_dex_thresholds_with_calibration(state):
 def test_candidate_table_paging_and_sorting(state):
     state.element_sigma = 0.8
     state.fe_sigma = 0.0
+    state.fe_dex = 0.5  # calibrated Fe axis: metal-poor is [Fe/H] in dex (docs/flags.md)
     assert state.n_flagged > 5
     state.page_size = 3
     page, total = state.candidate_page(1)
