@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     import panel as pn
     from playwright.sync_api import sync_playwright
 
-    from chemlatent.app.dashboard import page as dashboard
+    from chemlatent.app.dashboard import server as dashboard
     from chemlatent.explore.state import SurveyData
 
     out = Path(args.out)

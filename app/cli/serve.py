@@ -8,7 +8,6 @@ the environment) and a websocket origin allow-list (``--allow-websocket-origin``
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -17,6 +16,7 @@ import sys
 from pathlib import Path
 
 from chemlatent.app.cli.options import bounded_int, port
+from chemlatent.app.dashboard.access import is_local
 
 HELP = "serve the interactive explorer (latent map, spectra, thresholds, candidates) for a survey"
 
@@ -70,16 +70,6 @@ def add_arguments(p) -> None:
     add_security_arguments(p)
 
 
-def is_local(address: str) -> bool:
-    """Whether ``address`` is reachable from this machine only (a loopback address)."""
-    if address.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: whatever it resolves to may be reachable from elsewhere
-
-
 def _basic_auth(value: str | None, warn) -> str | None:
     """The basic-auth setting for Panel, checked: a JSON user file's path, or a password."""
     from chemlatent.errors import ChemlatentError
@@ -112,7 +102,7 @@ def _basic_auth(value: str | None, warn) -> str | None:
 
 def access_options(args, warn=None) -> dict:
     """Validate the access options of ``args`` and turn them into keyword arguments of
-    :func:`chemlatent.app.dashboard.page.serve`; prints warnings through ``warn``."""
+    :func:`chemlatent.app.dashboard.server.serve`; prints warnings through ``warn``."""
     from chemlatent.errors import ChemlatentError
 
     def _warn(text: str) -> None:
@@ -229,7 +219,7 @@ def run(args, source=None) -> int:
     else:
         print(f"chemlatent serve: open http://{address}:{port_}/ now: the page shows the progress "
               "and then the explorer (Ctrl-C stops)", file=sys.stderr)
-    from chemlatent.app.dashboard.page import serve
+    from chemlatent.app.dashboard.server import serve
 
     try:
         serve(source, port=port_, address=address, show=not getattr(args, "no_show", False), **access)

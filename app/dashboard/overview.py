@@ -12,10 +12,11 @@ import holoviews as hv
 import numpy as np
 import panel as pn
 
+from chemlatent.app.dashboard.app import enable_callback_threads
 from chemlatent.app.dashboard.live_plots import SpectrumFigures, apply_in_document
-from chemlatent.app.dashboard.page import LABELS, MAP_SIZE, enable_callback_threads
+from chemlatent.app.dashboard.views.common import LABELS, MAP_SIZE
 from chemlatent.encode.outofcore import LazySurvey
-from chemlatent.explore.state import AXIS_COLUMNS, TRUTH_COLUMNS
+from chemlatent.explore.survey import AXIS_COLUMNS, TRUTH_COLUMNS
 
 
 class Overview:
@@ -90,19 +91,13 @@ class OverviewSource:
     model, shared by all sessions; each session gets its own :class:`Overview`."""
 
     def __init__(self, survey_dir, model: str | None = None) -> None:
-        from chemlatent.errors import ChemlatentError
+        from chemlatent.explore.survey import load_survey_model, model_windows
         from chemlatent.io.store import Survey
-        from chemlatent.model.modelio import check_grid, load_model
-        from chemlatent.spectra.grid import default_windows
 
         self.lazy = LazySurvey(survey_dir, model)
         self.survey = Survey(survey_dir)
-        try:
-            self.model = load_model(model)
-            check_grid(self.model, self.survey.grid)
-            self.windows = self.model.config.windows
-        except ChemlatentError:
-            self.model, self.windows = None, default_windows()
+        self.model, _ = load_survey_model(model, self.survey.grid)  # as the explorer loads it
+        self.windows = model_windows(self.model)
         self.n = self.lazy.n
 
     def session_page(self):

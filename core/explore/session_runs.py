@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from chemlatent.errors import ChemlatentError
 RUN_SOURCES: tuple[str, ...] = ("selection", "candidate table", "flagged", "picked star")
 MAX_ARROWS = 5000
 
-_APPLIED: OrderedDict[tuple[int, str], object] = OrderedDict()
+# per base SurveyData (held weakly: a base that is gone takes its applied copies with it)
+_APPLIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _APPLIED_LOCK = threading.Lock()
 APPLIED_CACHED = 2
 
@@ -50,17 +52,17 @@ def applied_data(base, run_id: str):
     """A :class:`SurveyData` whose latents have run ``run_id``'s stars replaced (shared)."""
     from chemlatent.encode.runs import merged_latents
 
-    key = (id(base), run_id)
     with _APPLIED_LOCK:
-        if key in _APPLIED:
-            _APPLIED.move_to_end(key)
-            return _APPLIED[key]
+        cache: OrderedDict[str, object] = _APPLIED.setdefault(base, OrderedDict())
+        if run_id in cache:
+            cache.move_to_end(run_id)
+            return cache[run_id]
     merged = merged_latents(base.path, run_id, base=base.model_name)
     out = base.with_latents(merged, note=f"latents with run {run_id} applied")
     with _APPLIED_LOCK:
-        _APPLIED[key] = out
-        while len(_APPLIED) > APPLIED_CACHED:
-            _APPLIED.popitem(last=False)
+        cache[run_id] = out
+        while len(cache) > APPLIED_CACHED:
+            cache.popitem(last=False)
     return out
 
 
@@ -74,7 +76,7 @@ class RunsState(param.Parameterized):
     run_id = param.String(default="", doc="the run shown (compared with the base latents)")
     show_run = param.Boolean(default=False, doc="draw old -> new positions on the map")
     applied = param.String(default="", doc="run whose latents the session uses ('' = base)")
-    version = param.Integer(default=0, doc="bumped when jobs or runs change")
+    jobs_changed = param.Event(doc="fires when jobs or runs change")
 
     def __init__(self, explorer, queue=None, user: str | None = None, **params) -> None:
         super().__init__(**params)
@@ -124,7 +126,7 @@ class RunsState(param.Parameterized):
             return None
         self.job_ids.append(job)
         self.explorer.message = f"re-encoding {ids.size:,} stars queued (job {job})"
-        self.version += 1
+        self.param.trigger("jobs_changed")
         return job
 
     def jobs(self) -> list:
@@ -146,7 +148,7 @@ class RunsState(param.Parameterized):
             return False
         ok = self.queue.cancel(target)
         self.explorer.message = f"job {target} cancelled" if ok else f"job {target} had already finished"
-        self.version += 1
+        self.param.trigger("jobs_changed")
         return ok
 
     def poll(self) -> bool:
@@ -163,7 +165,7 @@ class RunsState(param.Parameterized):
                 self.explorer.message = f"re-encoding {s.state}: {s.message}"
                 changed = True
         if changed:
-            self.version += 1
+            self.param.trigger("jobs_changed")
         return changed
 
     # -- results -------------------------------------------------------------------------

@@ -5,7 +5,10 @@ from __future__ import annotations
 import holoviews as hv
 import numpy as np
 
-from chemlatent.app.dashboard import page as dashboard
+from chemlatent.app.dashboard.app import Dashboard
+from chemlatent.app.dashboard.views import map as map_view
+from chemlatent.app.dashboard.views.common import weak_hook
+from chemlatent.explore.spectrum import zoom_choices
 from chemlatent.explore.state import SurveyData
 
 
@@ -16,8 +19,8 @@ def _rendered_map(dash):
 
 def test_map_overlays_draw_the_selection_flags_and_pick_thinned_above_the_cap(encoded_tiny, monkeypatch,
                                                                                tmp_path):
-    monkeypatch.setattr(dashboard, "PLAIN_OVERLAY_MAX", 50)
-    dash = dashboard.Dashboard(SurveyData(encoded_tiny, db=str(tmp_path / "a.sqlite")))
+    monkeypatch.setattr(map_view, "PLAIN_OVERLAY_MAX", 50)
+    dash = Dashboard(SurveyData(encoded_tiny, db=str(tmp_path / "a.sqlite")))
     fig = _rendered_map(dash)
     assert dash.overlays.figure is fig
     src = dash.overlays.sources
@@ -28,19 +31,18 @@ def test_map_overlays_draw_the_selection_flags_and_pick_thinned_above_the_cap(en
         assert len(src["selected"].data["x"]) == min(n, 50)
     dash.state.select_ids(ids[3:5])
     np.testing.assert_allclose(np.sort(src["selected"].data["x"]), np.sort(xs[3:5]))
-    dash.state.flagged = np.ones(dash.data.n, bool)
-    dash._on_flags()
+    dash.state.flagged = np.ones(dash.data.n, bool)  # a param: the views follow the event
     assert len(src["flagged"].data["x"]) == 50
     dash.state.pick_star(int(ids[9]))
     assert list(src["picked"].data["x"]) == [xs[9]] and list(src["picked"].data["y"]) == [ys[9]]
     # a re-render of the same figure (pan/zoom) keeps one set of glyphs
     n_renderers = len(fig.renderers)
-    dash._on_map_rendered(type("P", (), {"state": fig})(), None)
+    dash.map._on_map_rendered(type("P", (), {"state": fig})(), None)
     assert len(fig.renderers) == n_renderers
 
 
 def test_selection_and_pick_update_the_same_figures_in_place(encoded_tiny, tmp_path):
-    dash = dashboard.Dashboard(SurveyData(encoded_tiny, db=str(tmp_path / "a.sqlite")))
+    dash = Dashboard(SurveyData(encoded_tiny, db=str(tmp_path / "a.sqlite")))
     hist_layout, spec_fig = dash.hist_pane.object, dash.spec_pane.object
     every, sel = dash.hists.sources["snr"]
     assert len(every.data["top"]) > 0 and len(sel.data["top"]) == 0  # nothing selected yet
@@ -56,9 +58,9 @@ def test_selection_and_pick_update_the_same_figures_in_place(encoded_tiny, tmp_p
     assert star["wave"].size == dash.data.survey.grid.npix
     assert np.isfinite(star["model"]).any()  # the reconstruction is drawn
     assert spec_fig.title.text.startswith(f"star {ids[7]}:")
-    name = next(k for k, v in dashboard.zoom_choices(dash.data.windows).items() if v is not None)
+    name = next(k for k, v in zoom_choices(dash.data.windows).items() if v is not None)
     dash.w_zoom.value = name
-    lo, hi = dashboard.zoom_choices(dash.data.windows)[name]
+    lo, hi = zoom_choices(dash.data.windows)[name]
     assert (dash.spectrum.x_range.start, dash.spectrum.x_range.end) == (lo, hi)
     dash.state.clear_selection()
     assert len(sel.data["top"]) == 0
@@ -79,7 +81,7 @@ def test_the_map_hook_does_not_keep_a_closed_session_alive():
             calls.append(element)
 
     s = Session()
-    hook = dashboard._weak_hook(s.on_render)
+    hook = weak_hook(s.on_render)
     hook(None, "first")
     gone = weakref.ref(s)
     del s

@@ -185,7 +185,7 @@ def _wait_up(url: str) -> requests.Response:
 
 def test_oauth_options_reach_panel(small_data, panel_config, monkeypatch) -> None:
     """With --oauth-provider the page sends browsers to the provider with our client id."""
-    from chemlatent.app.dashboard.page import serve
+    from chemlatent.app.dashboard.server import serve
 
     monkeypatch.setenv("PANEL_OAUTH_KEY", "client-id-123")
     monkeypatch.setenv("PANEL_OAUTH_SECRET", "client-secret")
@@ -205,8 +205,8 @@ def test_oauth_options_reach_panel(small_data, panel_config, monkeypatch) -> Non
 
 
 def test_served_page_needs_login_and_checks_origins(small_data, panel_config, monkeypatch) -> None:
-    from chemlatent.app.dashboard import page as dashboard
-    from chemlatent.app.dashboard.page import serve
+    from chemlatent.app.dashboard import server as dashboard
+    from chemlatent.app.dashboard.server import serve
 
     made = []
     real_make_app = dashboard.make_app
@@ -251,7 +251,7 @@ def test_served_page_needs_login_and_checks_origins(small_data, panel_config, mo
 
 
 def test_samp_is_offered_only_when_served_on_the_users_own_machine(small_data) -> None:
-    from chemlatent.app.dashboard.page import Dashboard
+    from chemlatent.app.dashboard.app import Dashboard
 
     remote = Dashboard(small_data, samp=False)
     assert not remote.b_samp.visible and remote.samp_note.visible and "VOTable" in remote.samp_note.object

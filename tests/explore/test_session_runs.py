@@ -79,7 +79,7 @@ def test_refusals_and_cancel_leave_clear_messages(encoded, queue, tmp_path):
 
 
 def test_exports_over_the_row_cap_are_refused_with_one_line(encoded, tmp_path, monkeypatch):
-    import chemlatent.explore.state as session_mod
+    import chemlatent.explore.state.export as session_mod
     from chemlatent.errors import ChemlatentError
 
     ex = ExplorerState(SurveyData(encoded, db=str(tmp_path / "ann.sqlite")))

@@ -43,7 +43,7 @@ def served(ui_survey):
 
     import panel as pn
 
-    from chemlatent.app.dashboard import page as dashboard
+    from chemlatent.app.dashboard import server as dashboard
 
     apps = []
 
@@ -293,7 +293,7 @@ def _page_of(browser, source):
     """A page on a second server serving ``dashboard.session_page(source)``."""
     import panel as pn
 
-    from chemlatent.app.dashboard import page as dashboard
+    from chemlatent.app.dashboard import server as dashboard
 
     port = free_port()
     server = pn.serve({"/": lambda: dashboard.session_page(source)}, port=port, address="127.0.0.1",
