@@ -88,8 +88,8 @@ class Dashboard:
     def main(self) -> list:
         explore = pn.Column(pn.Row(self.map, self.spectrum_view, sizing_mode="stretch_width"),
                             self.selection, self.stack, sizing_mode="stretch_width", name="Explore")
-        return [pn.Tabs(explore, self.candidates, self.reinference, dynamic=True,
-                        sizing_mode="stretch_width")]
+        return [pn.Tabs(("Explore", explore), ("Candidates", self.candidates),
+                        ("Re-inference", self.reinference), dynamic=True, sizing_mode="stretch_width")]
 
 
 def make_app(data: SurveyData, samp: bool = True, **state_params):
