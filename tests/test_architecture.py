@@ -71,3 +71,19 @@ def test_no_import_cycles():
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+def test_every_package_is_installed():
+    """pyproject lists every package folder, so a non-editable install has them all."""
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for name, base in PACKAGES.items():
+        for init in base.rglob("__init__.py"):
+            rel = init.parent.relative_to(base).parts
+            if name == "chemlatent" and rel[:1] == ("app",):
+                continue
+            found.add(".".join([name, *rel]))
+    assert found <= listed, sorted(found - listed)
