@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     from chemlatent.app.dashboard import server as dashboard
-    from chemlatent.explore.state import SurveyData
+    from chemlatent.explore.survey import SurveyData
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def demo_dir(stars: int, seed: int) -> Path:
 def _load(path: Path):
     """The explorer's shared data for a prepared survey, compiled and warmed up."""
     from chemlatent.app.dashboard.server import warm_up
-    from chemlatent.explore.state import SurveyData
+    from chemlatent.explore.survey import SurveyData
 
     data = SurveyData(path)
     warm_up(data)

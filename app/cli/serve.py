@@ -191,7 +191,7 @@ def run(args, source=None) -> int:
     (:class:`chemlatent.jobs.preparation.Preparation`) to serve while it works."""
     from chemlatent.app.dashboard.memory import tune_allocator
     from chemlatent.errors import ChemlatentError
-    from chemlatent.explore.state import SurveyData
+    from chemlatent.explore.survey import SurveyData
 
     tune_allocator()  # before the survey is loaded: large arrays are mapped, and unmapped when freed
 

@@ -9,7 +9,7 @@ from chemlatent.app.dashboard.app import Dashboard
 from chemlatent.app.dashboard.views import map as map_view
 from chemlatent.app.dashboard.views.common import weak_hook
 from chemlatent.explore.spectrum import zoom_choices
-from chemlatent.explore.state import SurveyData
+from chemlatent.explore.survey import SurveyData
 
 
 def _rendered_map(dash):

@@ -143,7 +143,7 @@ def test_serve_command_rejects_bad_flags_before_loading(tmp_path: Path, capsys) 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
-    from chemlatent.explore.state import SurveyData
+    from chemlatent.explore.survey import SurveyData
 
     survey = generate_survey(tmp_path_factory.mktemp("sec") / "s", 60, seed=4, progress=False)
     encode_survey(survey, load_model(None))

@@ -8,7 +8,7 @@ import pytest
 from chemlatent.encode.outofcore import LazySurvey
 from chemlatent.explore import selection
 from chemlatent.explore.mapraster import rasterize_map
-from chemlatent.explore.state import SurveyData
+from chemlatent.explore.survey import SurveyData
 
 
 @pytest.fixture(scope="module")

@@ -292,7 +292,7 @@ def test_tiled_copy_for_benchmarks_has_unique_ids_and_real_rows(tmp_path, tiny_s
     import shutil
 
     from chemlatent.encode.streaming import encode_survey
-    from chemlatent.explore.state import SurveyData
+    from chemlatent.explore.survey import SurveyData
     from chemlatent.io.store import Survey
     from chemlatent.model.modelio import load_model
 

@@ -36,7 +36,7 @@ def served(ui_survey):
     pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (apt-get install -y chromium)")
-    from chemlatent.explore.state import SurveyData
+    from chemlatent.explore.survey import SurveyData
 
     root = ui_survey
     data = SurveyData(root / "survey", db=str(root / "ann.sqlite"), who="ui-test")

@@ -12,7 +12,7 @@ from chemlatent.app.dashboard.live_plots import OVERLAY_STYLES, MapOverlays
 from chemlatent.app.dashboard.views.common import LABELS, MAP_SIZE, StateView, weak_hook
 from chemlatent.explore.mapraster import rasterize_map
 from chemlatent.explore.session_runs import RunsState
-from chemlatent.explore.state import HOVER_COLUMNS
+from chemlatent.explore.survey import HOVER_COLUMNS
 
 PLAIN_OVERLAY_MAX = 20000  # map overlays of more stars draw an evenly spaced subset
 
