@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
-from chemlatent.bench import machine
-from chemlatent.reinference import encode_subset, star_ids_of
-from chemlatent.store import Survey
+from chemlatent.bench.runner import machine
+from chemlatent.encode.runs import encode_subset, star_ids_of
+from chemlatent.io.store import Survey
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import platform
 import numpy as np
 
 from chemlatent import __version__
-from chemlatent.rules import bench_rules
+from chemlatent.bench.rules import bench_rules
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,7 @@ def rss_mb(pid: int, key: str = "VmRSS") -> float | None:
 # be told apart from memory still in use.
 SERVER_BOOT = """
 import collections, gc, os, runpy, signal, sys
-from chemlatent.app.memory import release_free_memory
+from chemlatent.app.dashboard.memory import release_free_memory
 TRACE = os.environ.get("CHEMLATENT_LOADTEST_CENSUS") == "1"
 first = []
 def census(signum, frame):
@@ -272,7 +272,7 @@ class Truth:
 
     @classmethod
     def load(cls, survey: Path) -> Truth:
-        from chemlatent.rules import find_latents, read_latents
+        from chemlatent.io.latents import find_latents, read_latents
 
         lat = read_latents(find_latents(survey).path)
         x = lat[X_AXIS].to_numpy(np.float32)  # as SurveyData keeps them
@@ -285,7 +285,7 @@ class Truth:
         return cls(ids, x, y, lo, hi)
 
     def count(self, bounds) -> int:
-        from chemlatent.selection import box_mask
+        from chemlatent.explore.selection import box_mask
 
         return int(np.count_nonzero(box_mask(self.x, self.y, bounds)))
 

@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     import panel as pn
     from playwright.sync_api import sync_playwright
 
-    from chemlatent.app import dashboard
-    from chemlatent.session import SurveyData
+    from chemlatent.app.dashboard import server as dashboard
+    from chemlatent.explore.survey import SurveyData
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

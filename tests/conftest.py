@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chemlatent.store import Survey
-from chemlatent.synth import generate_survey
+from chemlatent.io.store import Survey
+from chemlatent.synth.generator import generate_survey
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +20,8 @@ def encoded_tiny(tiny_survey, tmp_path_factory):
     """A copy of the tiny survey encoded with the bundled model (its own directory)."""
     import shutil
 
-    from chemlatent.inference import encode_survey
-    from chemlatent.modelio import load_model
+    from chemlatent.encode.streaming import encode_survey
+    from chemlatent.model.modelio import load_model
 
     path = tmp_path_factory.mktemp("encoded") / "tiny"
     shutil.copytree(tiny_survey.path, path, ignore=shutil.ignore_patterns("latents", "annotations*"))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from chemlatent.inference import encode_survey
-from chemlatent.modelio import load_model
-from chemlatent.store import Survey, SurveyWriter
+from chemlatent.encode.streaming import encode_survey
+from chemlatent.io.store import Survey, SurveyWriter
+from chemlatent.model.modelio import load_model
 
 
 def small_survey(src: Survey, path: Path, n: int = 600, chunk_stars: int = 64,

@@ -23,7 +23,7 @@ SIGMA = 1.0  # flux noise (continuum ~100, so S/N ~ 100)
 
 def vacuum_to_air(wave: np.ndarray) -> np.ndarray:
     """Inverse of the IAU air->vacuum formula (fixed-point iteration), Angstrom."""
-    from chemlatent.readers import air_to_vacuum
+    from chemlatent.io.readers import air_to_vacuum
 
     wave = np.asarray(wave, dtype=np.float64)
     air = wave / 1.00028
@@ -167,7 +167,7 @@ def make_wcs1d_linear(path: Path, *, start: float = 3850.0, step: float = 0.5, n
     wave_file = start + step * np.arange(npix)
     wave_vac = wave_file
     if air:
-        from chemlatent.readers import air_to_vacuum
+        from chemlatent.io.readers import air_to_vacuum
 
         wave_vac = air_to_vacuum(wave_file)
     flux = noisy(wave_vac, SIGMA, seed)

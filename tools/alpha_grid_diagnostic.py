@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import torch
 
-from chemlatent.evaluation import pearson as r
-from chemlatent.modelio import load_model
-from chemlatent.store import Survey
-from chemlatent.training import InMemoryData
+from chemlatent.io.store import Survey
+from chemlatent.model.evaluation import pearson as r
+from chemlatent.model.modelio import load_model
+from chemlatent.model.training import InMemoryData
 
 
 def main() -> None:

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from chemlatent.calibration import fit_calibration, load_calibration
-from chemlatent.evaluation import evaluate, plot_evaluation
-from chemlatent.inference import encode_survey
-from chemlatent.modelio import load_model, write_json
-from chemlatent.store import Survey
-from chemlatent.synth import generate_survey
-from chemlatent.training import TrainOptions, train
+from chemlatent.encode.streaming import encode_survey
+from chemlatent.io.store import Survey
+from chemlatent.model.calibration import fit_calibration, load_calibration
+from chemlatent.model.evaluation import evaluate, plot_evaluation
+from chemlatent.model.modelio import load_model, write_json
+from chemlatent.model.training import TrainOptions, train
+from chemlatent.synth.generator import generate_survey
 
 OUT = Path(__file__).resolve().parents[1] / "assets" / "models" / "chemvae-v1"
 

@@ -9,7 +9,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from chemlatent.synth import Generator  # noqa: E402
+from chemlatent.synth.generator import Generator  # noqa: E402
 
 CASES = [
     ("Sun", dict(teff=5777, logg=4.44, fe_h=0, c_fe=0, alpha_fe=0, vmicro=1.0)),

@@ -12,9 +12,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from screen import row, score  # noqa: E402
 
-from chemlatent.inference import encode_survey  # noqa: E402
-from chemlatent.modelio import load_model  # noqa: E402
-from chemlatent.store import Survey  # noqa: E402
+from chemlatent.encode.streaming import encode_survey  # noqa: E402
+from chemlatent.io.store import Survey  # noqa: E402
+from chemlatent.model.modelio import load_model  # noqa: E402
 
 if __name__ == "__main__":
     model, val, name = sys.argv[1], Survey(sys.argv[2]), sys.argv[3]

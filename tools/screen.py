@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chemlatent.evaluation import evaluate, pearson
-from chemlatent.inference import encode_survey
-from chemlatent.modelio import load_model
-from chemlatent.store import Survey
-from chemlatent.training import TrainOptions, train
+from chemlatent.encode.streaming import encode_survey
+from chemlatent.io.store import Survey
+from chemlatent.model.evaluation import evaluate, pearson
+from chemlatent.model.modelio import load_model
+from chemlatent.model.training import TrainOptions, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"  # data/train200k (seed 1) and data/val50k (seed 2), see docs/model.md

@@ -10,10 +10,10 @@ import pytest
 @pytest.fixture(scope="session")
 def ui_survey(tmp_path_factory) -> Path:
     """Root directory holding ``survey/`` (encoded) and ``model/`` (one-epoch tiny model)."""
-    from chemlatent.inference import encode_survey
-    from chemlatent.modelio import load_model
-    from chemlatent.synth import generate_survey
-    from chemlatent.training import TrainOptions, train
+    from chemlatent.encode.streaming import encode_survey
+    from chemlatent.model.modelio import load_model
+    from chemlatent.model.training import TrainOptions, train
+    from chemlatent.synth.generator import generate_survey
 
     root = tmp_path_factory.mktemp("ui")
     survey = generate_survey(root / "survey", 3000, seed=5, chunk=512, progress=False)

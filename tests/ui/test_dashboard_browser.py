@@ -36,14 +36,14 @@ def served(ui_survey):
     pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (apt-get install -y chromium)")
-    from chemlatent.session import SurveyData
+    from chemlatent.explore.survey import SurveyData
 
     root = ui_survey
     data = SurveyData(root / "survey", db=str(root / "ann.sqlite"), who="ui-test")
 
     import panel as pn
 
-    from chemlatent.app import dashboard
+    from chemlatent.app.dashboard import server as dashboard
 
     apps = []
 
@@ -246,7 +246,7 @@ def test_reencode_a_selection_from_the_browser_and_apply_the_run(page, served):
 
 def test_out_of_core_overview_maps_and_summarises_a_box(browser, served):
 
-    from chemlatent.app.overview import OverviewSource
+    from chemlatent.app.dashboard.overview import OverviewSource
 
     src = OverviewSource(served["data"].path)
     with _page_of(browser, src) as pg:
@@ -267,7 +267,7 @@ def test_first_run_page_shows_progress_then_opens_the_explorer(browser, served):
     ready the page reloads itself into the explorer."""
     import threading
 
-    from chemlatent.preparation import Preparation
+    from chemlatent.jobs.preparation import Preparation
 
     release = threading.Event()
 
@@ -293,7 +293,7 @@ def _page_of(browser, source):
     """A page on a second server serving ``dashboard.session_page(source)``."""
     import panel as pn
 
-    from chemlatent.app import dashboard
+    from chemlatent.app.dashboard import server as dashboard
 
     port = free_port()
     server = pn.serve({"/": lambda: dashboard.session_page(source)}, port=port, address="127.0.0.1",

@@ -1,0 +1,110 @@
+"""``chemlatent encode DIR``: latents for every star of a survey, for chosen stars (``--ids``,
+a new run that replaces nothing), or on a Dask cluster (``--scheduler``)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from chemlatent.app.cli.options import bounded_int, nonneg_int
+
+HELP = "encode a survey with a model and write latents/<model>.parquet (or a run for --ids)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("dir", help="survey directory")
+    p.add_argument("--model", default=None, help="model directory (default: the bundled model)")
+    p.add_argument("--ids", default=None, metavar="FILE",
+                   help="re-encode only these stars (text: one star_id per line; CSV/parquet: a star_id "
+                        "column) into latents/runs/<run_id>.parquet")
+    p.add_argument("--samples", type=bounded_int(0, 64), default=0,
+                   help="posterior samples per star for the uncertainties (default 0: the encoder's width)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed of the posterior samples")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when present (on each worker with --scheduler)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="matrix precision (auto: bf16)")
+    p.add_argument("--chunk", type=bounded_int(1, 262_144), default=None,
+                   help="stars per block (default 8192, 32768 on a GPU; with --ids: per batch, sized to the "
+                        "device and samples; with --scheduler: per partition, 8192)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="encode on a Dask cluster: a scheduler address (tcp://host:8786) or 'local'")
+    p.add_argument("--workers", type=bounded_int(1, 256), default=1,
+                   help="worker processes of --scheduler local (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing latents of this model")
+
+
+def run(args) -> int:
+    from chemlatent.errors import ChemlatentError
+
+    if args.ids and args.scheduler:
+        raise ChemlatentError("--ids re-encodes chosen stars here; --scheduler encodes whole surveys: "
+                              "use one or the other")
+    if args.ids and args.overwrite:
+        raise ChemlatentError("--overwrite does not apply to --ids: a re-encoding is a new run and "
+                              "replaces nothing")
+    if args.ids:
+        return _subset(args)
+    if args.scheduler:
+        return _cluster(args)
+    return _whole(args)
+
+
+def _bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="star", disable=not sys.stderr.isatty(), desc=desc)
+
+
+def _whole(args) -> int:
+    from chemlatent.encode.streaming import encode_survey
+    from chemlatent.io.store import Survey
+    from chemlatent.model.device import pick_device
+    from chemlatent.model.modelio import load_model
+
+    survey = Survey(args.dir)
+    device = pick_device(args.device)
+    model = load_model(args.model, device=str(device))
+    bar = _bar(survey.n_stars, "encode")
+    t0 = time.perf_counter()
+    path = encode_survey(survey, model, device=str(device), precision=args.precision,
+                         chunk=args.chunk, overwrite=args.overwrite, progress=bar.update,
+                         samples=args.samples, seed=args.seed)
+    bar.close()
+    dt = time.perf_counter() - t0
+    print(f"wrote {path} ({survey.n_stars} stars in {dt:.1f} s, {survey.n_stars / dt:,.0f} spectra/s)")
+    return 0
+
+
+def _subset(args) -> int:
+    from chemlatent.encode.runs import encode_subset, read_star_ids
+
+    ids = read_star_ids(args.ids)
+    bar = _bar(len(set(ids.tolist())), "re-encode")
+    t0 = time.perf_counter()
+    info = encode_subset(args.dir, ids, args.model, samples=args.samples, device=args.device,
+                         precision=args.precision, batch=args.chunk, seed=args.seed,
+                         progress=lambda done, total: bar.update(done - bar.n))
+    bar.close()
+    dt = time.perf_counter() - t0
+    std = ", ".join(f"{k} {v:.3g}" for k, v in info.median_std.items())
+    print(f"wrote run {info.run_id}: {info.path} ({info.n_stars} stars in {dt:.1f} s, "
+          f"{info.n_stars / dt:,.0f} spectra/s; median std {std}"
+          + (f" from {info.samples} samples" if info.samples else "") + ")")
+    return 0
+
+
+def _cluster(args) -> int:
+    from chemlatent.encode.distributed import encode_distributed
+    from chemlatent.io.store import Survey
+
+    bar = _bar(Survey(args.dir).n_stars, "encode")
+    res = encode_distributed(args.dir, args.model, scheduler=args.scheduler, workers=args.workers,
+                             device=args.device, precision=args.precision, samples=args.samples,
+                             seed=args.seed, partition_stars=args.chunk or 8192,
+                             overwrite=args.overwrite, progress=bar.update)
+    bar.close()
+    print(f"wrote {res.path} ({res.n_stars} stars in {res.seconds:.1f} s, "
+          f"{res.n_stars / res.seconds:,.0f} spectra/s; {res.partitions} partitions on {res.scheduler}"
+          + (f", {res.skipped} already done" if res.skipped else "") + ")")
+    return 0

@@ -1,0 +1,111 @@
+"""``chemlatent train DIR --out MODEL_DIR``: train the disentangled VAE on a survey."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from chemlatent.app.cli.options import bounded_int, nonneg_float, positive_float
+
+MAX_LAYER = 16384  # wider layers than this only exhaust memory on a spectrum-sized input
+MIN_STARS = 16
+
+HELP = "train the chemically disentangled VAE (self-supervised; Teff/logg the only labels)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("dir", help="survey directory")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--epochs", type=bounded_int(1, 100_000), default=24,
+                   help="default 24 (the bundled model)")
+    p.add_argument("--batch-size", type=bounded_int(1, 65536), default=512)
+    p.add_argument("--lr", type=_learning_rate, default=2e-3, help="peak learning rate (default 2e-3)")
+    p.add_argument("--max-stars", type=bounded_int(MIN_STARS, 10**9), default=400_000,
+                   help="train on at most this many stars (random subset)")
+    p.add_argument("--hidden", default="256,256,128", help="encoder layer sizes")
+    p.add_argument("--windows", default=None,
+                   help="directory with iron/carbon/alpha_regions.csv (default: the paper's)")
+    p.add_argument("--adv-weight", type=nonneg_float, default=0.1, help="adversary weight (0 = off)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), default=0)
+    p.add_argument("--anchors", type=bounded_int(1, 10**9), nargs="?", const=-1, default=0, metavar="N",
+                   help="anchored training (optional, never the default): pin the axes with the "
+                        "reference abundances fe_h, c_fe, alpha_fe attached with `chemlatent labels`, "
+                        "of at most N stars (default: all that have them)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint (same options; --epochs may grow)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a model (or an interrupted run's checkpoint) already in --out")
+
+
+def _learning_rate(text: str) -> float:
+    value = positive_float(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"must be at most 1 (training diverges), got {text}")
+    return value
+
+
+def check_out(survey: Path, out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an --out that would overwrite a survey, a file or a model nobody asked to replace."""
+    from chemlatent.errors import ChemlatentError
+    from chemlatent.model.training import CHECKPOINT
+
+    if out.exists() and not out.is_dir():
+        raise ChemlatentError(f"--out {out} is a file; give a directory for the model")
+    if (out / "survey.json").exists() or (out / "spectra.zarr").exists():
+        raise ChemlatentError(f"--out {out} is a survey directory; give a separate model directory")
+    if out.resolve() == survey.resolve():
+        raise ChemlatentError("--out must not be the survey directory itself")
+    if resume or overwrite or not out.is_dir():
+        return
+    if (out / "weights.safetensors").exists() or (out / "config.json").exists():
+        raise ChemlatentError(f"{out} already holds a model; choose another --out or pass --overwrite")
+    if (out / CHECKPOINT / "state.json").exists():
+        raise ChemlatentError(f"{out} holds the checkpoint of an interrupted run: pass --resume to "
+                              "continue it or --overwrite to start again")
+
+
+def check_windows(survey_dir: Path, windows_dir: str | None) -> None:
+    """Refuse element windows that cannot be read or that miss the survey's wavelength grid."""
+    from chemlatent.errors import ChemlatentError
+    from chemlatent.io.store import Survey
+    from chemlatent.spectra.grid import ELEMENT_GROUPS, load_windows, window_masks
+
+    grid = Survey(survey_dir).grid
+    windows = load_windows(windows_dir)  # clean one-line errors for missing or malformed files
+    masks = window_masks(grid, windows)
+    names = {"fe": "iron", "c": "carbon", "alpha": "alpha"}
+    thin = [names.get(g, g) for g in ELEMENT_GROUPS if masks[g].sum() < 5]
+    if thin:
+        wave = grid.wave
+        raise ChemlatentError(f"{'--windows ' + windows_dir if windows_dir else 'the element windows'}: "
+                              f"the {', '.join(thin)} windows cover fewer than 5 pixels of the survey "
+                              f"grid ({wave[0]:.0f}-{wave[-1]:.0f} A)")
+
+
+def run(args) -> int:
+    from chemlatent.errors import ChemlatentError
+    from chemlatent.model.training import TrainOptions, train
+
+    try:
+        hidden = tuple(int(h) for h in args.hidden.split(","))
+    except ValueError:
+        raise ChemlatentError(f"--hidden must be comma-separated layer sizes, got {args.hidden!r}") from None
+    if not hidden or min(hidden) <= 0 or max(hidden) > MAX_LAYER or len(hidden) > 16:
+        raise ChemlatentError(f"--hidden sizes must be 1 to {MAX_LAYER} (at most 16 layers), "
+                              f"got {args.hidden!r}")
+    check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    check_windows(Path(args.dir), args.windows)
+    opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
+                        adv_weight=args.adv_weight, device=args.device, seed=args.seed,
+                        anchor_stars=args.anchors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, *a, **k: print(f"chemlatent train: warning: {msg}",
+                                                           file=sys.stderr)
+        out = train(args.dir, args.out, opts, resume=args.resume, progress=sys.stderr.isatty())
+    print(f"model written to {out} (loss curves in {out / 'loss.png'})")
+    return 0

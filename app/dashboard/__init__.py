@@ -1,0 +1,1 @@
+"""The Panel dashboard: server, app factory and one view per page area."""

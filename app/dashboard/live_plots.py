@@ -1,0 +1,227 @@
+"""Plots built once per session whose data is replaced in place on every action.
+
+Rebuilding a HoloViews plot per selection or pick creates a new set of Bokeh models and makes
+the server re-walk the whole document; with many sessions on a small server that dominated
+every action's latency (docs/load-test.md). These figures are plain Bokeh models made once:
+a selection or a pick only swaps the arrays in their ``ColumnDataSource`` and a title, which
+Bokeh sends to the browser as one small patch.
+
+Updates from Panel's callback threads go through :func:`apply_in_document`, which runs them
+on the server's event loop with the document lock (Bokeh's rule for threads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from bokeh.layouts import row
+from bokeh.models import ColumnDataSource, LabelSet, Legend, LegendItem, Range1d, Span
+from bokeh.plotting import figure
+
+from chemlatent.explore.spectrum import GROUP_COLORS, GROUP_LABELS, key_lines, window_spans
+
+WAVE_LABEL = "vacuum wavelength (A)"
+SPEC_TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+SELECTED_COLOR = "#17becf"
+MODEL_COLOR = "#d62728"
+LEGEND_STYLE = {"label_text_font_size": "8pt", "glyph_height": 12, "spacing": 0, "padding": 3}
+
+
+def apply_in_document(doc, fn: Callable[[], None]) -> None:
+    """Run ``fn`` (which changes Bokeh models) now when no server session owns ``doc``,
+    otherwise on the session's event loop at its next tick."""
+    if doc is None or doc.session_context is None:
+        fn()
+        return
+
+    def combined() -> None:  # all of fn's changes go to the browser as one patch
+        doc.hold("combine")
+        try:
+            fn()
+        finally:
+            doc.unhold()
+
+    doc.add_next_tick_callback(combined)
+
+
+class HistogramStrip:
+    """Selection-vs-survey histograms, one small figure per column, in a row."""
+
+    def __init__(self, columns: list[str], labels: dict[str, str], width: int = 230,
+                 height: int = 170) -> None:
+        self.columns = list(columns)
+        self.sources: dict[str, tuple[ColumnDataSource, ColumnDataSource]] = {}
+        figs = []
+        for c in self.columns:
+            f = figure(width=width, height=height, toolbar_location=None, tools="",
+                       x_axis_label=labels.get(c, c))
+            f.yaxis.visible = False
+            f.ygrid.visible = False
+            every, sel = ColumnDataSource(self._bars()), ColumnDataSource(self._bars())
+            f.quad(left="left", right="right", bottom=0, top="top", source=every, color="#bbbbbb",
+                   line_color=None)
+            f.quad(left="left", right="right", bottom=0, top="top", source=sel, color=SELECTED_COLOR,
+                   alpha=0.6, line_color=None)
+            self.sources[c] = (every, sel)
+            figs.append(f)
+        self.layout = row(*figs) if figs else None
+
+    @staticmethod
+    def _bars(edges=None, heights=None) -> dict[str, np.ndarray]:
+        if edges is None:
+            return {"left": np.zeros(0), "right": np.zeros(0), "top": np.zeros(0)}
+        return {"left": np.asarray(edges[:-1], float), "right": np.asarray(edges[1:], float),
+                "top": np.asarray(heights, float)}
+
+    def update(self, hists: dict) -> None:
+        """Show new histograms (``HistogramPair`` per column; the strip's columns only)."""
+        for c, (every, sel) in self.sources.items():
+            h = hists.get(c)
+            if h is None:
+                every.data, sel.data = self._bars(), self._bars()
+                continue
+            s, t = h.normalised()
+            every.data = self._bars(h.edges, t)
+            sel.data = self._bars(h.edges, s) if h.selected.sum() else self._bars()
+
+
+class SpectrumFigures:
+    """One star's spectrum (flux, 1-sigma band, reconstruction, shaded element windows, line
+    markers) above its residuals; both share the wavelength axis."""
+
+    def __init__(self, windows: dict, wave_range: tuple[float, float], width: int = 560,
+                 height: int = 300, res_height: int = 140) -> None:
+        lo, hi = float(wave_range[0]), float(wave_range[1])
+        self.full_range = (lo, hi)
+        self.x_range = Range1d(lo, hi)
+        self.y_range = Range1d(-0.1, 1.3)
+        top = figure(width=width, height=height, x_range=self.x_range, y_range=self.y_range,
+                     tools=SPEC_TOOLS, x_axis_label=WAVE_LABEL, y_axis_label="normalised flux",
+                     title="no star picked")
+        self.star = ColumnDataSource(self._star_columns())
+        items = [("1 sigma", [top.varea(x="wave", y1="lo", y2="hi", source=self.star, color="#999999",
+                                        alpha=0.35)]),
+                 ("observed", [top.line(x="wave", y="flux", source=self.star, color="black",
+                                        line_width=1)])]
+        spans = window_spans(windows)
+        for g, sub in spans.groupby("group", sort=False):
+            strips = top.vstrip(x0=sub["lo"].to_numpy(), x1=sub["hi"].to_numpy(), color=GROUP_COLORS[g],
+                                alpha=0.15)
+            items.append((f"{GROUP_LABELS[g]} windows", [strips]))
+        items.append(("model", [top.line(x="wave", y="model", source=self.star, color=MODEL_COLOR,
+                                         line_width=1.3)]))
+        lines = key_lines(lo, hi)
+        self.labels = ColumnDataSource({"x": np.zeros(0), "y": np.zeros(0), "text": []})
+        self._label_x: list[float] = []
+        self._label_text: list[str] = []
+        self._label_level: list[float] = []
+        if len(lines):
+            top.vspan(x=lines["wave"].to_numpy(), line_color="#555555", line_dash="dotted", line_width=1)
+            first = lines.groupby("label", sort=False)["wave"].min().reset_index()
+            self._add_labels(first["wave"], first["label"], 1.08)
+        if len(spans):
+            lab = spans.groupby("group", sort=False).first().reset_index()
+            self._add_labels((lab["lo"] + lab["hi"]) / 2, [GROUP_LABELS[g] for g in lab["group"]], 1.15)
+        top.add_layout(LabelSet(x="x", y="y", text="text", source=self.labels, text_font_size="8pt",
+                                text_color="#333333", angle=np.pi / 2, text_align="right"))
+        top.add_layout(Legend(items=items, location="bottom_right", **LEGEND_STYLE))
+        res = figure(width=width, height=res_height, x_range=self.x_range, tools=SPEC_TOOLS,
+                     x_axis_label=WAVE_LABEL, y_axis_label="obs - model")
+        res.varea(x="wave", y1="neg", y2="hi_sigma", source=self.star, color="#999999", alpha=0.3)
+        res.line(x="wave", y="residual", source=self.star, color=MODEL_COLOR, line_width=1)
+        res.add_layout(Span(location=0, dimension="width", line_color="black", line_width=0.5))
+        self.top, self.res = top, res
+        self._set_label_height(1.0)
+
+    def _add_labels(self, xs, texts, level: float) -> None:
+        self._label_x += [float(x) for x in xs]
+        self._label_text += [str(t) for t in texts]
+        self._label_level += [level] * len(texts)
+
+    def _set_label_height(self, ymax: float) -> None:
+        self.labels.data = {"x": np.asarray(self._label_x, float),
+                            "y": ymax * np.asarray(self._label_level, float), "text": list(self._label_text)}
+
+    @staticmethod
+    def _star_columns(spec=None) -> dict[str, np.ndarray]:
+        if spec is None:
+            e = np.zeros(0)
+            return {"wave": e, "flux": e, "lo": e, "hi": e, "model": e, "residual": e, "neg": e,
+                    "hi_sigma": e}
+        wave = np.asarray(spec.wave, float)
+        model = spec.model if spec.model is not None else np.full(wave.size, np.nan)
+        return {"wave": wave, "flux": spec.flux, "lo": spec.flux - spec.sigma, "hi": spec.flux + spec.sigma,
+                "model": model, "residual": spec.residual, "neg": -spec.sigma, "hi_sigma": spec.sigma}
+
+    def show(self, spec, info: dict, zoom: tuple[float, float] | None = None) -> None:
+        """Draw one star (a ``StarSpectrum``); ``info`` gives the predicted Teff/logg."""
+        self.star.data = self._star_columns(spec)
+        flux = np.asarray(spec.flux, float)
+        good = np.isfinite(flux)
+        ymax = float(np.nanpercentile(flux, 99.5)) if good.any() else 1.2
+        ymin = float(np.nanmin(flux)) if good.any() else 0.0
+        self.y_range.start, self.y_range.end = max(-0.1, ymin - 0.05), ymax * 1.2
+        self._set_label_height(ymax)
+        self.zoom(zoom)
+        self.top.title.text = (f"star {spec.star_id}: Teff_pred {info.get('teff_pred', np.nan):.0f} K, "
+                               f"logg_pred {info.get('logg_pred', np.nan):.2f}, "
+                               f"chi2 {spec.info.get('chi2', np.nan):.2f}")
+
+    def clear(self, title: str) -> None:
+        """No star: empty curves and a title that says why."""
+        self.star.data = self._star_columns()
+        self.top.title.text = title
+
+    def zoom(self, zoom: tuple[float, float] | None) -> None:
+        """Show a wavelength range (None: the whole spectrum)."""
+        lo, hi = zoom if zoom is not None else self.full_range
+        self.x_range.start, self.x_range.end = float(lo), float(hi)
+
+
+OVERLAY_STYLES = {
+    "selected": {"color": SELECTED_COLOR, "size": 3, "alpha": 0.6},
+    "flagged": {"color": "#d62728", "size": 5, "alpha": 0.7},
+    "picked": {"color": "#ffdd00", "size": 16, "alpha": 1.0, "marker": "star", "line_color": "black",
+               "line_width": 1.5},
+}
+
+
+class MapOverlays:
+    """The selected, flagged and picked stars drawn over the latent map as plain glyphs, so
+    that a new selection changes one data source instead of re-rendering a plot. Above
+    ``max_points`` stars an evenly spaced subset is drawn."""
+
+    def __init__(self, max_points: int) -> None:
+        self.max_points = max_points
+        self.figure = None
+        self.sources: dict[str, ColumnDataSource] = {}
+
+    def attach(self, fig) -> bool:
+        """Add the overlay glyphs and their legend to a (new) map figure; False if already there."""
+        if fig is self.figure:
+            return False
+        self.figure = fig
+        items = []
+        for kind, style in OVERLAY_STYLES.items():
+            src = ColumnDataSource({"x": np.zeros(0), "y": np.zeros(0)})
+            style = dict(style)
+            alpha = style.pop("alpha")
+            line = {"line_color": style.pop("line_color", None), "line_width": style.pop("line_width", 1)}
+            r = fig.scatter(x="x", y="y", source=src, fill_alpha=alpha, **style, **line)
+            self.sources[kind] = src
+            items.append(LegendItem(label=kind, renderers=[r]))
+        fig.add_layout(Legend(items=items, location="top_left", background_fill_alpha=0.6, **LEGEND_STYLE))
+        return True
+
+    def thin(self, idx: np.ndarray) -> np.ndarray:
+        """At most ``max_points`` of ``idx``, evenly spaced."""
+        if idx.size > self.max_points:
+            idx = idx[np.linspace(0, idx.size - 1, self.max_points).astype(np.int64)]
+        return idx
+
+    def show(self, kind: str, idx: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> None:
+        """Draw the stars at rows ``idx`` (already thinned) of the map's x/y arrays."""
+        src = self.sources.get(kind)
+        if src is not None:
+            src.data = {"x": np.asarray(xs[idx], float), "y": np.asarray(ys[idx], float)}

@@ -1,0 +1,154 @@
+"""The latent map: a raster re-aggregated in core on every pan/zoom, with the selected,
+flagged and picked stars drawn on top, and the map's controls (axes, colour, selection mode)."""
+
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from chemlatent.app.dashboard.live_plots import OVERLAY_STYLES, MapOverlays
+from chemlatent.app.dashboard.views.common import LABELS, MAP_SIZE, StateView, weak_hook
+from chemlatent.explore.mapraster import rasterize_map
+from chemlatent.explore.session_runs import RunsState
+from chemlatent.explore.survey import HOVER_COLUMNS
+
+PLAIN_OVERLAY_MAX = 20000  # map overlays of more stars draw an evenly spaced subset
+
+
+class MapView(StateView):
+    """The map and its controls; box, lasso and tap go to the state."""
+
+    runs = param.ClassSelector(class_=RunsState, doc="re-inference runs (old -> new arrows)")
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        st = self.state
+        self.w_x = pn.widgets.Select.from_param(st.param.x_axis, label="x axis", width=140)
+        self.w_y = pn.widgets.Select.from_param(st.param.y_axis, label="y axis", width=140)
+        self.w_color = pn.widgets.Select.from_param(st.param.color_by, label="colour", width=140)
+        self.w_mode = pn.widgets.RadioButtonGroup.from_param(st.param.selection_mode, color="light")
+        self.b_clear = pn.widgets.Button(label="Clear selection", color="default")
+        self.b_clear.on_click(lambda e: st.clear_selection())
+        self.overlays = MapOverlays(PLAIN_OVERLAY_MAX)
+        self._range = None
+        self.map_pane = pn.pane.HoloViews(self._build_map(), width=MAP_SIZE[0], height=MAP_SIZE[1] + 40,
+                                          linked_axes=False, css_classes=["cl-map"])
+        st.param.watch(self.rebuild, ["x_axis", "y_axis", "color_by"])
+        st.param.watch(lambda e: self._show_overlay("selected"), ["selected"])
+        st.param.watch(self._on_flags, ["flagged"])
+        st.param.watch(lambda e: self._show_overlay("picked"), ["picked"])
+
+    def __panel__(self):
+        return self.map_pane
+
+    def controls(self) -> list:
+        """The sidebar's map controls."""
+        return [pn.pane.Markdown("#### Latent map"), pn.Row(self.w_x, self.w_y), self.w_color,
+                pn.pane.Markdown("Selection mode"), self.w_mode, self.b_clear]
+
+    def rebuild(self, *_) -> None:
+        """A new map (axes, colour or latents changed)."""
+        self.map_pane.object = self._build_map()
+
+    def _raster(self, x_range=None, y_range=None, **_):
+        """The latent map as an image, re-aggregated in core for each pan/zoom."""
+        st = self.state
+        x, y, c = st.x_axis, st.y_axis, st.color_by
+        f = self.data.frame
+        hover = tuple(h for h in HOVER_COLUMNS if h in f.columns and h not in (x, y))
+        extra = {"flagged": st.flagged.astype(np.float32)} if c == "flagged" else None
+        r = rasterize_map(f, x, y, c, x_range=x_range, y_range=y_range, width=MAP_SIZE[0],
+                          height=MAP_SIZE[1], extra=extra, hover=hover)
+        vname = "count" if c == "density" else c
+        kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
+        vd = [hv.Dimension(vname, label=LABELS.get(c, c))] + [hv.Dimension(h, label=h) for h in hover]
+        return hv.Image((r.xs, r.ys, r.value, *(r.hover[h] for h in hover)), kd, vd)
+
+    def _build_map(self):
+        st = self.state
+        x, y, c = st.x_axis, st.y_axis, st.color_by
+        if c == "density":
+            cmap, cnorm = "fire", "eq_hist"
+        elif c == "flagged":
+            cmap, cnorm = ["#bbbbbb", "#d62728"], "linear"
+        else:
+            cmap, cnorm = "viridis", "eq_hist"
+        self._range = hv.streams.RangeXY()
+        base = hv.DynamicMap(self._raster, streams=[self._range]).opts(
+            cmap=cmap, cnorm=cnorm, colorbar=True, clabel=LABELS.get(c, c),
+            tools=["hover", "box_select", "lasso_select", "tap"],
+            active_tools=["box_select", "wheel_zoom", "tap"],
+            width=MAP_SIZE[0], height=MAP_SIZE[1], xlabel=LABELS.get(x, x), ylabel=LABELS.get(y, y),
+            title=f"{self.data.n:,} stars", default_tools=["pan", "wheel_zoom", "reset", "save"])
+        bounds = hv.streams.BoundsXY(source=base)
+        bounds.add_subscriber(self._on_box)
+        lasso = hv.streams.Lasso(source=base)
+        lasso.add_subscriber(self._on_lasso)
+        tap = hv.streams.Tap(source=base)
+        tap.add_subscriber(self._on_tap)
+        self._streams = [bounds, lasso, tap, self._range]
+        moved = hv.DynamicMap(self._run_overlay,
+                              streams=[hv.streams.Params(self.runs, ["run_id", "show_run"])])
+        overlay = base.opts(hooks=[weak_hook(self._on_map_rendered)]) * moved
+        return overlay.opts(hv.opts.Overlay(legend_position="bottom_left"))
+
+    def _on_map_rendered(self, plot, element) -> None:
+        """HoloViews hook, run on every render of the map: put the selected/flagged/picked
+        glyphs on a new map figure once and fill them."""
+        if self.overlays.attach(plot.state):
+            for kind in OVERLAY_STYLES:
+                self._show_overlay(kind, now=True)
+
+    def _overlay_rows(self, kind: str) -> np.ndarray:
+        st = self.state
+        if kind == "selected":
+            return self.overlays.thin(np.flatnonzero(st.selected))
+        if kind == "flagged":
+            return self.overlays.thin(np.flatnonzero(st.flagged))
+        i = self.data.index_of(st.picked) if st.picked is not None else None
+        return np.array([i] if i is not None else [], np.int64)
+
+    def _show_overlay(self, kind: str, now: bool = False) -> None:
+        """Redraw one overlay from the session's state (on the event loop unless ``now``)."""
+        idx = self._overlay_rows(kind)
+        xs, ys = self.state.xy
+        if now:
+            self.overlays.show(kind, idx, xs, ys)
+        else:
+            self._apply(lambda: self.overlays.show(kind, idx, xs, ys))
+
+    def _on_flags(self, *_) -> None:
+        self._show_overlay("flagged")
+        if self.state.color_by == "flagged":
+            self.rebuild()
+
+    def _on_box(self, bounds=None, **_):
+        if bounds is None:
+            return
+        self.state.select_box(bounds)
+
+    def _on_lasso(self, geometry=None, **_):
+        if geometry is None or len(geometry) < 3:
+            return
+        self.state.select_lasso(np.asarray(geometry))
+
+    def _on_tap(self, x=None, y=None, **_):
+        if x is None or y is None:
+            return
+        xr = self._range.x_range if self._range is not None else None
+        yr = self._range.y_range if self._range is not None else None
+        self.state.pick_at(x, y, xr, yr)
+
+    def _run_overlay(self, run_id="", show_run=False):
+        st = self.state
+        x, y = st.x_axis, st.y_axis
+        kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
+        if not (show_run and run_id):
+            return hv.Segments([], kd + [f"{x}_new", f"{y}_new"]).opts(color="#9467bd")
+        a = self.runs.arrows(x, y)
+        seg = hv.Segments((a["x0"], a["y0"], a["x1"], a["y1"]), kd + [f"{x}_new", f"{y}_new"],
+                          label="re-encoded: old -> new").opts(color="#9467bd", line_width=1, alpha=0.8)
+        heads = hv.Points((a["x1"], a["y1"]), kd).opts(color="#9467bd", size=4, marker="triangle")
+        return seg * heads

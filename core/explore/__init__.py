@@ -1,0 +1,1 @@
+"""State and data behind the explorer page, free of any GUI library."""

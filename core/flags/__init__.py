@@ -1,0 +1,1 @@
+"""Flagging stars: rules, presets, statistics, the rule engine and anomaly scores."""

@@ -1,0 +1,1 @@
+"""Background work: the shared re-encoding queue and the first-run preparation."""

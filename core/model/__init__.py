@@ -1,0 +1,2 @@
+"""The disentangled VAE: network, features, training, device choice, calibration,
+evaluation and model files."""

@@ -1,0 +1,583 @@
+"""Training the disentangled VAE: self-supervised, with Teff and logg as the only labels."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from chemlatent.errors import ChemlatentError
+from chemlatent.io.store import Survey, write_json_atomic
+from chemlatent.model.modelio import flatten_state, save_model, unflatten_state, write_json
+from chemlatent.model.vae import DisentangledVAE, ModelConfig, pixel_groups_from_linelist
+from chemlatent.spectra.grid import ELEMENT_GROUPS, default_windows, load_windows
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 24
+    batch_size: int = 512
+    lr: float = 2e-3
+    warmup_fraction: float = 0.15  # share of all optimiser steps spent rising to the peak lr
+    weight_decay: float = 1e-5
+    kl_weight: float = 1.0
+    mean_weight: float | tuple = 0.0  # extra pull of the means to 0 (per axis, or one for all)
+    # weight of the KL's variance part (s^2 - 1 - log s^2) per axis; 0 on an axis removes the
+    # reward for wide posteriors that lets a decoder stretch that axis's units (docs/model.md)
+    kl_var_weight: tuple = (1.0, 1.0, 1.0)
+    # prior on the posterior means: "star" (the per-star KL, mean part 0.5 mu^2) or
+    # "aggregate" (on the axes in aggregate_axes, the mean part is replaced by the KL of the
+    # batch's Gaussian fit of the means, N(m, v), to N(0, 1); see aggregate_kl)
+    prior: str = "star"
+    aggregate_axes: tuple = (0, 1, 2)
+    w_weight: float = 5.0
+    adv_weight: float = 0.1
+    adv_axis_weight: tuple = (1.0, 1.0, 1.0)  # per-axis factor on the adversary's gradient to z
+    # "reverse": the encoder maximises the adversary's MSE (gradient reversal); "confuse": the
+    # adversary trains on detached z and the encoder minimises the spread of its predictions
+    # over the batch (the explained variance; it cannot gain by steering the adversary wrong)
+    adv_mode: str = "reverse"
+    teacher_forcing: bool = True
+    max_stars: int = 400_000
+    val_fraction: float = 0.05
+    mask_prob: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    hidden: tuple = (256, 256, 128)
+    decoder_mode: str = "additive"
+    abundance_input: str = "linear"
+    decoder_form: str = "mlp"
+    windows_dir: str | None = None
+    name: str | None = None
+    # weight of the physical-gradient term: each decoder's derivative with respect to its own
+    # latent is pulled toward the line list's derivative spectrum at the star's Teff/logg
+    # (chemlatent.model.physgrad; 0 = off)
+    phys_weight: float = 0.0
+    # anchored training (never the default): pin the axes with reference abundances
+    # (catalog columns fe_h, c_fe, alpha_fe) of at most this many training stars; -1 = all
+    # that have them, 0 = off (label-free)
+    anchor_stars: int = 0
+    anchor_weight: float = 5.0
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ChemlatentError("--device cuda was asked for but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise ChemlatentError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return torch.device(device)
+
+
+class InMemoryData:
+    """Training spectra held as float16 flux plus compact ivar, batches built on the fly."""
+
+    def __init__(self, survey: Survey, rows: np.ndarray) -> None:
+        from chemlatent.encode.streaming import iter_raw
+
+        rows = np.sort(rows)
+        self.rows = rows
+        blocks = list(iter_raw(survey, survey.chunk_stars * 16, rows=rows))
+        self.flux = torch.from_numpy(np.concatenate([b.flux16 for b in blocks]))
+        self.layout = survey.ivar_layout
+        if self.layout == "full":
+            self.ivar = torch.from_numpy(np.concatenate([b.ivar.astype(np.float16) for b in blocks]))
+        else:
+            self.mask = torch.from_numpy(np.concatenate([b.mask for b in blocks]))
+            self.scale = torch.from_numpy(np.concatenate([b.scale for b in blocks]))
+            self.profile = torch.from_numpy(survey._ivar_profile)
+        del blocks
+        cat = survey.catalog
+        lab = np.full((rows.size, 2), np.nan, np.float32)
+        for j, col in enumerate(("teff", "logg")):
+            if col in cat.columns:
+                lab[:, j] = cat[col].to_numpy(np.float32)[rows]
+        self.labels = torch.from_numpy(lab)
+        self.anchors: torch.Tensor | None = None
+
+    def attach_anchors(self, survey: Survey, limit: int, rng: np.random.Generator) -> int:
+        """Reference abundances (fe_h, c_fe, alpha_fe; NaN where unknown) of at most
+        ``limit`` random stars (-1: all); returns how many stars have one."""
+        cat = survey.catalog
+        ref = np.full((self.rows.size, 3), np.nan, np.float32)
+        for j, col in enumerate(ANCHOR_COLUMNS):
+            if col in cat.columns:
+                ref[:, j] = cat[col].to_numpy(np.float32)[self.rows]
+        have = np.nonzero(np.isfinite(ref).any(1))[0]
+        if limit >= 0 and have.size > limit:
+            drop = np.setdiff1d(have, rng.choice(have, limit, replace=False))
+            ref[drop] = np.nan
+            have = np.setdiff1d(have, drop)
+        self.anchors = torch.from_numpy(ref)
+        return int(have.size)
+
+    def __len__(self) -> int:
+        return self.rows.size
+
+    def anchor_batch(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return None if self.anchors is None else self.anchors[idx]
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        flux = self.flux[idx].float()
+        if self.layout == "full":
+            ivar = self.ivar[idx].float()
+        else:
+            ivar = self.scale[idx, None] * self.profile[None, :]
+            ivar = ivar.masked_fill(self.mask[idx] != 0, 0.0)
+        return flux, ivar, self.labels[idx]
+
+
+def random_stretch_mask(b: int, p: int, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """Boolean (b, p) mask of random missing stretches: blue/red ends cut (partial coverage
+    like LAMOST or another spectrograph) and gaps inside."""
+    out = torch.zeros(b, p, dtype=torch.bool)
+    pick = torch.rand(b, generator=gen) < prob
+    n = int(pick.sum())
+    if n == 0:
+        return out
+    rows = torch.nonzero(pick)[:, 0]
+    kind = torch.randint(0, 3, (n,), generator=gen)
+    length = (torch.rand(n, generator=gen) * 0.25 * p + 20).long()
+    start = (torch.rand(n, generator=gen) * (p - length)).long()
+    pos = torch.arange(p)[None, :]
+    blue = pos < length[:, None]
+    red = pos >= (p - length[:, None])
+    mid = (pos >= start[:, None]) & (pos < (start + length)[:, None])
+    m = torch.where((kind == 0)[:, None], blue, torch.where((kind == 1)[:, None], red, mid))
+    out[rows] = m
+    return out
+
+
+ANCHOR_COLUMNS = ("fe_h", "c_fe", "alpha_fe")
+
+
+def anchor_targets(config: ModelConfig, anchors: torch.Tensor) -> torch.Tensor:
+    """The latents reference abundances pin (B, 3): (value - mean) / scale, one scale (the
+    spread of [Fe/H]) for all three, so z_fe + z_x stays [X/H] in z_fe's units."""
+    mean = torch.tensor(config.anchor_mean, dtype=anchors.dtype, device=anchors.device)
+    return (anchors - mean) / float(config.anchor_scale)
+
+
+PHYS_STARS = 128  # stars per batch on which the physical-gradient term is evaluated
+
+
+def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, adv_scale: float,
+               in_ivar=None, sample: bool = True, phys=None, anchors=None) -> dict:
+    """All loss terms for one batch (means per star); ``phys``: GradientTemplates for the
+    physical-gradient term; ``anchors``: (B, 3) reference abundances (NaN where unknown)."""
+    mu, logvar, w = model.encode(flux, ivar if in_ivar is None else in_ivar)
+    std = torch.exp(0.5 * logvar)
+    z = mu + std * torch.randn_like(std) if sample else mu
+    have = torch.isfinite(labels).all(-1)
+    y = torch.nan_to_num(labels)
+    y = (y - torch.tensor(model.config.label_mean, device=y.device)) / torch.tensor(
+        model.config.label_std, device=y.device)
+    # conditional decoding: the decoders see the known Teff/logg (teacher forcing), the
+    # encoder's own prediction only where a star has no labels
+    w_dec = torch.where(have[:, None], y, w) if opts.teacher_forcing else w
+    parts = model.absorption(z, w_dec, selective=True)
+    out = {}
+    if model.mode in ("additive", "hybrid", "masked"):
+        idx = model.win_all
+        npix = idx.numel()
+        r = flux[:, idx] - model.combine(parts)
+        total_nll = 0.5 * (ivar[:, idx] * r * r).sum(-1)
+    else:  # each decoder's own loss on its own windows
+        npix = 0
+        total_nll = 0.0
+        for g in ELEMENT_GROUPS:
+            idx = model.window(g)
+            r = flux[:, idx] - (1.0 - parts[g])
+            total_nll = total_nll + 0.5 * (ivar[:, idx] * r * r).sum(-1)
+            npix += idx.numel()
+    vw = torch.as_tensor(opts.kl_var_weight, dtype=std.dtype, device=std.device)
+    var_part = vw * (std * std - 1.0 - logvar)
+    if opts.prior == "star":
+        kl = 0.5 * (mu * mu + var_part).sum(-1)
+    elif opts.prior == "aggregate":
+        agg = torch.zeros(3, dtype=torch.bool, device=mu.device)
+        agg[list(opts.aggregate_axes)] = True
+        mu2 = torch.where(agg, torch.zeros((), device=mu.device), mu.float() ** 2)
+        kl = 0.5 * (mu2 + var_part).sum(-1) + aggregate_kl(mu.float(), agg)
+    else:
+        raise ValueError(f"unknown prior {opts.prior!r}: use 'star' or 'aggregate'")
+    if have.any():
+        w_mse = ((w - y) ** 2).mean(-1)[have].mean()
+        aw = torch.as_tensor(opts.adv_axis_weight, dtype=mu.dtype, device=mu.device)
+        # same values, the reversed gradient scaled per axis
+        mu_adv = mu if bool((aw == 1).all()) else mu * aw + mu.detach() * (1 - aw)
+        if opts.adv_mode == "reverse":
+            adv = model.adversary_predict(mu_adv, adv_scale)
+            adv_conf = torch.zeros((), device=flux.device)
+        elif opts.adv_mode == "confuse":
+            adv = model.adversary(mu.detach())
+            frozen = {k: v.detach() for k, v in model.adversary.named_parameters()}
+            pred = torch.func.functional_call(model.adversary, frozen, (mu_adv[have],))
+            adv_conf = adv_scale * ((pred - pred.mean(0)) ** 2).mean(-1).mean()
+        else:
+            raise ValueError(f"unknown adv_mode {opts.adv_mode!r}: use 'reverse' or 'confuse'")
+        adv_mse = ((adv - y) ** 2).mean(-1)[have].mean()
+    else:
+        w_mse = adv_mse = adv_conf = torch.zeros((), device=flux.device)
+    out["kl"] = kl.mean()
+    out["w_mse"] = w_mse
+    out["adv_mse"] = adv_mse
+    # extra pull of the posterior means toward the prior's centre: among latents that explain
+    # the spectra equally well it prefers the most compact one, e.g. z_alpha = [alpha/Fe]
+    # rather than [alpha/Fe] - z_fe (see docs/model.md)
+    mw = torch.as_tensor(opts.mean_weight, dtype=mu.dtype, device=mu.device).expand(3)
+    mean_pull = 0.5 * (mw * mu * mu).sum(-1)
+    out["loss"] = ((total_nll + opts.kl_weight * kl + mean_pull).mean() / npix
+                   + opts.w_weight * w_mse + adv_mse + adv_conf)
+    if anchors is not None and model.config.anchor_scale:
+        target = anchor_targets(model.config, anchors)
+        known = torch.isfinite(target)
+        if known.any():
+            err = torch.where(known, mu.float() - torch.nan_to_num(target), torch.zeros((), device=mu.device))
+            out["anchor_mse"] = (err * err).sum() / known.sum()
+            out["loss"] = out["loss"] + opts.anchor_weight * out["anchor_mse"]
+    if phys is not None and opts.phys_weight > 0 and have.any():
+        from chemlatent.model.physgrad import gradient_alignment
+
+        sub = torch.nonzero(have)[:, 0][:PHYS_STARS]  # the batch is shuffled: its first labelled stars
+        node = phys.node_index(labels[sub, 0], labels[sub, 1])
+        align = gradient_alignment(model, z[sub], w_dec[sub], node, phys).mean()
+        out["phys"] = align.detach()
+        out["loss"] = out["loss"] + opts.phys_weight * align
+    out["chi2"] = (2 * total_nll.mean() / npix).detach()
+    return out
+
+
+def one_cycle(opt: torch.optim.Optimizer, opts: TrainOptions, steps_per_epoch: int):
+    """One-cycle learning rate over the whole run: up to ``opts.lr`` in the first
+    ``opts.warmup_fraction`` of the optimiser steps, then annealed (docs/model.md: the
+    curve-of-growth decoders need a warm-up short in steps)."""
+    if not 0.0 < opts.warmup_fraction < 1.0:
+        raise ChemlatentError(f"warmup_fraction must be between 0 and 1, not {opts.warmup_fraction}")
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts.lr, total_steps=opts.epochs * steps_per_epoch,
+                                               pct_start=opts.warmup_fraction)
+
+
+def aggregate_kl(mu: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+    """Per-star share of the batch-moment prior on the posterior means: on each axis in
+    ``axes`` (boolean, per axis) 0.5 (m^2 + v - 1 - log v), the KL of N(m, v) (the batch mean
+    and variance of mu) to N(0, 1). Summed over the batch it replaces the per-star KL's mean
+    part sum 0.5 mu^2 = B/2 (m^2 + v): the location and scale of each axis stay pinned, but no
+    star is pulled toward 0, so a latent may keep the part of an abundance that Teff/logg
+    predict. Returned as a scalar (added to every star's KL)."""
+    if mu.shape[0] < 2 or not bool(axes.any()):
+        return torch.zeros((), device=mu.device)
+    m = mu.mean(0)
+    v = mu.var(0, unbiased=False).clamp_min(1e-6)
+    return (0.5 * (m * m + v - 1.0 - torch.log(v)) * axes).sum()
+
+
+def _split(n: int, opts: TrainOptions, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.arange(n)
+    if n > opts.max_stars:
+        rows = np.sort(rng.choice(n, opts.max_stars, replace=False))
+    rng.shuffle(rows)
+    n_val = max(1, int(round(rows.size * opts.val_fraction)))
+    return np.sort(rows[n_val:]), np.sort(rows[:n_val])
+
+
+def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resume: bool = False,
+          progress: bool = True, log=print) -> Path:
+    """Train a model on a survey; checkpoints every epoch; returns the model directory."""
+    from tqdm.auto import tqdm
+
+    survey = Survey(survey_dir)
+    out = Path(out_dir)
+    if survey.n_stars < 16:
+        raise ChemlatentError(f"{survey.path} has {survey.n_stars} stars: too few to train on")
+    torch.manual_seed(opts.seed)
+    rng = np.random.default_rng(opts.seed)
+    device = pick_device(opts.device)
+    train_rows, val_rows = _split(survey.n_stars, opts, rng)
+    log(f"loading {train_rows.size} training and {val_rows.size} validation spectra from {survey.path}")
+    data = InMemoryData(survey, train_rows)
+    val = InMemoryData(survey, val_rows)
+    n_lab = int(torch.isfinite(data.labels).all(-1).sum())
+    if n_lab == 0:
+        warnings.warn("no star has both teff and logg: the nuisance head and the adversary are "
+                      "off (attach labels with `chemlatent labels`)", stacklevel=2)
+    elif n_lab < len(data):
+        warnings.warn(f"teff/logg known for {n_lab} of {len(data)} training stars: the nuisance "
+                      "head and the adversary use those only", stacklevel=2)
+    lab = data.labels.numpy()
+    ok = np.isfinite(lab).all(1)
+    mean = lab[ok].mean(0).tolist() if ok.any() else [5000.0, 3.0]
+    std = (lab[ok].std(0) + 1e-6).tolist() if ok.any() else [800.0, 1.2]
+    windows = load_windows(opts.windows_dir) if opts.windows_dir else default_windows()
+    cfg = ModelConfig(grid=survey.grid.to_dict(),
+                      windows={g: [list(w) for w in windows[g]] for g in ELEMENT_GROUPS},
+                      hidden=list(opts.hidden), label_mean=mean, label_std=std,
+                      decoder_mode=opts.decoder_mode, abundance_input=opts.abundance_input,
+                      decoder_form=opts.decoder_form, name=opts.name or out.name)
+    if opts.decoder_form == "cog":  # the trunk maps only (Teff, logg): a narrow one suffices
+        cfg.decoder_hidden = [64, 64]
+    if opts.decoder_mode == "masked":
+        cfg.pixel_groups = pixel_groups_from_linelist(survey.grid, windows)
+    if opts.anchor_stars:
+        n_anchor = data.attach_anchors(survey, opts.anchor_stars, rng)
+        if n_anchor == 0:
+            raise ChemlatentError("--anchors: no training star has a reference abundance (attach "
+                                  "fe_h, c_fe or alpha_fe columns with `chemlatent labels`)")
+        ref = data.anchors.numpy()
+        cfg.anchor_mean = [float(np.nanmean(ref[:, j])) if np.isfinite(ref[:, j]).any() else 0.0
+                           for j in range(3)]
+        fe = ref[np.isfinite(ref[:, 0]), 0]
+        cfg.anchor_scale = float(fe.std()) if fe.size > 1 and fe.std() > 0 else 1.0
+        log(f"anchored training: {n_anchor} stars with reference abundances pin the axes")
+    model = DisentangledVAE(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    steps_per_epoch = max(1, len(data) // opts.batch_size)
+    sched = one_cycle(opt, opts, steps_per_epoch)
+    history: list[dict] = []
+    start_epoch = 0
+    ck = out / CHECKPOINT
+    gen = torch.Generator().manual_seed(opts.seed)
+    if resume:
+        if not (ck / "state.json").exists():
+            raise ChemlatentError(f"--resume: no checkpoint in {out}")
+        start_epoch, history = _load_checkpoint(ck, model, opt, sched, gen)
+        sched.total_steps = opts.epochs * steps_per_epoch  # --epochs may extend the schedule
+        log(f"resuming from epoch {start_epoch}")
+        _same_threads_as_checkpoint(ck, log)
+    amp = device.type == "cuda"
+    phys = None
+    if opts.phys_weight > 0:
+        from chemlatent.model.physgrad import GradientTemplates
+
+        phys = GradientTemplates.build(survey.grid, model.win_all.cpu().numpy()).to(device)
+        log(f"physical-gradient templates: {phys.templates['fe'].shape[0]} Teff-logg nodes")
+    for epoch in range(start_epoch, opts.epochs):
+        model.train()
+        perm = torch.randperm(len(data), generator=gen)
+        ramp = min(1.0, epoch / max(1, opts.epochs // 3))
+        adv_scale = opts.adv_weight * ramp
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", disable=not progress,
+                   file=sys.stderr, leave=False)
+        t0 = time.perf_counter()
+        for step in bar:
+            idx = perm[step * opts.batch_size:(step + 1) * opts.batch_size]
+            flux, ivar, labels = data.batch(idx)
+            anchor_batch = data.anchor_batch(idx)
+            if anchor_batch is not None:
+                anchor_batch = anchor_batch.to(device)
+            hide = random_stretch_mask(flux.shape[0], flux.shape[1], opts.mask_prob, gen)
+            in_ivar = ivar.masked_fill(hide, 0.0)
+            flux, ivar, in_ivar, labels = (t.to(device, non_blocking=True)
+                                           for t in (flux, ivar, in_ivar, labels))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                terms = loss_terms(model, flux, ivar, labels, opts, adv_scale, in_ivar=in_ivar, phys=phys,
+                                   anchors=anchor_batch)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if step % 10 == 0:
+                n = step + 1
+                bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", chi2=f"{sums['chi2'] / n:.3f}",
+                                w=f"{sums['w_mse'] / n:.4f}")
+        bar.close()
+        rec = {k: v / steps_per_epoch for k, v in sums.items()}
+        rec.update(epoch=epoch + 1, seconds=round(time.perf_counter() - t0, 1), adv_scale=adv_scale,
+                   lr=sched.get_last_lr()[0])
+        rec.update({f"val_{k}": v for k, v in evaluate_loss(model, val, opts, device).items()})
+        history.append(rec)
+        log(f"epoch {epoch + 1}/{opts.epochs}: loss {rec['loss']:.4f} chi2 {rec['chi2']:.3f} "
+            f"val chi2 {rec['val_chi2']:.3f} w_mse {rec['w_mse']:.4f} adv_mse {rec['adv_mse']:.3f} "
+            f"({rec['seconds']} s)")
+        _save_checkpoint(ck, model, opt, sched, epoch + 1, history, gen)
+    model.eval()
+    orient_axes(model)
+    diagnostics = validation_diagnostics(model, val, device)
+    for msg in diagnostics["warnings"]:
+        log(f"warning: {msg}")
+    save_model(model, out, extra_config={
+        "training": {"survey": str(survey.path), "n_train": int(len(data)), "n_val": int(len(val)),
+                     "epochs": opts.epochs, "options": {k: (list(v) if isinstance(v, tuple) else v)
+                                                        for k, v in vars(opts).items()},
+                     "history": history, "diagnostics": diagnostics}})
+    plot_history(history, out / "loss.png")
+    return out
+
+
+@torch.no_grad()
+def validation_diagnostics(model, data: InMemoryData, device) -> dict:
+    """Label-free identifiability checks of the trained axes on the validation stars
+    (chemlatent.model.identifiability)."""
+    from chemlatent.model.identifiability import axis_diagnostics
+
+    mus, stds = [], []
+    for s in range(0, len(data), 2048):
+        flux, ivar, _ = (t.to(device) for t in data.batch(torch.arange(s, min(s + 2048, len(data)))))
+        mu, logvar, _ = model.encode(flux, ivar)
+        mus.append(mu.float().cpu())
+        stds.append(torch.exp(0.5 * logvar.float()).cpu())
+    lab = data.labels.numpy().astype(np.float64)
+    return axis_diagnostics(torch.cat(mus).numpy(), torch.cat(stds).numpy(), lab[:, 0], lab[:, 1])
+
+
+@torch.no_grad()
+def evaluate_loss(model, data: InMemoryData, opts: TrainOptions, device) -> dict:
+    model.eval()
+    sums: dict[str, float] = {}
+    nb = 0
+    for s in range(0, len(data), 2048):
+        idx = torch.arange(s, min(s + 2048, len(data)))
+        flux, ivar, labels = (t.to(device) for t in data.batch(idx))
+        terms = loss_terms(model, flux, ivar, labels, opts, 0.0, sample=False)
+        for k in ("loss", "chi2", "w_mse", "adv_mse"):
+            sums[k] = sums.get(k, 0.0) + float(terms[k])
+        nb += 1
+    model.train()
+    return {k: v / nb for k, v in sums.items()}
+
+
+@torch.no_grad()
+def orient_axes(model: DisentangledVAE) -> None:
+    """Orient the latent axes so that absorption deepens as each z grows (label-free: more
+    of an element means deeper lines).
+
+    additive decoders see z_fe + z_x, so the three axes flip together (decided by the iron
+    decoder); separate decoders are oriented axis by axis. A flip only changes the model's
+    ``orient`` buffer (reported z = orient * internal z), so the model is otherwise unchanged.
+    """
+    device = next(model.parameters()).device
+    w = torch.randn(256, model.config.n_w, device=device)
+
+    def deepening(axis: int, group: str) -> float:
+        zp = torch.zeros(256, 3, device=device)
+        zm = zp.clone()
+        zp[:, axis] += 0.5
+        zm[:, axis] -= 0.5
+        return float((model.absorption(zp, w)[group] - model.absorption(zm, w)[group]).mean())
+
+    if model.mode in ("additive", "hybrid", "masked"):
+        s = 1.0 if deepening(0, "fe") >= 0 else -1.0
+        signs = [s, s, s]
+    else:
+        signs = [1.0 if deepening(a, g) >= 0 else -1.0 for a, g in enumerate(ELEMENT_GROUPS)]
+    model.orient.mul_(torch.tensor(signs, device=device))
+    model.config.orientation = [o * s for o, s in zip(model.config.orientation, signs)]
+
+
+def _save_checkpoint(ck: Path, model, opt, sched, epoch: int, history: list,
+                     gen: torch.Generator | None = None) -> None:
+    """Model, optimiser, scheduler and random-number states after ``epoch``.
+
+    The tensors go to a new ``state-EPOCH.safetensors``; ``state.json``, replaced atomically
+    afterwards, names it, so a kill at any moment leaves a consistent checkpoint. The RNG
+    states make a resumed run continue exactly as an uninterrupted one would.
+    """
+    from safetensors.torch import save_file
+
+    ck.mkdir(parents=True, exist_ok=True)
+    tensors, skel = flatten_state({"opt": opt.state_dict(), "sched": sched.state_dict()})
+    tensors.update({f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    tensors["rng/torch"] = torch.get_rng_state()
+    if gen is not None:
+        tensors["rng/batches"] = gen.get_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda{i}"] = st
+    name = f"state-{epoch:05d}.safetensors"
+    tmp = ck / f".{name}.tmp"
+    save_file(tensors, str(tmp), metadata={"epoch": str(epoch)})
+    tmp.replace(ck / name)
+    write_json_atomic({"epoch": epoch, "tensors": name, "history": history, "skeleton": skel,
+                       "config": model.config.to_dict(), "threads": torch.get_num_threads()},
+                      ck / "state.json")
+    for old in ck.glob("state*.safetensors"):  # earlier epochs (and the old single file)
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def _same_threads_as_checkpoint(ck: Path, log=print) -> None:
+    """Use the thread count of the run that wrote the checkpoint: on a CPU the matrix
+    library may split sums differently for another count, and a resumed run must continue
+    exactly as the uninterrupted one would (docs/model.md, "Reproducible training")."""
+    try:
+        saved = json.loads((ck / "state.json").read_text()).get("threads")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(saved, int) and saved > 0 and saved != torch.get_num_threads():
+        log(f"using {saved} threads, as the run that wrote the checkpoint did")
+        torch.set_num_threads(saved)
+
+
+def _load_checkpoint(ck: Path, model, opt, sched, gen: torch.Generator | None = None) -> tuple[int, list]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        meta = json.loads((ck / "state.json").read_text())
+        tensors = load_file(str(ck / meta.get("tensors", "state.safetensors")))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+        state = unflatten_state(meta["skeleton"], tensors)
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        epoch = int(meta["epoch"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+        msg = " ".join(str(exc).split())[:160]
+        raise ChemlatentError(f"--resume: the checkpoint in {ck} is damaged or was made with other "
+                              f"options ({type(exc).__name__}: {msg}); rerun with the options of "
+                              "the first run, or pass --overwrite to start again") from None
+    if "rng/torch" in tensors:
+        torch.set_rng_state(tensors["rng/torch"])
+        if gen is not None and "rng/batches" in tensors:
+            gen.set_state(tensors["rng/batches"])
+        cuda = [tensors[f"rng/cuda{i}"] for i in range(torch.cuda.device_count())
+                if f"rng/cuda{i}" in tensors]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
+    elif gen is not None:  # a checkpoint from before the RNG states were kept
+        gen.manual_seed(torch.initial_seed() + epoch)
+    return epoch, list(meta["history"])
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Loss curves (training and validation chi2, nuisance and adversary losses)."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax[0].plot(ep, [h["chi2"] for h in history], label="train")
+    ax[0].plot(ep, [h["val_chi2"] for h in history], label="validation")
+    ax[0].set_ylabel("reduced chi2 in windows")
+    ax[0].legend()
+    ax[1].plot(ep, [h["w_mse"] for h in history], label="train")
+    ax[1].plot(ep, [h["val_w_mse"] for h in history], label="validation")
+    ax[1].set_ylabel("Teff/logg head MSE (std units)")
+    ax[1].set_yscale("log")
+    ax[2].plot(ep, [h["adv_mse"] for h in history])
+    ax[2].set_ylabel("adversary MSE (higher = less leakage)")
+    for a in ax:
+        a.set_xlabel("epoch")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+    write_json({"history": history}, path.with_name("history.json"))
+

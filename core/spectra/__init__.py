@@ -1,0 +1,2 @@
+"""Spectra on the model's wavelength grid: the grid, continuum normalisation, line physics
+and the line list."""

@@ -1,0 +1,1 @@
+"""Synthetic surveys: stellar populations and the spectrum generator."""

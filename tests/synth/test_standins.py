@@ -1,0 +1,69 @@
+"""Stand-in surveys: the generator with other physics, resolution, grid and populations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from chemlatent.app.cli import main
+from chemlatent.errors import ChemlatentError
+from chemlatent.spectra.grid import DEFAULT_GRID
+from chemlatent.synth.generator import Generator
+from chemlatent.synth.populations import sample_labels
+from chemlatent.synth.standins import StandIn, grid_for_range
+
+
+def test_default_standin_changes_nothing():
+    idx = np.arange(20)
+    a = Generator(5).render(Generator(5).labels(idx))[0]
+    b = Generator(5, standin=StandIn()).render(Generator(5).labels(idx))[0]
+    assert np.array_equal(a.view(np.uint16), b.view(np.uint16))
+
+
+def test_line_scatter_resolution_and_bands_change_the_spectra_not_the_labels():
+    idx = np.arange(50)
+    base, other = Generator(5), Generator(5, standin=StandIn(0.3, 0.3, 1500.0))
+    lab = base.labels(idx)
+    assert lab.equals(other.labels(idx))
+    fa, fb = base.render(lab)[0].astype(np.float32), other.render(lab)[0].astype(np.float32)
+    assert np.abs(fa - fb).mean() > 2e-3
+    offs = StandIn(0.3).line_offsets(400)
+    assert 0.25 < offs.std() < 0.35 and np.array_equal(offs, StandIn(0.3).line_offsets(400))
+    assert not np.array_equal(offs, StandIn(0.3, physics_seed=2).line_offsets(400))
+
+
+def test_population_mix():
+    idx = np.arange(20000)
+    halo = sample_labels(1, idx, (0.1, 0.1, 0.8))["population"].astype(str).str.startswith("halo").mean()
+    assert 0.77 < halo < 0.83
+    assert StandIn(mix=(2, 1, 1)).mix == (0.5, 0.25, 0.25)
+
+
+@pytest.mark.parametrize("kw", [{"line_scatter_dex": -1}, {"resolution": 50}, {"mix": (1, -1, 1)},
+                                {"mix": (1, 1)}])
+def test_bad_standins_are_refused(kw):
+    with pytest.raises(ChemlatentError):
+        StandIn(**kw)
+
+
+def test_grid_for_range():
+    g = grid_for_range(3700, 9000)
+    assert abs(g.wave[0] - 3700) < 0.5 and g.wave[-1] <= 9000 < g.wave[-1] * 10 ** g.dloglam
+    assert g.dloglam == DEFAULT_GRID.dloglam
+    with pytest.raises(ChemlatentError):
+        grid_for_range(9000, 3700)
+
+
+def test_generate_writes_a_standin_survey(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["generate", str(out), "--stars", "64", "--seed", "2", "--line-scatter", "0.3",
+                 "--resolution", "1800", "--wave-range", "3700,9000", "--mix", "0.2,0.3,0.5", "--quiet"]) == 0
+    prov = json.loads((out / "survey.json").read_text())
+    assert prov["provenance"]["standin"]["line_scatter_dex"] == 0.3
+    assert prov["provenance"]["resolution"] == 1800.0
+    assert abs(10 ** prov["grid"]["loglam0"] - 3700) < 0.5
+    assert main(["generate", str(tmp_path / "bad"), "--stars", "8", "--mix", "1,2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--mix needs 3" in err[0]
