@@ -82,7 +82,7 @@ def test_ids_subsets_and_single_stars_match_the_whole_survey(survey, whole, tmp_
 def test_encoding_does_not_depend_on_the_thread_count(survey, whole, tmp_path):
     out = tmp_path / "t1.parquet"
     code = ("import sys, torch; torch.set_num_threads(1); "
-            "from chemlatent.store import Survey; from chemlatent.encode.streaming import encode_survey; "
+            "from chemlatent.io.store import Survey; from chemlatent.encode.streaming import encode_survey; "
             "from chemlatent.model.modelio import load_model; "
             f"encode_survey(Survey({str(survey.path)!r}), load_model(None), out_path={str(out)!r}, "
             "chunk=128)")
