@@ -14,6 +14,7 @@ import torch
 
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.store import Survey, write_json_atomic
+from chemlatent.model.device import pick_device
 from chemlatent.model.modelio import flatten_state, save_model, unflatten_state, write_json
 from chemlatent.model.vae import DisentangledVAE, ModelConfig, pixel_groups_from_linelist
 from chemlatent.spectra.grid import ELEMENT_GROUPS, default_windows, load_windows
@@ -66,16 +67,6 @@ class TrainOptions:
     # that have them, 0 = off (label-free)
     anchor_stars: int = 0
     anchor_weight: float = 5.0
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ChemlatentError("--device cuda was asked for but no CUDA GPU is available")
-    if device not in ("cpu", "cuda"):
-        raise ChemlatentError(f"unknown device {device!r}: use auto, cpu or cuda")
-    return torch.device(device)
 
 
 class InMemoryData:
