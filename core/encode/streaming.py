@@ -70,7 +70,7 @@ def read_raw(survey: Survey, start: int, stop: int, sel: np.ndarray | None = Non
 
 
 def read_rows_raw(survey: Survey, rows: np.ndarray) -> RawBlock:
-    """Scattered rows (sorted) reading only those rows' flux (see :mod:`chemlatent.rowreader`)."""
+    """Scattered rows (sorted) reading only those rows' flux (see :mod:`chemlatent.io.rowreader`)."""
     rows = np.asarray(rows, np.int64)
     flux = take_rows(survey._flux, rows)
     if survey.ivar_layout == "full":
