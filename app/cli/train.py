@@ -21,7 +21,8 @@ def add_arguments(p) -> None:
     p.add_argument("--epochs", type=bounded_int(1, 100_000), default=24,
                    help="default 24 (the bundled model)")
     p.add_argument("--batch-size", type=bounded_int(1, 65536), default=512)
-    p.add_argument("--lr", type=_learning_rate, default=2e-3, help="peak learning rate (default 2e-3)")
+    p.add_argument("--lr", type=_learning_rate, default=None,
+                   help="peak learning rate (default 2e-3; 1e-3 with --recipe signor2025)")
     p.add_argument("--max-stars", type=bounded_int(MIN_STARS, 10**9), default=400_000,
                    help="train on at most this many stars (random subset)")
     p.add_argument("--hidden", default="256,256,128", help="encoder layer sizes")
@@ -34,6 +35,11 @@ def add_arguments(p) -> None:
                    help="anchored training (optional, never the default): pin the axes with the "
                         "reference abundances fe_h, c_fe, alpha_fe attached with `chemlatent labels`, "
                         "of at most N stars (default: all that have them)")
+    p.add_argument("--recipe", default="default", choices=["default", "signor2025"],
+                   help="training recipe: this project's (default) or the published one of "
+                        "Signor et al. 2025 (CNN encoder, correlated prior; docs/model.md)")
+    p.add_argument("--channels", default="128,256,512",
+                   help="signor2025 only: the encoder's three conv filter counts (the paper's 128,256,512)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint (same options; --epochs may grow)")
     p.add_argument("--overwrite", action="store_true",
@@ -98,6 +104,10 @@ def run(args) -> int:
                               f"got {args.hidden!r}")
     check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
     check_windows(Path(args.dir), args.windows)
+    if getattr(args, "recipe", "default") == "signor2025":
+        return _run_signor2025(args)
+    if args.lr is None:
+        args.lr = 2e-3
     opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
                         adv_weight=args.adv_weight, device=args.device, seed=args.seed,
@@ -108,4 +118,27 @@ def run(args) -> int:
                                                            file=sys.stderr)
         out = train(args.dir, args.out, opts, resume=args.resume, progress=sys.stderr.isatty())
     print(f"model written to {out} (loss curves in {out / 'loss.png'})")
+    return 0
+
+
+def _run_signor2025(args) -> int:
+    """``--recipe signor2025``: the published recipe (chemlatent.model.train_signor2025)."""
+    from chemlatent.errors import ChemlatentError
+    from chemlatent.model.train_signor2025 import Signor2025Options, train_signor2025
+
+    if args.resume:
+        raise ChemlatentError("--resume is not available with --recipe signor2025")
+    try:
+        channels = tuple(int(c) for c in args.channels.split(","))
+    except ValueError:
+        raise ChemlatentError(f"--channels must be three comma-separated counts, "
+                              f"got {args.channels!r}") from None
+    if len(channels) != 3 or min(channels) <= 0 or max(channels) > 4096 or channels[-1] % 2:
+        raise ChemlatentError(f"--channels needs three counts of 1 to 4096, the last even; "
+                              f"got {args.channels!r}")
+    opts = Signor2025Options(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 1e-3,
+                             max_stars=args.max_stars, adv_weight=args.adv_weight, device=args.device,
+                             seed=args.seed, channels=channels, windows_dir=args.windows)
+    out = train_signor2025(args.dir, args.out, opts, progress=sys.stderr.isatty())
+    print(f"model written to {out} (loss history in {out / 'history.json'})")
     return 0

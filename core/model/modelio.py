@@ -89,7 +89,12 @@ def load_model(model_dir: str | Path | None, device: str = "cpu") -> Disentangle
     from safetensors import SafetensorError
 
     try:
-        model = DisentangledVAE(ModelConfig.from_dict(cfg))
+        if cfg.get("architecture") == "signor2025":
+            from chemlatent.model.recipe_signor2025 import Signor2025Config, Signor2025VAE
+
+            model = Signor2025VAE(Signor2025Config.from_dict(cfg))
+        else:
+            model = DisentangledVAE(ModelConfig.from_dict(cfg))
         state = load_file(str(weights), device="cpu")
         state.setdefault("orient", torch.ones(3))  # models saved before the orient buffer
         model.load_state_dict(state)
