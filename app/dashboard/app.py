@@ -8,6 +8,7 @@ import logging
 import panel as pn
 
 from chemlatent.app.dashboard.views.candidates import CandidatesView
+from chemlatent.app.dashboard.views.compare import CompareView
 from chemlatent.app.dashboard.views.map import MapView
 from chemlatent.app.dashboard.views.reinference import ReinferenceView
 from chemlatent.app.dashboard.views.selection import SelectionView
@@ -43,8 +44,9 @@ class Dashboard:
         self.stack = StackView(state=st, zoom=self.spectrum_view.zoom_range)
         self.candidates = CandidatesView(state=st, samp=samp)
         self.reinference = ReinferenceView(state=st, runs=self.runs)
+        self.compare_view = CompareView(state=st)
         self.views = [self.map, self.thresholds, self.selection, self.spectrum_view, self.stack,
-                      self.candidates, self.reinference]
+                      self.candidates, self.reinference, self.compare_view]
         self.message = pn.pane.Markdown("", name="status", css_classes=["cl-status"])
         st.param.watch(self._on_message, ["message"])
         self.runs.param.watch(self._on_applied, ["applied"])
@@ -89,7 +91,8 @@ class Dashboard:
         explore = pn.Column(pn.Row(self.map, self.spectrum_view, sizing_mode="stretch_width"),
                             self.selection, self.stack, sizing_mode="stretch_width", name="Explore")
         return [pn.Tabs(("Explore", explore), ("Candidates", self.candidates),
-                        ("Re-inference", self.reinference), dynamic=True, sizing_mode="stretch_width")]
+                        ("Re-inference", self.reinference), ("Compare", self.compare_view),
+                        dynamic=True, sizing_mode="stretch_width")]
 
 
 def make_app(data: SurveyData, samp: bool = True, **state_params):
