@@ -10,6 +10,7 @@ import panel as pn
 from chemlatent.app.dashboard.views.candidates import CandidatesView
 from chemlatent.app.dashboard.views.compare import CompareView
 from chemlatent.app.dashboard.views.map import MapView
+from chemlatent.app.dashboard.views.ranking import RankingView
 from chemlatent.app.dashboard.views.reinference import ReinferenceView
 from chemlatent.app.dashboard.views.selection import SelectionView
 from chemlatent.app.dashboard.views.spectrum import SpectrumView
@@ -45,8 +46,9 @@ class Dashboard:
         self.candidates = CandidatesView(state=st, samp=samp)
         self.reinference = ReinferenceView(state=st, runs=self.runs)
         self.compare_view = CompareView(state=st)
+        self.ranking_view = RankingView(state=st)
         self.views = [self.map, self.thresholds, self.selection, self.spectrum_view, self.stack,
-                      self.candidates, self.reinference, self.compare_view]
+                      self.candidates, self.reinference, self.compare_view, self.ranking_view]
         self.message = pn.pane.Markdown("", name="status", css_classes=["cl-status"])
         st.param.watch(self._on_message, ["message"])
         self.runs.param.watch(self._on_applied, ["applied"])
@@ -90,7 +92,7 @@ class Dashboard:
     def main(self) -> list:
         explore = pn.Column(pn.Row(self.map, self.spectrum_view, sizing_mode="stretch_width"),
                             self.selection, self.stack, sizing_mode="stretch_width", name="Explore")
-        return [pn.Tabs(("Explore", explore), ("Candidates", self.candidates),
+        return [pn.Tabs(("Explore", explore), ("Candidates", pn.Column(self.ranking_view, self.candidates)),
                         ("Re-inference", self.reinference), ("Compare", self.compare_view),
                         dynamic=True, sizing_mode="stretch_width")]
 

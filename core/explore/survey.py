@@ -29,7 +29,7 @@ TRUTH_COLUMNS: tuple[str, ...] = ("fe_h", "c_fe", "alpha_fe", "teff", "logg")
 COLOR_EXTRA: tuple[str, ...] = ("snr", "chi2", "score", "s_c_cond", "s_alpha_cond")
 PRESET_NAMES: tuple[str, ...] = ("none", "cemp", "apmp")
 DEFAULT_ELEMENT_DEX: dict[str, float] = {"cemp": 0.7, "apmp": 0.0}
-TABLE_SOURCES: tuple[str, ...] = ("flagged", "selection", "flagged in selection")
+TABLE_SOURCES: tuple[str, ...] = ("flagged", "selection", "flagged in selection", "best next")
 TABLE_COLUMNS: tuple[str, ...] = ("star_id", "verdict", "note", "ra", "dec", "snr", "z_fe", "z_c",
                                   "z_alpha", "s_c_cond", "s_alpha_cond", "score", "teff_pred",
                                   "logg_pred", "chi2", "fe_h", "c_fe", "alpha_fe", "population")

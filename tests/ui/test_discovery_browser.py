@@ -24,3 +24,20 @@ def test_compare_panel_shows_spectra_and_features(page, served):  # noqa: F811
     feats = dash.compare_view.compare.result.features(15)
     assert any("CH G band" in name for name in feats["feature"])  # carbon stars: the G band differs
     page.locator(".cl-compare-features").get_by_text(feats["feature"].iloc[0]).first.wait_for()
+
+
+def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):  # noqa: F811
+    dash = served["apps"][-1]
+    page.get_by_text("Candidates", exact=True).first.click()
+    page.get_by_text("Show best next (learned from verdicts)").first.click()
+    page.get_by_text(re.compile("Best next: (static rule order|learned from)")).first.wait_for()
+    assert dash.state.table_source == "best next"
+    ids = dash.candidates.table.value["star_id"].to_numpy()
+    for sid, button in ((ids[0], "Accept"), (ids[1], "Accept"), (ids[2], "Reject"), (ids[3], "Reject")):
+        dash.state.pick_star(int(sid))
+        page.wait_for_timeout(300)
+        page.get_by_role("button", name=button, exact=True).first.click()
+        page.get_by_text(re.compile(f"{button.lower()}ed: 1 star")).first.wait_for()
+    page.get_by_text(re.compile(r"Best next: learned from \d+ verdicts")).first.wait_for()
+    shown = set(dash.candidates.table.value["star_id"].to_numpy())
+    assert not shown & set(int(s) for s in ids[:4])  # vetted stars leave the best-next table
