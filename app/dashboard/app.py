@@ -13,6 +13,7 @@ from chemlatent.app.dashboard.views.map import MapView
 from chemlatent.app.dashboard.views.ranking import RankingView
 from chemlatent.app.dashboard.views.reinference import ReinferenceView
 from chemlatent.app.dashboard.views.selection import SelectionView
+from chemlatent.app.dashboard.views.selections import SelectionsView
 from chemlatent.app.dashboard.views.spectrum import SpectrumView
 from chemlatent.app.dashboard.views.stack import StackView
 from chemlatent.app.dashboard.views.thresholds import ThresholdsView
@@ -47,8 +48,10 @@ class Dashboard:
         self.reinference = ReinferenceView(state=st, runs=self.runs)
         self.compare_view = CompareView(state=st)
         self.ranking_view = RankingView(state=st)
+        self.selections_view = SelectionsView(state=st)
         self.views = [self.map, self.thresholds, self.selection, self.spectrum_view, self.stack,
-                      self.candidates, self.reinference, self.compare_view, self.ranking_view]
+                      self.candidates, self.reinference, self.compare_view, self.ranking_view,
+                      self.selections_view]
         self.message = pn.pane.Markdown("", name="status", css_classes=["cl-status"])
         st.param.watch(self._on_message, ["message"])
         self.runs.param.watch(self._on_applied, ["applied"])
@@ -84,6 +87,7 @@ class Dashboard:
                              f"**Model** `{data.model_name}`"
                              + ("  \n*calibrated (dex available)*" if data.calibration else "")),
             *self.map.controls(),
+            *self.selections_view.controls(),
             pn.layout.Divider(),
             *self.thresholds.controls(),
             pn.layout.Divider(), self.message,

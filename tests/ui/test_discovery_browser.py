@@ -4,6 +4,7 @@ typed subsets, spectrum tools, SAMP), on the same served page as test_dashboard_
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pytest
@@ -41,3 +42,41 @@ def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):  # no
     page.get_by_text(re.compile(r"Best next: learned from \d+ verdicts")).first.wait_for()
     shown = set(dash.candidates.table.value["star_id"].to_numpy())
     assert not shown & set(int(s) for s in ids[:4])  # vetted stars leave the best-next table
+
+
+def test_named_selection_undo_and_url(page, served, browser):  # noqa: F811
+    from test_dashboard_browser import TIMEOUT
+
+    dash = served["apps"][-1]
+    ids = dash.state.data.frame["star_id"].to_numpy()
+    dash.state.select_ids(ids[:40])
+    page.get_by_text("Selection: 40 of 3,000 stars").first.wait_for()
+    dash.state.select_ids(ids[40:50], "add")
+    page.get_by_text("Selection: 50 of 3,000 stars").first.wait_for()
+    page.get_by_role("button", name="Undo", exact=True).first.click()
+    page.get_by_text("Selection: 40 of 3,000 stars").first.wait_for()
+    page.get_by_role("button", name="Redo", exact=True).first.click()
+    page.get_by_text("Selection: 50 of 3,000 stars").first.wait_for()
+    page.get_by_placeholder("name to save as").first.fill("my fifty")
+    page.get_by_placeholder("name to save as").first.press("Enter")
+    page.get_by_role("button", name="Save", exact=True).first.click()
+    page.get_by_text("saved selection 'my fifty' (50 stars)").first.wait_for()
+    assert "my fifty" in dash.state.selection_names()
+    with page.expect_download() as dl:
+        page.get_by_text("Download selected IDs").first.click()
+    assert len(open(dl.value.path()).read().split()) == 51  # header + 50 ids
+    page.get_by_role("button", name="Invert", exact=True).first.click()
+    page.get_by_text("Selection: 2,950 of 3,000 stars").first.wait_for()
+    page.get_by_role("button", name="Undo", exact=True).first.click()
+    page.get_by_text("Selection: 50 of 3,000 stars").first.wait_for()
+    # the shareable URL carries the selection: a new page opens with the same 50 stars
+    deadline = time.time() + 30
+    while "selection_ref=ids" not in page.url and time.time() < deadline:
+        page.wait_for_timeout(250)
+    assert "selection_ref=ids" in page.url
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    other = ctx.new_page()
+    other.set_default_timeout(TIMEOUT)
+    other.goto(page.url)
+    other.get_by_text("Selection: 50 of 3,000 stars").first.wait_for()
+    ctx.close()
