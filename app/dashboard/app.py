@@ -16,6 +16,7 @@ from chemlatent.app.dashboard.views.selection import SelectionView
 from chemlatent.app.dashboard.views.selections import SelectionsView
 from chemlatent.app.dashboard.views.spectrum import SpectrumView
 from chemlatent.app.dashboard.views.stack import StackView
+from chemlatent.app.dashboard.views.subset import SubsetView
 from chemlatent.app.dashboard.views.thresholds import ThresholdsView
 from chemlatent.explore.session_runs import RunsState
 from chemlatent.explore.state import ExplorerState
@@ -49,9 +50,10 @@ class Dashboard:
         self.compare_view = CompareView(state=st)
         self.ranking_view = RankingView(state=st)
         self.selections_view = SelectionsView(state=st)
+        self.subset_view = SubsetView(state=st)
         self.views = [self.map, self.thresholds, self.selection, self.spectrum_view, self.stack,
                       self.candidates, self.reinference, self.compare_view, self.ranking_view,
-                      self.selections_view]
+                      self.selections_view, self.subset_view]
         self.message = pn.pane.Markdown("", name="status", css_classes=["cl-status"])
         st.param.watch(self._on_message, ["message"])
         self.runs.param.watch(self._on_applied, ["applied"])
@@ -88,6 +90,7 @@ class Dashboard:
                              + ("  \n*calibrated (dex available)*" if data.calibration else "")),
             *self.map.controls(),
             *self.selections_view.controls(),
+            *self.subset_view.controls(),
             pn.layout.Divider(),
             *self.thresholds.controls(),
             pn.layout.Divider(), self.message,

@@ -68,3 +68,43 @@ def test_compare_view(state):
     assert len(view.features_table.value) > 0
     assert "most significant" in view.compare_info.object
     assert np.isfinite(view.compare.result.t).any()
+
+
+def test_typed_subset_state_and_view(state):
+    from chemlatent.app.dashboard.views.subset import SubsetView
+    from chemlatent.explore.state.subset import subset_mask
+
+    view = SubsetView(state=state)
+    _renders(view)
+    n = state.apply_subset("c > 2 sigma and fe < 0 latent")
+    assert n == int(subset_mask(state.data, "c > 2 sigma and fe < 0 latent").sum()) > 0
+    assert state.subset_error == "" and view.rule_error.object == ""
+    assert state.apply_subset("teff > 3") is None
+    assert "unknown axis 'teff'" in state.subset_error and "Rule not applied" in view.rule_error.object
+    assert state.n_selected == n  # a bad rule leaves the selection alone
+    view.w_rule.value = "(c > 2"
+    view._apply()
+    assert "unbalanced parentheses" in view.rule_error.object
+    # the same grammar as chemlatent flag --rule: the same stars as the rule engine gives
+    from chemlatent.flags.parser import parse_rule
+
+    assert np.array_equal(subset_mask(state.data, "c > 1"), state.data.engine.mask(parse_rule("c > 1")))
+
+
+def test_selections_view(state):
+    from chemlatent.app.dashboard.views.selections import SelectionsView
+
+    view = SelectionsView(state=state)
+    _renders(view)
+    assert view.b_undo.disabled
+    state.select_ids(state.data.frame["star_id"].to_numpy()[:7])
+    assert not view.b_undo.disabled
+    view.w_sel_name.value = "seven"
+    view._save()
+    assert "seven" in view.w_saved.options
+    view.b_undo.clicks += 1
+    assert state.n_selected == 0 and not view.b_redo.disabled
+    view.w_saved.value = "seven"
+    view._load()
+    assert state.n_selected == 7
+    assert view._ids().getvalue().decode().count("\n") == 8

@@ -80,3 +80,18 @@ def test_named_selection_undo_and_url(page, served, browser):  # noqa: F811
     other.goto(page.url)
     other.get_by_text("Selection: 50 of 3,000 stars").first.wait_for()
     ctx.close()
+
+
+def test_typed_subset_box_selects_or_says_why_not(page, served):  # noqa: F811
+    from chemlatent.explore.state.subset import subset_mask
+
+    dash = served["apps"][-1]
+    box = page.get_by_placeholder("fe < -2 dex and c > 3 sigma(cond)").first
+    box.fill("c > 2 sigma and fe < 0 latent")
+    box.press("Enter")
+    n = int(subset_mask(dash.state.data, "c > 2 sigma and fe < 0 latent").sum())
+    page.get_by_text(f"Selection: {n:,} of 3,000 stars").first.wait_for()
+    box.fill("c >> 2")
+    page.get_by_role("button", name="Select", exact=True).first.click()
+    page.get_by_text(re.compile("Rule not applied: .*cannot read rule")).first.wait_for()
+    assert dash.state.n_selected == n
