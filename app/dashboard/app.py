@@ -15,6 +15,7 @@ from chemlatent.app.dashboard.views.reinference import ReinferenceView
 from chemlatent.app.dashboard.views.selection import SelectionView
 from chemlatent.app.dashboard.views.selections import SelectionsView
 from chemlatent.app.dashboard.views.spectrum import SpectrumView
+from chemlatent.app.dashboard.views.spectrum_tools import SpectrumToolsView
 from chemlatent.app.dashboard.views.stack import StackView
 from chemlatent.app.dashboard.views.subset import SubsetView
 from chemlatent.app.dashboard.views.thresholds import ThresholdsView
@@ -51,9 +52,10 @@ class Dashboard:
         self.ranking_view = RankingView(state=st)
         self.selections_view = SelectionsView(state=st)
         self.subset_view = SubsetView(state=st)
+        self.tools_view = SpectrumToolsView(state=st)
         self.views = [self.map, self.thresholds, self.selection, self.spectrum_view, self.stack,
                       self.candidates, self.reinference, self.compare_view, self.ranking_view,
-                      self.selections_view, self.subset_view]
+                      self.selections_view, self.subset_view, self.tools_view]
         self.message = pn.pane.Markdown("", name="status", css_classes=["cl-status"])
         st.param.watch(self._on_message, ["message"])
         self.runs.param.watch(self._on_applied, ["applied"])
@@ -101,6 +103,7 @@ class Dashboard:
                             self.selection, self.stack, sizing_mode="stretch_width", name="Explore")
         return [pn.Tabs(("Explore", explore), ("Candidates", pn.Column(self.ranking_view, self.candidates)),
                         ("Re-inference", self.reinference), ("Compare", self.compare_view),
+                        ("Spectrum tools", self.tools_view),
                         dynamic=True, sizing_mode="stretch_width")]
 
 

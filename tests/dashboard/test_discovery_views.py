@@ -108,3 +108,15 @@ def test_selections_view(state):
     view._load()
     assert state.n_selected == 7
     assert view._ids().getvalue().decode().count("\n") == 8
+
+
+def test_spectrum_tools_view(state):
+    from chemlatent.app.dashboard.views.spectrum_tools import SpectrumToolsView
+
+    view = SpectrumToolsView(state=state)
+    _renders(view)
+    state.pick_star(int(state.data.frame["star_id"].iat[5]))
+    assert "markers (C, CH, C2)" in view.tools_info.object and "vacuum" in view.tools_info.object
+    view.tools.param.update(rv_kms=120.0, air=True, smoothing=4, elements=["Fe", "Mg"])
+    assert "v = +120 km/s" in view.tools_info.object and "air wavelengths" in view.tools_info.object
+    assert "Fe, Mg" in view.tools_info.object

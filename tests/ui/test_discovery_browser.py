@@ -95,3 +95,20 @@ def test_typed_subset_box_selects_or_says_why_not(page, served):  # noqa: F811
     page.get_by_role("button", name="Select", exact=True).first.click()
     page.get_by_text(re.compile("Rule not applied: .*cannot read rule")).first.wait_for()
     assert dash.state.n_selected == n
+
+
+def test_spectrum_tools_and_colour_by_any_column(page, served):  # noqa: F811
+    dash = served["apps"][-1]
+    dash.state.pick_star(int(dash.state.data.frame["star_id"].iat[7]))
+    page.get_by_text("Spectrum tools", exact=True).first.click()
+    page.get_by_text(re.compile(r"markers \(C, CH, C2\)")).first.wait_for()
+    page.locator(".cl-air input").first.check()
+    page.get_by_text(re.compile("smoothing 0 px, air wavelengths")).first.wait_for()
+    dash.tools_view.tools.rv_kms = 150.0
+    page.get_by_text(re.compile(r"v = \+150 km/s")).first.wait_for()
+    assert "vmicro" in dash.state.param.color_by.objects  # a catalog column
+    page.locator("select").filter(has_text="vmicro").first.select_option("vmicro")
+    deadline = time.time() + 30
+    while dash.state.color_by != "vmicro" and time.time() < deadline:
+        time.sleep(0.2)
+    assert dash.state.color_by == "vmicro"
