@@ -12,6 +12,7 @@ from chemlatent.app.dashboard.views.compare import CompareView
 from chemlatent.app.dashboard.views.map import MapView
 from chemlatent.app.dashboard.views.ranking import RankingView
 from chemlatent.app.dashboard.views.reinference import ReinferenceView
+from chemlatent.app.dashboard.views.samp_link import SampLinkView
 from chemlatent.app.dashboard.views.selection import SelectionView
 from chemlatent.app.dashboard.views.selections import SelectionsView
 from chemlatent.app.dashboard.views.spectrum import SpectrumView
@@ -53,9 +54,10 @@ class Dashboard:
         self.selections_view = SelectionsView(state=st)
         self.subset_view = SubsetView(state=st)
         self.tools_view = SpectrumToolsView(state=st)
+        self.samp_link = SampLinkView(state=st, samp=samp)
         self.views = [self.map, self.thresholds, self.selection, self.spectrum_view, self.stack,
                       self.candidates, self.reinference, self.compare_view, self.ranking_view,
-                      self.selections_view, self.subset_view, self.tools_view]
+                      self.selections_view, self.subset_view, self.tools_view, self.samp_link]
         self.message = pn.pane.Markdown("", name="status", css_classes=["cl-status"])
         st.param.watch(self._on_message, ["message"])
         self.runs.param.watch(self._on_applied, ["applied"])
@@ -93,6 +95,7 @@ class Dashboard:
             *self.map.controls(),
             *self.selections_view.controls(),
             *self.subset_view.controls(),
+            *self.samp_link.controls(),
             pn.layout.Divider(),
             *self.thresholds.controls(),
             pn.layout.Divider(), self.message,

@@ -112,3 +112,29 @@ def test_spectrum_tools_and_colour_by_any_column(page, served):  # noqa: F811
     while dash.state.color_by != "vmicro" and time.time() < deadline:
         time.sleep(0.2)
     assert dash.state.color_by == "vmicro"
+
+
+def test_topcat_selection_and_highlight_reach_the_page(page, served, tmp_path, monkeypatch):  # noqa: F811
+    import pandas as pd
+    from samp_helpers import hub_and_topcat
+
+    from chemlatent.io.export import export_table, provenance
+
+    dash = served["apps"][-1]
+    data = dash.state.data
+    ids = data.frame["star_id"].to_numpy()[100:130]
+    table = export_table(pd.DataFrame({"star_id": ids}), tmp_path / "from_topcat.vot",
+                         provenance(survey_path=data.path))
+    with hub_and_topcat(tmp_path / "lock", monkeypatch) as topcat:
+        page.get_by_text("Listen to TOPCAT (SAMP)").first.click()
+        page.get_by_text(re.compile("Listening: select rows")).first.wait_for()
+        topcat.notify_all({"samp.mtype": "table.select.rowList",
+                           "samp.params": {"url": table.as_uri(), "table-id": "t",
+                                           "row-list": ["0", "5", "7"]}})
+        page.get_by_text("Selection: 3 of 3,000 stars").first.wait_for()
+        assert set(dash.state.selected_ids()) == {ids[0], ids[5], ids[7]}
+        topcat.notify_all({"samp.mtype": "table.highlight.row",
+                           "samp.params": {"url": table.as_uri(), "table-id": "t", "row": "9"}})
+        page.get_by_text(f"TOPCAT highlighted star {ids[9]}").first.wait_for()
+        assert dash.state.picked == ids[9]
+        dash.samp_link.receiver.stop()
