@@ -245,11 +245,20 @@ def compare_rows(survey, rows_a: np.ndarray, rows_b: np.ndarray, *, label_a: str
                       label_a, label_b)
 
 
-def _subsample(rows: np.ndarray, max_stars: int | None, rng, label: str, notes: list) -> np.ndarray:
-    if max_stars is not None and rows.size > max_stars:
-        notes.append(f"{label}: a random {max_stars:,} of its {rows.size:,} stars")
-        return np.sort(rng.choice(rows, max_stars, replace=False))
-    return rows
+def _subsample(rows: np.ndarray, max_stars: int | None, rng, label: str, notes: list,
+               chunk: int = 1) -> np.ndarray:
+    """At most ``max_stars`` of the survey ``rows``: all the rows of randomly chosen store
+    chunks of ``chunk`` stars (reading 5,000 stars scattered over a million-star survey would
+    read nearly every chunk of it)."""
+    if max_stars is None or rows.size <= max_stars:
+        return rows
+    notes.append(f"{label}: a random {max_stars:,} of its {rows.size:,} stars (whole store chunks)")
+    blocks = rows // max(int(chunk), 1)
+    keys = rng.permutation(np.unique(blocks))
+    rank = np.empty(int(blocks.max()) + 1, np.int64)
+    rank[keys] = np.arange(keys.size)
+    order = np.argsort(rank[blocks], kind="stable")
+    return np.sort(rows[order[:max_stars]])
 
 
 def compare_sets(survey, survey_rows: np.ndarray, mask_a: np.ndarray, b, *, teff=None, logg=None,
@@ -288,10 +297,10 @@ def compare_sets(survey, survey_rows: np.ndarray, mask_a: np.ndarray, b, *, teff
     else:
         mask_b = np.asarray(b, bool)
         label_b = label_b or "B"
-    rows_a = _subsample(np.flatnonzero(mask_a), max_stars, rng, label_a, notes)
-    rows_b = _subsample(np.flatnonzero(mask_b), max_stars, rng, label_b, notes)
-    comp = compare_rows(survey, survey_rows[rows_a], survey_rows[rows_b], label_a=label_a,
-                        label_b=label_b)
+    chunk = getattr(survey, "chunk_stars", 1)
+    rows_a = _subsample(survey_rows[mask_a], max_stars, rng, label_a, notes, chunk)
+    rows_b = _subsample(survey_rows[mask_b], max_stars, rng, label_b, notes, chunk)
+    comp = compare_rows(survey, rows_a, rows_b, label_a=label_a, label_b=label_b)
     comp.notes = notes
     return comp
 
