@@ -104,10 +104,13 @@ class Dashboard:
     def main(self) -> list:
         explore = pn.Column(pn.Row(self.map, self.spectrum_view, sizing_mode="stretch_width"),
                             self.selection, self.stack, sizing_mode="stretch_width", name="Explore")
-        return [pn.Tabs(("Explore", explore), ("Candidates", pn.Column(self.ranking_view, self.candidates)),
-                        ("Re-inference", self.reinference), ("Compare", self.compare_view),
-                        ("Spectrum tools", self.tools_view),
-                        dynamic=True, sizing_mode="stretch_width")]
+        items = [("Explore", explore), ("Candidates", pn.Column(self.ranking_view, self.candidates)),
+                 ("Re-inference", self.reinference), ("Compare", self.compare_view),
+                 ("Spectrum tools", self.tools_view)]
+        tabs = pn.Tabs(*items, dynamic=True, sizing_mode="stretch_width")
+        tools_tab = len(items) - 1  # the spectrum tools draw only while their tab is shown
+        tabs.param.watch(lambda e: setattr(self.tools_view, "shown", e.new == tools_tab), "active")
+        return [tabs]
 
 
 def make_app(data: SurveyData, samp: bool = True, **state_params):

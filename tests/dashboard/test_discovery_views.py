@@ -116,6 +116,8 @@ def test_spectrum_tools_view(state):
     view = SpectrumToolsView(state=state)
     _renders(view)
     state.pick_star(int(state.data.frame["star_id"].iat[5]))
+    assert "Pick a star" in view.tools_info.object  # not drawn while its tab is hidden
+    view.shown = True
     assert "markers (C, CH, C2)" in view.tools_info.object and "vacuum" in view.tools_info.object
     view.tools.param.update(rv_kms=120.0, air=True, smoothing=4, elements=["Fe", "Mg"])
     assert "v = +120 km/s" in view.tools_info.object and "air wavelengths" in view.tools_info.object

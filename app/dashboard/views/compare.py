@@ -28,8 +28,8 @@ class CompareView(StateView):
         if self.compare is None:
             self.compare = CompareState(state=self.state)
         cs = self.compare
-        self.w_a = pn.widgets.Select.from_param(cs.param.set_a, name="set A", width=260)
-        self.w_b = pn.widgets.Select.from_param(cs.param.set_b, name="set B", width=260)
+        self.w_a = pn.widgets.Select.from_param(cs.param.set_a, label="set A", width=260)
+        self.w_b = pn.widgets.Select.from_param(cs.param.set_b, label="set B", width=260)
         self.b_compare = pn.widgets.Button(label="Compare A with B", color="primary")
         self.b_compare.on_click(self._on_compare)
         self.compare_info = pn.pane.Markdown("Choose two star sets and compare their mean spectra.",

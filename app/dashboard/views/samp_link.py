@@ -22,7 +22,7 @@ class SampLinkView(StateView):
         st = self.state
         self.receiver = SampReceiver(st.data.path, self._on_select, self._on_pick, on_note=self._note,
                                      name=f"chemlatent {st.data.path.name}")
-        self.w_listen = pn.widgets.Toggle(name="Listen to TOPCAT (SAMP)", value=False, visible=self.samp,
+        self.w_listen = pn.widgets.Toggle(label="Listen to TOPCAT (SAMP)", value=False, visible=self.samp,
                                           css_classes=["cl-samp-listen"], width=220)
         self.w_listen.param.watch(self._on_toggle, "value")
         self.samp_status = pn.pane.Markdown("", css_classes=["cl-samp-status"], visible=self.samp)

@@ -17,9 +17,9 @@ class SelectionsView(StateView):
     def __init__(self, **params) -> None:
         super().__init__(**params)
         st = self.state
-        self.w_sel_name = pn.widgets.TextInput(name="selection name", placeholder="name to save as",
+        self.w_sel_name = pn.widgets.TextInput(label="selection name", placeholder="name to save as",
                                                width=150)
-        self.w_saved = pn.widgets.Select(name="saved selections", options=st.selection_names(), width=150)
+        self.w_saved = pn.widgets.Select(label="saved selections", options=st.selection_names(), width=150)
         self.b_save_sel = pn.widgets.Button(label="Save", width=70)
         self.b_load_sel = pn.widgets.Button(label="Load", width=70)
         self.b_rename_sel = pn.widgets.Button(label="Rename", width=70)

@@ -16,19 +16,20 @@ class SpectrumToolsView(StateView):
     """The controls and a plot of the picked star with the chosen markers."""
 
     tools = param.ClassSelector(class_=SpectrumToolsState, doc="the tools' state")
+    shown = param.Boolean(default=False, doc="whether the page shows this area (it draws only then)")
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
         if self.tools is None:
             self.tools = SpectrumToolsState()
         t = self.tools
-        self.w_elements = pn.widgets.MultiChoice.from_param(t.param.elements, name="line list elements",
+        self.w_elements = pn.widgets.MultiChoice.from_param(t.param.elements, label="line list elements",
                                                             width=360)
-        self.w_rv = pn.widgets.FloatSlider.from_param(t.param.rv_kms, name="radial velocity (km/s)",
+        self.w_rv = pn.widgets.FloatSlider.from_param(t.param.rv_kms, label="radial velocity (km/s)",
                                                       width=260)
-        self.w_smooth = pn.widgets.IntSlider.from_param(t.param.smoothing, name="smoothing (pixels)",
+        self.w_smooth = pn.widgets.IntSlider.from_param(t.param.smoothing, label="smoothing (pixels)",
                                                         width=200)
-        self.w_air = pn.widgets.Checkbox.from_param(t.param.air, name="air wavelengths",
+        self.w_air = pn.widgets.Checkbox.from_param(t.param.air, label="air wavelengths",
                                                     css_classes=["cl-air"])
         self.tools_info = pn.pane.Markdown("Pick a star to see it with the line list.",
                                            css_classes=["cl-tools-info"])
@@ -36,6 +37,7 @@ class SpectrumToolsView(StateView):
                                             height=310, linked_axes=False)
         t.param.watch(self.refresh, ["elements", "rv_kms", "smoothing", "air"])
         self.state.param.watch(self.refresh, ["picked"])
+        self.param.watch(self.refresh, ["shown"])
 
     def __panel__(self):
         return pn.Column(pn.Row(self.w_elements, self.w_rv), pn.Row(self.w_smooth, self.w_air),
@@ -43,7 +45,7 @@ class SpectrumToolsView(StateView):
 
     def refresh(self, *_) -> None:
         st = self.state
-        if st.picked is None:
+        if st.picked is None or not self.shown:  # a pick elsewhere on the page costs nothing here
             return
         try:
             spec = st.picked_spectrum()

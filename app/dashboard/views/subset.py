@@ -16,7 +16,7 @@ class SubsetView(StateView):
     def __init__(self, **params) -> None:
         super().__init__(**params)
         st = self.state
-        self.w_rule = pn.widgets.TextInput(name="typed subset (rule)", placeholder=EXAMPLE, width=230,
+        self.w_rule = pn.widgets.TextInput(label="typed subset (rule)", placeholder=EXAMPLE, width=230,
                                            value=st.subset_text)
         self.b_apply_rule = pn.widgets.Button(label="Select", width=70)
         self.b_apply_rule.on_click(lambda e: self._apply())
