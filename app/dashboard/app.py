@@ -93,11 +93,12 @@ class Dashboard:
                              f"**Model** `{data.model_name}`"
                              + ("  \n*calibrated (dex available)*" if data.calibration else "")),
             *self.map.controls(),
+            pn.layout.Divider(),
+            *self.thresholds.controls(),
+            pn.layout.Divider(),
             *self.selections_view.controls(),
             *self.subset_view.controls(),
             *self.samp_link.controls(),
-            pn.layout.Divider(),
-            *self.thresholds.controls(),
             pn.layout.Divider(), self.message,
         ]
 

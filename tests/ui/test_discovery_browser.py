@@ -1,5 +1,5 @@
 """Browser tests of the discovery features (compare, best-next ranking, named selections,
-typed subsets, spectrum tools, SAMP), on the same served page as test_dashboard_browser."""
+typed subsets, spectrum tools, SAMP), on the served page of tests/ui/conftest.py."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import time
 
 import numpy as np
 import pytest
-from test_dashboard_browser import browser, page, served  # noqa: F401  (the shared fixtures)
 
 pytestmark = pytest.mark.browser
 
 
-def test_compare_panel_shows_spectra_and_features(page, served):  # noqa: F811
+def test_compare_panel_shows_spectra_and_features(page, served):
     dash = served["apps"][-1]
     f = dash.state.data.frame
     dash.state.select_ids(f["star_id"].to_numpy()[f["c_fe"].to_numpy() > 0.7])
@@ -27,7 +26,7 @@ def test_compare_panel_shows_spectra_and_features(page, served):  # noqa: F811
     page.locator(".cl-compare-features").get_by_text(feats["feature"].iloc[0]).first.wait_for()
 
 
-def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):  # noqa: F811
+def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):
     dash = served["apps"][-1]
     page.get_by_text("Candidates", exact=True).first.click()
     page.get_by_text("Show best next (learned from verdicts)").first.click()
@@ -44,8 +43,8 @@ def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):  # no
     assert not shown & set(int(s) for s in ids[:4])  # vetted stars leave the best-next table
 
 
-def test_named_selection_undo_and_url(page, served, browser):  # noqa: F811
-    from test_dashboard_browser import TIMEOUT
+def test_named_selection_undo_and_url(page, served, browser):
+    from serving_helpers import TIMEOUT
 
     dash = served["apps"][-1]
     ids = dash.state.data.frame["star_id"].to_numpy()
@@ -82,7 +81,7 @@ def test_named_selection_undo_and_url(page, served, browser):  # noqa: F811
     ctx.close()
 
 
-def test_typed_subset_box_selects_or_says_why_not(page, served):  # noqa: F811
+def test_typed_subset_box_selects_or_says_why_not(page, served):
     from chemlatent.explore.state.subset import subset_mask
 
     dash = served["apps"][-1]
@@ -97,7 +96,7 @@ def test_typed_subset_box_selects_or_says_why_not(page, served):  # noqa: F811
     assert dash.state.n_selected == n
 
 
-def test_spectrum_tools_and_colour_by_any_column(page, served):  # noqa: F811
+def test_spectrum_tools_and_colour_by_any_column(page, served):
     dash = served["apps"][-1]
     dash.state.pick_star(int(dash.state.data.frame["star_id"].iat[7]))
     page.get_by_text("Spectrum tools", exact=True).first.click()
@@ -114,7 +113,7 @@ def test_spectrum_tools_and_colour_by_any_column(page, served):  # noqa: F811
     assert dash.state.color_by == "vmicro"
 
 
-def test_topcat_selection_and_highlight_reach_the_page(page, served, tmp_path, monkeypatch):  # noqa: F811
+def test_topcat_selection_and_highlight_reach_the_page(page, served, tmp_path, monkeypatch):
     import pandas as pd
     from samp_helpers import hub_and_topcat
 
