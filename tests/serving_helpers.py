@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+TIMEOUT = 90_000  # ms: the machine may be busy
 
 
 def free_port() -> int:

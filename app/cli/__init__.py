@@ -20,7 +20,7 @@ from chemlatent import __version__
 from chemlatent.errors import ChemlatentError
 
 COMMANDS = ["demo", "generate", "ingest", "labels", "train", "encode", "evaluate", "flag",
-            "serve", "bench"]
+            "serve", "bench", "compare", "annotate", "rank"]
 
 
 def _load(name: str):

@@ -8,11 +8,17 @@ import logging
 import panel as pn
 
 from chemlatent.app.dashboard.views.candidates import CandidatesView
+from chemlatent.app.dashboard.views.compare import CompareView
 from chemlatent.app.dashboard.views.map import MapView
+from chemlatent.app.dashboard.views.ranking import RankingView
 from chemlatent.app.dashboard.views.reinference import ReinferenceView
+from chemlatent.app.dashboard.views.samp_link import SampLinkView
 from chemlatent.app.dashboard.views.selection import SelectionView
+from chemlatent.app.dashboard.views.selections import SelectionsView
 from chemlatent.app.dashboard.views.spectrum import SpectrumView
+from chemlatent.app.dashboard.views.spectrum_tools import SpectrumToolsView
 from chemlatent.app.dashboard.views.stack import StackView
+from chemlatent.app.dashboard.views.subset import SubsetView
 from chemlatent.app.dashboard.views.thresholds import ThresholdsView
 from chemlatent.explore.session_runs import RunsState
 from chemlatent.explore.state import ExplorerState
@@ -43,8 +49,15 @@ class Dashboard:
         self.stack = StackView(state=st, zoom=self.spectrum_view.zoom_range)
         self.candidates = CandidatesView(state=st, samp=samp)
         self.reinference = ReinferenceView(state=st, runs=self.runs)
+        self.compare_view = CompareView(state=st)
+        self.ranking_view = RankingView(state=st)
+        self.selections_view = SelectionsView(state=st)
+        self.subset_view = SubsetView(state=st)
+        self.tools_view = SpectrumToolsView(state=st)
+        self.samp_link = SampLinkView(state=st, samp=samp)
         self.views = [self.map, self.thresholds, self.selection, self.spectrum_view, self.stack,
-                      self.candidates, self.reinference]
+                      self.candidates, self.reinference, self.compare_view, self.ranking_view,
+                      self.selections_view, self.subset_view, self.tools_view, self.samp_link]
         self.message = pn.pane.Markdown("", name="status", css_classes=["cl-status"])
         st.param.watch(self._on_message, ["message"])
         self.runs.param.watch(self._on_applied, ["applied"])
@@ -82,14 +95,23 @@ class Dashboard:
             *self.map.controls(),
             pn.layout.Divider(),
             *self.thresholds.controls(),
+            pn.layout.Divider(),
+            *self.selections_view.controls(),
+            *self.subset_view.controls(),
+            *self.samp_link.controls(),
             pn.layout.Divider(), self.message,
         ]
 
     def main(self) -> list:
         explore = pn.Column(pn.Row(self.map, self.spectrum_view, sizing_mode="stretch_width"),
                             self.selection, self.stack, sizing_mode="stretch_width", name="Explore")
-        return [pn.Tabs(("Explore", explore), ("Candidates", self.candidates),
-                        ("Re-inference", self.reinference), dynamic=True, sizing_mode="stretch_width")]
+        items = [("Explore", explore), ("Candidates", pn.Column(self.ranking_view, self.candidates)),
+                 ("Re-inference", self.reinference), ("Compare", self.compare_view),
+                 ("Spectrum tools", self.tools_view)]
+        tabs = pn.Tabs(*items, dynamic=True, sizing_mode="stretch_width")
+        tools_tab = len(items) - 1  # the spectrum tools draw only while their tab is shown
+        tabs.param.watch(lambda e: setattr(self.tools_view, "shown", e.new == tools_tab), "active")
+        return [tabs]
 
 
 def make_app(data: SurveyData, samp: bool = True, **state_params):

@@ -29,7 +29,7 @@ TRUTH_COLUMNS: tuple[str, ...] = ("fe_h", "c_fe", "alpha_fe", "teff", "logg")
 COLOR_EXTRA: tuple[str, ...] = ("snr", "chi2", "score", "s_c_cond", "s_alpha_cond")
 PRESET_NAMES: tuple[str, ...] = ("none", "cemp", "apmp")
 DEFAULT_ELEMENT_DEX: dict[str, float] = {"cemp": 0.7, "apmp": 0.0}
-TABLE_SOURCES: tuple[str, ...] = ("flagged", "selection", "flagged in selection")
+TABLE_SOURCES: tuple[str, ...] = ("flagged", "selection", "flagged in selection", "best next")
 TABLE_COLUMNS: tuple[str, ...] = ("star_id", "verdict", "note", "ra", "dec", "snr", "z_fe", "z_c",
                                   "z_alpha", "s_c_cond", "s_alpha_cond", "score", "teff_pred",
                                   "logg_pred", "chi2", "fe_h", "c_fe", "alpha_fe", "population")
@@ -98,6 +98,10 @@ class SurveyData:
                 if c in ("ra", "dec") and not np.isfinite(v).any():
                     continue
                 cols[c] = v.astype(np.float64 if c in ("ra", "dec") else np.float32)
+        for c in catalog.columns:  # every other numeric catalog column, e.g. to colour the map
+            if c not in cols and c != "star_id" and pd.api.types.is_numeric_dtype(catalog[c]) \
+                    and not pd.api.types.is_bool_dtype(catalog[c]):
+                cols[c] = pd.to_numeric(catalog[c], errors="coerce").to_numpy(np.float32)[row]
         if "population" in catalog.columns:
             pop = catalog["population"].astype("category")
             cols["population"] = pd.Categorical.from_codes(pop.cat.codes.to_numpy()[row],
@@ -110,6 +114,9 @@ class SurveyData:
         self.color_options = ["density", "flagged"] + [
             c for c in COLOR_EXTRA + TRUTH_COLUMNS + ("teff_pred", "logg_pred", "z_fe", "z_c", "z_alpha")
             if c in self.frame.columns]
+        self.color_options += [c for c in self.frame.columns  # then any other numeric column
+                               if c not in self.color_options and c not in ("star_id", "row")
+                               and pd.api.types.is_numeric_dtype(self.frame[c])]
         self._digests: dict[str, selection.ColumnDigest | None] = {}
         self.__dict__.pop("_sid_index", None)
 

@@ -35,6 +35,21 @@ def benjamini_hochberg(p: np.ndarray, q: float) -> tuple[np.ndarray, float]:
     return finite & (p <= pstar), pstar
 
 
+def bh_qvalues(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values (adjusted p-values; NaN stays NaN): the smallest FDR
+    level at which each test would be rejected."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    if m == 0:
+        return q
+    order = finite[np.argsort(p[finite], kind="stable")]
+    ranked = p[order] * m / np.arange(1, m + 1)
+    q[order] = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
+    return q
+
+
 def precision_recall(flagged: np.ndarray, truth: np.ndarray,
                      known: np.ndarray | None = None) -> dict:
     """Precision, recall, F1 and the confusion counts over stars with known truth."""

@@ -51,6 +51,17 @@ lists_table = sa.Table(
     sa.Column("created", sa.DateTime(timezone=True), nullable=False),
 )
 
+selections_table = sa.Table(
+    "selections", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(256), nullable=False, index=True),
+    sa.Column("who", sa.String(128), nullable=False, index=True),
+    sa.Column("n_stars", sa.Integer, nullable=False),
+    sa.Column("star_ids", sa.LargeBinary, nullable=False),  # little-endian int64
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+)
+
 presets_table = sa.Table(
     "presets", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -238,6 +249,62 @@ class AnnotationStore:
              .join(versions, versions.c.name == t.c.name)
              .where(t.c.id.in_(latest)).order_by(t.c.name))
         return self._frame(q)
+
+    # -- named selections (per user) ---------------------------------------------
+    def save_selection(self, name: str, star_ids, *, who: str | None = None,
+                       deleted: bool = False) -> int:
+        """Save (a new version of) the user's named selection; returns its row id."""
+        if not name or not str(name).strip():
+            raise ChemlatentError("a selection needs a name")
+        arr = np.unique(np.asarray(star_ids, dtype=np.int64)).astype("<i8")
+        with self.engine.begin() as conn:
+            res = conn.execute(selections_table.insert().values(
+                name=str(name).strip(), who=who or self.who, n_stars=int(arr.size),
+                star_ids=arr.tobytes(), deleted=bool(deleted), created=_now()))
+            return int(res.inserted_primary_key[0])
+
+    def _latest_selection(self, name: str, who: str | None):
+        t = selections_table
+        q = (sa.select(t).where(t.c.name == str(name).strip(), t.c.who == (who or self.who))
+             .order_by(t.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        return None if row is None or row["deleted"] else row
+
+    def get_selection(self, name: str, *, who: str | None = None) -> CandidateList:
+        """The latest version of the user's named selection."""
+        row = self._latest_selection(name, who)
+        if row is None:
+            raise ChemlatentError(f"no saved selection named {name!r}")
+        return CandidateList(row["id"], row["name"], "{}",
+                             np.frombuffer(row["star_ids"], dtype="<i8").astype(np.int64),
+                             row["who"], _utc(row["created"]))
+
+    def selections(self, *, who: str | None = None) -> pd.DataFrame:
+        """The user's saved selections (latest version of each name, deleted ones left out):
+        id, name, n_stars, created."""
+        t = selections_table
+        latest = (sa.select(sa.func.max(t.c.id)).where(t.c.who == (who or self.who))
+                  .group_by(t.c.name).scalar_subquery())
+        q = (sa.select(t.c.id, t.c.name, t.c.n_stars, t.c.created)
+             .where(t.c.id.in_(latest), t.c.deleted.is_(False)).order_by(t.c.name))
+        return self._frame(q)
+
+    def rename_selection(self, old: str, new: str, *, who: str | None = None) -> int:
+        """Give the user's selection ``old`` the name ``new`` (the old name is deleted)."""
+        sel = self.get_selection(old, who=who)
+        if str(new).strip() == str(old).strip():
+            return sel.id
+        if self._latest_selection(new, who) is not None:
+            raise ChemlatentError(f"a selection named {new!r} exists already")
+        row = self.save_selection(new, sel.star_ids, who=who)
+        self.save_selection(old, np.zeros(0, np.int64), who=who, deleted=True)
+        return row
+
+    def delete_selection(self, name: str, *, who: str | None = None) -> None:
+        """Delete the user's named selection (a deletion row; the history stays)."""
+        self.get_selection(name, who=who)  # raises when there is none
+        self.save_selection(name, np.zeros(0, np.int64), who=who, deleted=True)
 
     # -- presets ------------------------------------------------------------------
     def save_preset(self, name: str, rule_json: str | dict, *, who: str | None = None) -> int:

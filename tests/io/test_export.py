@@ -6,7 +6,6 @@ import io
 import json
 import os
 import threading
-import warnings
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -193,17 +192,10 @@ def test_write_is_atomic(candidates, tmp_path, monkeypatch):
 
 @pytest.fixture()
 def samp_hub(tmp_path, monkeypatch):
-    """An in-process SAMP hub (standard profile only) found through SAMP_HUB."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from astropy.samp import SAMPHubServer, SAMPIntegratedClient, conf
-    lock = tmp_path / "samp-lock"
-    monkeypatch.setenv("SAMP_HUB", f"std-lockurl:{lock.as_uri()}")
-    with conf.set_temp("use_internet", False):
-        hub = SAMPHubServer(web_profile=False, lockfile=str(lock), pool_size=1)
-        hub.start()
-        receiver = SAMPIntegratedClient(name="test-receiver")
-        receiver.connect(hub=hub)
+    """An in-process SAMP hub (standard profile only) found through SAMP_HUB, with a
+    receiving client."""
+    from samp_helpers import hub_and_topcat
+
     got: dict = {}
     done = threading.Event()
 
@@ -214,11 +206,10 @@ def samp_hub(tmp_path, monkeypatch):
         got["select"] = params
         done.set()
 
-    receiver.bind_receive_notification("table.load.votable", on_load)
-    receiver.bind_receive_notification("table.select.rowList", on_select)
-    yield got, done
-    receiver.disconnect()
-    hub.stop()
+    with hub_and_topcat(tmp_path / "samp-lock", monkeypatch) as receiver:
+        receiver.bind_receive_notification("table.load.votable", on_load)
+        receiver.bind_receive_notification("table.select.rowList", on_select)
+        yield got, done
 
 
 def test_samp_broadcast_load_and_select(candidates, samp_hub):

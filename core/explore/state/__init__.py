@@ -14,14 +14,18 @@ from chemlatent.explore.state.candidates import CandidateState
 from chemlatent.explore.state.export import ExportState
 from chemlatent.explore.state.flags import FlagState
 from chemlatent.explore.state.map import MapState
+from chemlatent.explore.state.ranking import RankingState
 from chemlatent.explore.state.selection import SelectionState
+from chemlatent.explore.state.steps import SelectionStepsState
+from chemlatent.explore.state.subset import SubsetState
 from chemlatent.explore.state.url import UrlState
 from chemlatent.explore.survey import AXIS_COLUMNS, HOVER_COLUMNS, TRUTH_COLUMNS, SurveyData
 
 __all__ = ["ExplorerState", "SurveyData", "HOVER_COLUMNS", "AXIS_COLUMNS", "TRUTH_COLUMNS"]
 
 
-class ExplorerState(MapState, SelectionState, FlagState, CandidateState, ExportState, UrlState):
+class ExplorerState(MapState, SelectionState, FlagState, CandidateState, ExportState, UrlState,
+                    RankingState, SelectionStepsState, SubsetState):
     """One browser session's view of a :class:`SurveyData` (see module docstring)."""
 
     message = param.String(default="", doc="last status message for the user")

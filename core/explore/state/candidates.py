@@ -33,6 +33,8 @@ class CandidateState(param.Parameterized):
             return self.flagged
         if self.table_source == "selection":
             return self.selected
+        if self.table_source == "best next":
+            return self.best_next_mask()
         return self.flagged & self.selected
 
     def candidates(self) -> pd.DataFrame:
@@ -51,7 +53,10 @@ class CandidateState(param.Parameterized):
         df["note"] = df["note"].fillna("")
         cols = [c for c in TABLE_COLUMNS if c in df.columns]
         df = df[cols]
-        if self.sort_by in df.columns:
+        if self.table_source == "best next":  # the learned order, best first
+            df = df.iloc[np.argsort(self.best_next_rank(df["star_id"]).to_numpy(), kind="stable")]
+            df = df.reset_index(drop=True)
+        elif self.sort_by in df.columns:
             df = df.sort_values(self.sort_by, ascending=self.ascending, kind="stable",
                                 na_position="last").reset_index(drop=True)
         return df

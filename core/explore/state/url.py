@@ -17,7 +17,8 @@ class UrlState(param.Parameterized):
 
     # -- shareable state -----------------------------------------------------
     URL_PARAMS: tuple[str, ...] = ("x_axis", "y_axis", "color_by", "preset", "unit", "element_sigma",
-                                   "fe_sigma", "element_dex", "fe_dex", "picked", "table_source")
+                                   "fe_sigma", "element_dex", "fe_dex", "picked", "table_source",
+                                   "selection_ref")
 
     def url_state(self) -> dict:
         """The view's shareable parameters (those kept in the URL)."""

@@ -1,0 +1,139 @@
+"""Browser tests of the discovery features (compare, best-next ranking, named selections,
+typed subsets, spectrum tools, SAMP), on the served page of tests/ui/conftest.py."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def test_compare_panel_shows_spectra_and_features(page, served):
+    dash = served["apps"][-1]
+    f = dash.state.data.frame
+    dash.state.select_ids(f["star_id"].to_numpy()[f["c_fe"].to_numpy() > 0.7])
+    page.get_by_text("Compare", exact=True).first.click()
+    page.get_by_text("Compare A with B").first.click()
+    page.get_by_text(re.compile("most significant")).first.wait_for()
+    assert dash.compare_view.compare.result is not None
+    assert np.isfinite(dash.compare_view.compare.result.t).any()
+    feats = dash.compare_view.compare.result.features(15)
+    assert any("CH G band" in name for name in feats["feature"])  # carbon stars: the G band differs
+    page.locator(".cl-compare-features").get_by_text(feats["feature"].iloc[0]).first.wait_for()
+
+
+def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):
+    dash = served["apps"][-1]
+    page.get_by_text("Candidates", exact=True).first.click()
+    page.get_by_text("Show best next (learned from verdicts)").first.click()
+    page.get_by_text(re.compile("Best next: (static rule order|learned from)")).first.wait_for()
+    assert dash.state.table_source == "best next"
+    ids = dash.candidates.table.value["star_id"].to_numpy()
+    for sid, button in ((ids[0], "Accept"), (ids[1], "Accept"), (ids[2], "Reject"), (ids[3], "Reject")):
+        dash.state.pick_star(int(sid))
+        page.wait_for_timeout(300)
+        page.get_by_role("button", name=button, exact=True).first.click()
+        page.get_by_text(re.compile(f"{button.lower()}ed: 1 star")).first.wait_for()
+    page.get_by_text(re.compile(r"Best next: learned from \d+ verdicts")).first.wait_for()
+    shown = set(dash.candidates.table.value["star_id"].to_numpy())
+    assert not shown & set(int(s) for s in ids[:4])  # vetted stars leave the best-next table
+
+
+def test_named_selection_undo_and_url(page, served, browser):
+    from serving_helpers import TIMEOUT
+
+    dash = served["apps"][-1]
+    ids = dash.state.data.frame["star_id"].to_numpy()
+    dash.state.select_ids(ids[:40])
+    page.get_by_text("Selection: 40 of 3,000 stars").first.wait_for()
+    dash.state.select_ids(ids[40:50], "add")
+    page.get_by_text("Selection: 50 of 3,000 stars").first.wait_for()
+    page.get_by_role("button", name="Undo", exact=True).first.click()
+    page.get_by_text("Selection: 40 of 3,000 stars").first.wait_for()
+    page.get_by_role("button", name="Redo", exact=True).first.click()
+    page.get_by_text("Selection: 50 of 3,000 stars").first.wait_for()
+    page.get_by_placeholder("name to save as").first.fill("my fifty")
+    page.get_by_placeholder("name to save as").first.press("Enter")
+    page.get_by_role("button", name="Save", exact=True).first.click()
+    page.get_by_text("saved selection 'my fifty' (50 stars)").first.wait_for()
+    assert "my fifty" in dash.state.selection_names()
+    with page.expect_download() as dl:
+        page.get_by_text("Download selected IDs").first.click()
+    assert len(open(dl.value.path()).read().split()) == 51  # header + 50 ids
+    page.get_by_role("button", name="Invert", exact=True).first.click()
+    page.get_by_text("Selection: 2,950 of 3,000 stars").first.wait_for()
+    page.get_by_role("button", name="Undo", exact=True).first.click()
+    page.get_by_text("Selection: 50 of 3,000 stars").first.wait_for()
+    # the shareable URL carries the selection: a new page opens with the same 50 stars
+    deadline = time.time() + 30
+    while "selection_ref=ids" not in page.url and time.time() < deadline:
+        page.wait_for_timeout(250)
+    assert "selection_ref=ids" in page.url
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    other = ctx.new_page()
+    other.set_default_timeout(TIMEOUT)
+    other.goto(page.url)
+    other.get_by_text("Selection: 50 of 3,000 stars").first.wait_for()
+    ctx.close()
+
+
+def test_typed_subset_box_selects_or_says_why_not(page, served):
+    from chemlatent.explore.state.subset import subset_mask
+
+    dash = served["apps"][-1]
+    box = page.get_by_placeholder("fe < -2 dex and c > 3 sigma(cond)").first
+    box.fill("c > 2 sigma and fe < 0 latent")
+    box.press("Enter")
+    n = int(subset_mask(dash.state.data, "c > 2 sigma and fe < 0 latent").sum())
+    page.get_by_text(f"Selection: {n:,} of 3,000 stars").first.wait_for()
+    box.fill("c >> 2")
+    page.get_by_role("button", name="Select", exact=True).first.click()
+    page.get_by_text(re.compile("Rule not applied: .*cannot read rule")).first.wait_for()
+    assert dash.state.n_selected == n
+
+
+def test_spectrum_tools_and_colour_by_any_column(page, served):
+    dash = served["apps"][-1]
+    dash.state.pick_star(int(dash.state.data.frame["star_id"].iat[7]))
+    page.get_by_text("Spectrum tools", exact=True).first.click()
+    page.get_by_text(re.compile(r"markers \(C, CH, C2\)")).first.wait_for()
+    page.locator(".cl-air input").first.check()
+    page.get_by_text(re.compile("smoothing 0 px, air wavelengths")).first.wait_for()
+    dash.tools_view.tools.rv_kms = 150.0
+    page.get_by_text(re.compile(r"v = \+150 km/s")).first.wait_for()
+    assert "vmicro" in dash.state.param.color_by.objects  # a catalog column
+    page.locator("select").filter(has_text="vmicro").first.select_option("vmicro")
+    deadline = time.time() + 30
+    while dash.state.color_by != "vmicro" and time.time() < deadline:
+        time.sleep(0.2)
+    assert dash.state.color_by == "vmicro"
+
+
+def test_topcat_selection_and_highlight_reach_the_page(page, served, tmp_path, monkeypatch):
+    import pandas as pd
+    from samp_helpers import hub_and_topcat
+
+    from chemlatent.io.export import export_table, provenance
+
+    dash = served["apps"][-1]
+    data = dash.state.data
+    ids = data.frame["star_id"].to_numpy()[100:130]
+    table = export_table(pd.DataFrame({"star_id": ids}), tmp_path / "from_topcat.vot",
+                         provenance(survey_path=data.path))
+    with hub_and_topcat(tmp_path / "lock", monkeypatch) as topcat:
+        page.get_by_text("Listen to TOPCAT (SAMP)").first.click()
+        page.get_by_text(re.compile("Listening: select rows")).first.wait_for()
+        topcat.notify_all({"samp.mtype": "table.select.rowList",
+                           "samp.params": {"url": table.as_uri(), "table-id": "t",
+                                           "row-list": ["0", "5", "7"]}})
+        page.get_by_text("Selection: 3 of 3,000 stars").first.wait_for()
+        assert set(dash.state.selected_ids()) == {ids[0], ids[5], ids[7]}
+        topcat.notify_all({"samp.mtype": "table.highlight.row",
+                           "samp.params": {"url": table.as_uri(), "table-id": "t", "row": "9"}})
+        page.get_by_text(f"TOPCAT highlighted star {ids[9]}").first.wait_for()
+        assert dash.state.picked == ids[9]
+        dash.samp_link.receiver.stop()
