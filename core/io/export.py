@@ -34,7 +34,8 @@ FITS_KEYWORDS: dict[str, str] = {
     "software": "CREATOR", "version": "SWVERSN", "created": "DATE", "survey_path": "SURVEY",
     "survey_name": "SURVNAME", "model_name": "MODEL", "model_dir": "MODELDIR",
     "rule": "RULE", "rule_json": "RULEJSON", "n_stars": "NSTARS", "n_flagged": "NFLAGGED",
-    "expected": "NEXPECT", "null": "NULLHYP", "fdr": "FDRQ", "p_threshold": "PTHRESH",
+    "expected": "NEXPECT", "null": "NULLHYP", "null_model": "NULLDESC", "fdr": "FDRQ",
+    "p_threshold": "PTHRESH",
     "calibration": "CALIB", "precision": "PRECISN", "recall": "RECALL",
 }
 

@@ -73,6 +73,7 @@ def test_thresholds_view(state):
     _renders(view)
     state.element_sigma = 1.0
     assert f"**{state.n_flagged:,} flagged**" in view.counts_md.object
+    assert "expected by chance" in view.counts_md.object and "(null: frame)" in view.counts_md.object
     state.preset = "none"
     assert view.counts_md.object.startswith("No rule")
     assert not view.s_elem_sigma.visible

@@ -14,6 +14,7 @@ from chemlatent.explore.mapraster import rasterize_map
 from chemlatent.explore.session_runs import RunsState
 from chemlatent.explore.survey import HOVER_COLUMNS
 
+RUN_COLOR = "#9467bd"  # the old -> new arrows of a re-encoded run (purple)
 PLAIN_OVERLAY_MAX = 20000  # map overlays of more stars draw an evenly spaced subset
 
 
@@ -91,8 +92,7 @@ class MapView(StateView):
         self._streams = [bounds, lasso, tap, self._range]
         moved = hv.DynamicMap(self._run_overlay,
                               streams=[hv.streams.Params(self.runs, ["run_id", "show_run"])])
-        overlay = base.opts(hooks=[weak_hook(self._on_map_rendered)]) * moved
-        return overlay.opts(hv.opts.Overlay(legend_position="bottom_left"))
+        return base.opts(hooks=[weak_hook(self._on_map_rendered)]) * moved
 
     def _on_map_rendered(self, plot, element) -> None:
         """HoloViews hook, run on every render of the map: put the selected/flagged/picked
@@ -142,13 +142,19 @@ class MapView(StateView):
         self.state.pick_at(x, y, xr, yr)
 
     def _run_overlay(self, run_id="", show_run=False):
+        """The re-encoded stars' old -> new arrows: always an Overlay of the same two elements
+        (empty when not shown), since a DynamicMap must return one type of object."""
         st = self.state
         x, y = st.x_axis, st.y_axis
         kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
-        if not (show_run and run_id):
-            return hv.Segments([], kd + [f"{x}_new", f"{y}_new"]).opts(color="#9467bd")
-        a = self.runs.arrows(x, y)
-        seg = hv.Segments((a["x0"], a["y0"], a["x1"], a["y1"]), kd + [f"{x}_new", f"{y}_new"],
-                          label="re-encoded: old -> new").opts(color="#9467bd", line_width=1, alpha=0.8)
-        heads = hv.Points((a["x1"], a["y1"]), kd).opts(color="#9467bd", size=4, marker="triangle")
-        return seg * heads
+        vd = [f"{x}_new", f"{y}_new"]
+        if show_run and run_id:
+            a = self.runs.arrows(x, y)
+            seg_data, head_data = (a["x0"], a["y0"], a["x1"], a["y1"]), (a["x1"], a["y1"])
+        else:
+            seg_data, head_data = [], []
+        seg = hv.Segments(seg_data, kd + vd).opts(color=RUN_COLOR, line_width=1, alpha=0.8,
+                                                  show_legend=False)
+        heads = hv.Points(head_data, kd).opts(color=RUN_COLOR, size=4, marker="triangle",
+                                              show_legend=False)
+        return hv.Overlay([seg, heads])

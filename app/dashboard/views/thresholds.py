@@ -7,16 +7,29 @@ import panel as pn
 from chemlatent.app.dashboard.views.common import StateView, throttled_slider
 
 
+LOW_PRECISION = 0.1  # below this, the model cannot support the preset at these thresholds
+
+
 def counts_text(summary: dict, has_rule: bool) -> str:
-    """Flagged, expected by chance, the rule and precision/recall, as Markdown."""
+    """Flagged, expected by chance (and under which null), the rule, precision/recall and a
+    warning when the flags are no better than chance or mostly false, as Markdown."""
     if not has_rule:
         return "No rule: choose a preset to flag stars."
     c = summary
+    null = f" <span title=\"{c['null_text']}\">(null: {c['null']})</span>" if "null" in c else ""
     lines = [f"**{c['n_flagged']:,} flagged** of {c['n_stars']:,}",
-             f"expected by chance: {c['expected']:,.1f}", f"`{c['rule']}`"]
+             f"expected by chance{null}: {c['expected']:,.1f}", f"`{c['rule']}`"]
     if "precision" in c:
         lines.append(f"precision {c['precision']:.3f}, recall {c['recall']:.3f} "
                      f"({c['n_true']:,} true by the labels)")
+    warn = []
+    if c["n_flagged"] and c["n_flagged"] <= 2 * c["expected"]:
+        warn.append("no more stars flagged than chance would give")
+    if "precision" in c and c["n_flagged"] and not c["precision"] >= LOW_PRECISION:
+        warn.append(f"precision {c['precision']:.3f}: this model's latents cannot support "
+                    "this preset at these thresholds")
+    if warn:
+        lines.append("<span class='cl-warn' style='color:#b35900'>warning: " + "; ".join(warn) + "</span>")
     return "\n\n".join(lines)
 
 
