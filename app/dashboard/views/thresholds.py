@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import panel as pn
 
-from chemlatent.app.dashboard.views.common import StateView, throttled_slider
-
+from chemlatent.app.dashboard.views.common import StateView, from_state, throttled_slider
 
 LOW_PRECISION = 0.1  # below this, the model cannot support the preset at these thresholds
 
@@ -39,8 +38,8 @@ class ThresholdsView(StateView):
     def __init__(self, **params) -> None:
         super().__init__(**params)
         st = self.state
-        self.w_preset = pn.widgets.Select.from_param(st.param.preset, label="rule preset", width=140)
-        self.w_unit = pn.widgets.RadioButtonGroup.from_param(st.param.unit, color="light")
+        self.w_preset = from_state(pn.widgets.Select, st.param.preset, label="rule preset", width=140)
+        self.w_unit = from_state(pn.widgets.RadioButtonGroup, st.param.unit, color="light")
         self.s_elem_sigma = throttled_slider(st, "element_sigma", "element cut (sigma at its z_Fe)")
         self.s_fe_sigma = throttled_slider(st, "fe_sigma", "metal-poor: z_Fe below median by (sigma)")
         self.s_elem_dex = throttled_slider(st, "element_dex", "element cut (dex)")
