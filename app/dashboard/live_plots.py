@@ -223,8 +223,10 @@ def map_hover(fig, tooltips: list[tuple[str, str]]) -> None:
     """Set the map's hover tooltips, hidden over pixels that hold no star."""
     for tool in fig.tools:
         if isinstance(tool, HoverTool):
-            tool.tooltips = tooltips
-            tool.filters = {"@star_id": CustomJS(code=HOVER_ONLY_ON_STARS)}
+            if tool.tooltips != tooltips:
+                tool.tooltips = tooltips
+            if "@star_id" not in tool.filters:
+                tool.filters = {"@star_id": CustomJS(code=HOVER_ONLY_ON_STARS)}
 
 
 OVERLAY_STYLES = {

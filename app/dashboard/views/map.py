@@ -82,12 +82,8 @@ class MapView(StateView):
                "teff_pred": ("Teff (pred)", "@{teff_pred}{0} K"),
                "logg_pred": ("log g (pred)", "@{logg_pred}{0.00}")}
         tips = [(LABELS.get(a, a), f"${xy}{{0.000}}") for xy, a in (("x", st.x_axis), ("y", st.y_axis))]
-        if st.color_by == "density":
-            tips.append(("stars in pixel", "@image{0}"))
-        elif st.color_by == "flagged":
-            tips.append(("flagged star in pixel", "@image{0}"))
-        else:
-            tips.append((LABELS.get(st.color_by, st.color_by), "@image{0.[000]}"))
+        if st.color_by not in ("density", "flagged"):  # the pixel's mean of the colour column
+            tips.append((f"{LABELS.get(st.color_by, st.color_by)} (pixel mean)", "@image{0.[000]}"))
         return tips + [fmt.get(h, (h, f"@{{{h}}}")) for h in self._hover_columns()]
 
     def _build_map(self):
@@ -124,8 +120,8 @@ class MapView(StateView):
     def _on_map_rendered(self, plot, element) -> None:
         """HoloViews hook, run on every render of the map: put the selected/flagged/picked
         glyphs on a new map figure once and fill them."""
+        map_hover(plot.state, self._tooltips())  # HoloViews sets its own tooltips on updates
         if self.overlays.attach(plot.state):
-            map_hover(plot.state, self._tooltips())
             for kind in OVERLAY_STYLES:
                 self._show_overlay(kind, now=True)
 
