@@ -25,7 +25,8 @@ class SpectrumView(StateView):
         self.w_zoom = pn.widgets.Select(label="zoom to", options=list(zoom_choices(self.data.windows)),
                                         width=260)
         self.w_star = pn.widgets.IntInput(label="star_id", value=st.picked, width=120)
-        self.spec_info = pn.pane.Markdown("Click a star on the map (tap tool) to see its spectrum.")
+        self.spec_info = pn.pane.Markdown("Click a star on the map (tap tool) to see its spectrum.",
+                                          css_classes=["cl-spec-info"])
         self.status = pn.pane.Markdown("", css_classes=["cl-star-status"], margin=(0, 10))
         self.spectrum = spectrum_figures(self.data)
         self.spectrum.top.css_classes = ["cl-spectrum"]  # a Bokeh pane shows the figure itself

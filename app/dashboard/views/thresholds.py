@@ -44,7 +44,8 @@ class ThresholdsView(StateView):
         self.s_fe_sigma = throttled_slider(st, "fe_sigma", "metal-poor: z_Fe below median by (sigma)")
         self.s_elem_dex = throttled_slider(st, "element_dex", "element cut (dex)")
         self.s_fe_dex = throttled_slider(st, "fe_dex", "[Fe/H] below (dex)")
-        self.counts_md = pn.pane.Markdown(self._counts_text(), name="flag counts", width=300)
+        self.counts_md = pn.pane.Markdown(self._counts_text(), name="flag counts", width=300,
+                                          css_classes=["cl-counts"])
         st.param.watch(self._on_unit, ["unit", "preset"])
         st.param.watch(self._on_flags, ["flagged"])
         self._on_unit()
