@@ -7,7 +7,7 @@ Starts ``python -m chemlatent.app.cli serve SURVEY_DIR --no-show`` (annotations 
 directory), opens the page in /usr/bin/chromium and times, ``--repeats`` times each:
 
 * **page open -> map drawn**: from ``goto`` until BokehJS reports the document idle (every
-  view rendered, the map's first image included) and the map's canvas holds the image;
+  view rendered, the map's first image included);
 * **box: mouse-up -> count updated**: a box dragged on the map, from the mouse release
   until the "Selection: N of M stars" text changes;
 * **lasso: mouse-up -> count updated**: the same with a 12-point lasso;
@@ -54,7 +54,7 @@ DEEP_TEXT = """(cls) => {
     return null
   }
   const el = walk(document)
-  return el ? el.textContent : null
+  return el ? (el.shadowRoot || el).textContent : null
 }"""
 # wait until that element's text differs from ``before`` (checked on every animation frame)
 WAIT_CHANGE = """([cls, before, pattern]) => new Promise((resolve) => {
@@ -70,7 +70,7 @@ WAIT_CHANGE = """([cls, before, pattern]) => new Promise((resolve) => {
   const t0 = performance.now()
   const tick = () => {
     el = (el && el.isConnected) ? el : walk(document)
-    const text = el ? el.textContent : null
+    const text = el ? (el.shadowRoot || el).textContent : null
     if (text != null && text !== before && (!pattern || new RegExp(pattern).test(text))) {
       resolve(performance.now() - t0)
     } else if (performance.now() - t0 > 60000) {
@@ -130,14 +130,12 @@ def _open(browser, url: str, requests: list[str]):
     pg = ctx.new_page()
     pg.set_default_timeout(120_000)
     pg.on("request", lambda r: requests.append(r.url))
-    idle = []
-    pg.on("console", lambda m: idle.append(time.perf_counter()) if "document idle" in m.text else None)
     t0 = time.perf_counter()
     pg.goto(url)
-    pg.wait_for_function(f"(cls) => ({DEEP_TEXT})(cls) != null", arg="cl-selection", timeout=120_000)
-    while not idle and time.perf_counter() - t0 < 120:
-        pg.wait_for_timeout(20)
-    ms = (idle[0] - t0) * 1000 if idle else -1
+    pg.wait_for_function(f"""(cls) => window.Bokeh && Bokeh.documents.length > 0 &&
+                             Bokeh.documents.every((d) => d.is_idle) && ({DEEP_TEXT})(cls) != null""",
+                         arg="cl-selection", timeout=120_000, polling=20)
+    ms = (time.perf_counter() - t0) * 1000
     return ctx, pg, ms
 
 

@@ -209,3 +209,40 @@ def test_verdict_saves_the_note_typed_and_clears_it(page, served):
     page.get_by_text("Accept (a)").first.click()
     page.get_by_text(re.compile(f"star {outside}, shown elsewhere, is not in this table")).first.wait_for()
     assert dash.data.store.verdicts([outside]).empty
+
+
+def test_the_page_makes_no_request_off_this_machine(browser, served):
+    """Air-gapped use: every resource (Bokeh, Panel, template CSS, fonts) comes from the server."""
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    pg = ctx.new_page()
+    pg.set_default_timeout(base.TIMEOUT)
+    urls: list[str] = []
+    pg.on("request", lambda r: urls.append(r.url))
+    pg.goto(served["url"])
+    pg.get_by_text("Selection: 0 of 3,000 stars").first.wait_for()
+    pg.get_by_text("Candidates", exact=True).first.click()
+    pg.get_by_text("Download table").first.wait_for()
+    pg.get_by_text("Re-inference", exact=True).first.click()
+    pg.wait_for_timeout(2000)
+    ctx.close()
+    assert urls
+    away = [u for u in urls if not re.match(r"^(https?|wss?)://127\.0\.0\.1[:/]", u)
+            and not u.startswith(("data:", "blob:"))]
+    assert not away, away
+
+
+def test_page_fits_1600_px_and_logs_no_warning(browser, served):
+    """The page within 1600 px (the fifth histogram was off screen) and no console warning
+    before a pick (the residual panel had a NaN range)."""
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1100})
+    pg = ctx.new_page()
+    pg.set_default_timeout(base.TIMEOUT)
+    logs: list[str] = []
+    pg.on("console", lambda m: logs.append(f"{m.type}: {m.text}") if m.type in ("warning", "error") else None)
+    pg.goto(served["url"])
+    pg.get_by_text("Selection: 0 of 3,000 stars").first.wait_for()
+    pg.wait_for_timeout(2000)
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 1600
+    ctx.close()
+    logs = [m for m in logs if "GL Driver" not in m and "WebGL" not in m]  # the headless GPU stub
+    assert not logs, logs
