@@ -44,32 +44,26 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 
 # find an element by CSS class through every shadow root (Panel renders into shadow DOM)
-DEEP_TEXT = """(cls) => {
-  const walk = (root) => {
+WALK = """(root, cls) => {
     const hit = root.querySelector('.' + cls)
     if (hit) return hit
     for (const el of root.querySelectorAll('*')) {
-      if (el.shadowRoot) { const f = walk(el.shadowRoot); if (f) return f }
+      if (el.shadowRoot) { const f = walk(el.shadowRoot, cls); if (f) return f }
     }
     return null
-  }
-  const el = walk(document)
+  }"""
+DEEP_TEXT = """(cls) => {
+  const walk = WALK_FN
+  const el = walk(document, cls)
   return el ? (el.shadowRoot || el).textContent : null
-}"""
+}""".replace("WALK_FN", WALK)
 # wait until that element's text differs from ``before`` (checked on every animation frame)
 WAIT_CHANGE = """([cls, before, pattern]) => new Promise((resolve) => {
-  const walk = (root) => {
-    const hit = root.querySelector('.' + cls)
-    if (hit) return hit
-    for (const el of root.querySelectorAll('*')) {
-      if (el.shadowRoot) { const f = walk(el.shadowRoot); if (f) return f }
-    }
-    return null
-  }
+  const walk = WALK_FN
   let el = null
   const t0 = performance.now()
   const tick = () => {
-    el = (el && el.isConnected) ? el : walk(document)
+    el = (el && el.isConnected) ? el : walk(document, cls)
     const text = el ? (el.shadowRoot || el).textContent : null
     if (text != null && text !== before && (!pattern || new RegExp(pattern).test(text))) {
       resolve(performance.now() - t0)
@@ -80,7 +74,7 @@ WAIT_CHANGE = """([cls, before, pattern]) => new Promise((resolve) => {
     }
   }
   tick()
-})"""
+})""".replace("WALK_FN", WALK)
 
 
 def _free_port() -> int:
