@@ -88,8 +88,11 @@ class Dashboard:
     def main(self) -> list:
         explore = pn.Column(pn.Row(self.map, self.spectrum_view, sizing_mode="stretch_width"),
                             self.selection, self.stack, sizing_mode="stretch_width", name="Explore")
-        return [pn.Tabs(("Explore", explore), ("Candidates", self.candidates),
-                        ("Re-inference", self.reinference), dynamic=True, sizing_mode="stretch_width")]
+        tabs = pn.Tabs(("Explore", explore), ("Candidates", self.candidates),
+                       ("Re-inference", self.reinference), dynamic=True, sizing_mode="stretch_width")
+        self.candidates.shown = tabs.active == 1
+        tabs.param.watch(lambda e: setattr(self.candidates, "shown", e.new == 1), "active")
+        return [tabs]
 
 
 def make_app(data: SurveyData, samp: bool = True, **state_params):

@@ -37,6 +37,7 @@ class CandidatesView(StateView):
     picked star's spectrum beside the table, next/previous and keyboard shortcuts for vetting."""
 
     samp = param.Boolean(default=True, doc="offer SAMP (only when served on the user's machine)")
+    shown = param.Boolean(default=True, doc="the table is on screen (else it is rebuilt when shown)")
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
@@ -99,8 +100,18 @@ class CandidatesView(StateView):
         self.spectrum_view.attach_document(self._doc)
 
     def refresh(self, *_) -> None:
-        """Rebuild the table's rows from the state."""
+        """Rebuild the table's rows from the state (when it is next shown, if hidden: a
+        threshold change on another tab then costs no table of thousands of rows)."""
+        if not self.shown:
+            self._stale = True
+            return
+        self._stale = False
         self.table.value = self.state.candidates()
+
+    @param.depends("shown", watch=True)
+    def _on_shown(self) -> None:
+        if self.shown and getattr(self, "_stale", False):
+            self.refresh()
 
     def _on_selection(self, *_) -> None:
         if self.state.table_source != "flagged":
