@@ -15,7 +15,6 @@ import pytest
 import test_dashboard_browser as base
 
 _image, _map_box, _wait_until = base._image, base._map_box, base._wait_until
-served, browser, page = base.served, base.browser, base.page  # the same fixtures
 
 pytestmark = pytest.mark.browser
 
