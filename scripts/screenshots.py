@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/img")
     ap.add_argument("--model", default=None)
     ap.add_argument("--chromium", default="/usr/bin/chromium")
-    ap.add_argument("--width", type=int, default=1500)
+    ap.add_argument("--width", type=int, default=1600)
     ap.add_argument("--height", type=int, default=1000)
     args = ap.parse_args(argv)
 

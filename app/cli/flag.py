@@ -37,8 +37,10 @@ def add_arguments(p) -> None:
     p.add_argument("--fdr", type=_fdr, default=None, metavar="Q",
                    help="flag by Benjamini-Hochberg at false-discovery rate Q instead of "
                         "the thresholds (the condition stays a filter)")
-    p.add_argument("--null", choices=["prior", "empirical"], default="prior",
-                   help="null model for the expected-by-chance count (default prior)")
+    p.add_argument("--null", choices=["frame", "prior", "empirical"], default="frame",
+                   help="null model for the expected-by-chance count: frame (default: each axis "
+                        "drawn in its cut's frame, the survey's median/MAD for sigma cuts), prior "
+                        "(N(0,1) in raw z) or empirical (the survey's median/MAD on every axis)")
     p.add_argument("--model", help="model name or model directory (default: the only or "
                    "newest latents of the survey)")
     p.add_argument("--out", required=True, help="output file: .csv, .fits/.fit or .vot/.xml")

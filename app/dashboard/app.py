@@ -110,7 +110,13 @@ class Dashboard:
                  ("Spectrum tools", self.tools_view)]
         tabs = pn.Tabs(*items, dynamic=True, sizing_mode="stretch_width")
         tools_tab = len(items) - 1  # the spectrum tools draw only while their tab is shown
-        tabs.param.watch(lambda e: setattr(self.tools_view, "shown", e.new == tools_tab), "active")
+        self.candidates.shown = tabs.active == 1  # the candidate table is rebuilt only when shown
+
+        def shown(event) -> None:
+            self.candidates.shown = event.new == 1
+            self.tools_view.shown = event.new == tools_tab
+
+        tabs.param.watch(shown, "active")
         return [tabs]
 
 

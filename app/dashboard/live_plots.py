@@ -16,7 +16,20 @@ from collections.abc import Callable
 
 import numpy as np
 from bokeh.layouts import row
-from bokeh.models import ColumnDataSource, LabelSet, Legend, LegendItem, Range1d, Span
+from bokeh.models import (
+    BoxSelectTool,
+    ColumnDataSource,
+    CustomJS,
+    HoverTool,
+    Image,
+    LabelSet,
+    LassoSelectTool,
+    Legend,
+    LegendItem,
+    Range1d,
+    Span,
+    TapTool,
+)
 from bokeh.plotting import figure
 
 from chemlatent.explore.spectrum import GROUP_COLORS, GROUP_LABELS, key_lines, window_spans
@@ -48,7 +61,7 @@ def apply_in_document(doc, fn: Callable[[], None]) -> None:
 class HistogramStrip:
     """Selection-vs-survey histograms, one small figure per column, in a row."""
 
-    def __init__(self, columns: list[str], labels: dict[str, str], width: int = 230,
+    def __init__(self, columns: list[str], labels: dict[str, str], width: int = 175,
                  height: int = 170) -> None:
         self.columns = list(columns)
         self.sources: dict[str, tuple[ColumnDataSource, ColumnDataSource]] = {}
@@ -113,35 +126,52 @@ class SpectrumFigures:
                                          line_width=1.3)]))
         lines = key_lines(lo, hi)
         self.labels = ColumnDataSource({"x": np.zeros(0), "y": np.zeros(0), "text": []})
-        self._label_x: list[float] = []
-        self._label_text: list[str] = []
-        self._label_level: list[float] = []
+        label_x: list[float] = []
+        label_text: list[str] = []
         if len(lines):
             top.vspan(x=lines["wave"].to_numpy(), line_color="#555555", line_dash="dotted", line_width=1)
             first = lines.groupby("label", sort=False)["wave"].min().reset_index()
-            self._add_labels(first["wave"], first["label"], 1.08)
-        if len(spans):
-            lab = spans.groupby("group", sort=False).first().reset_index()
-            self._add_labels((lab["lo"] + lab["hi"]) / 2, [GROUP_LABELS[g] for g in lab["group"]], 1.15)
+            label_x += [float(x) for x in first["wave"]]
+            label_text += [str(t) for t in first["label"]]
+        order = np.argsort(label_x, kind="stable")
+        self._label_x = np.asarray(label_x, float)[order]
+        self._label_text = [label_text[i] for i in order]
+        self.width = width
+        # labels hang down from the top of the plot, staggered where they would overlap
         top.add_layout(LabelSet(x="x", y="y", text="text", source=self.labels, text_font_size="8pt",
-                                text_color="#333333", angle=np.pi / 2, text_align="right"))
-        top.add_layout(Legend(items=items, location="bottom_right", **LEGEND_STYLE))
-        res = figure(width=width, height=res_height, x_range=self.x_range, tools=SPEC_TOOLS,
-                     x_axis_label=WAVE_LABEL, y_axis_label="obs - model")
+                                text_color="#333333", angle=np.pi / 2, text_align="right",
+                                text_baseline="middle", x_offset=0, y_offset=-2))
+        legend = Legend(items=items, orientation="horizontal", ncols=3, **LEGEND_STYLE)
+        top.add_layout(legend, "above")  # outside the data
+        self.res_range = Range1d(-0.2, 0.2)  # a finite range before any star is shown
+        res = figure(width=width, height=res_height, x_range=self.x_range, y_range=self.res_range,
+                     tools=SPEC_TOOLS, x_axis_label=WAVE_LABEL, y_axis_label="obs - model")
         res.varea(x="wave", y1="neg", y2="hi_sigma", source=self.star, color="#999999", alpha=0.3)
         res.line(x="wave", y="residual", source=self.star, color=MODEL_COLOR, line_width=1)
         res.add_layout(Span(location=0, dimension="width", line_color="black", line_width=0.5))
         self.top, self.res = top, res
-        self._set_label_height(1.0)
+        self._place_labels()
 
-    def _add_labels(self, xs, texts, level: float) -> None:
-        self._label_x += [float(x) for x in xs]
-        self._label_text += [str(t) for t in texts]
-        self._label_level += [level] * len(texts)
+    LABEL_GAP_PX = 12  # labels closer than this on screen go one level down
+    LABEL_LEVEL = 0.16  # of the y range: each level's drop
 
-    def _set_label_height(self, ymax: float) -> None:
-        self.labels.data = {"x": np.asarray(self._label_x, float),
-                            "y": ymax * np.asarray(self._label_level, float), "text": list(self._label_text)}
+    def _place_labels(self) -> None:
+        """Line labels inside the plot, from the top of the y range down, one level lower
+        for each neighbour closer than :data:`LABEL_GAP_PX` at the current zoom."""
+        lo, hi = self.x_range.start, self.x_range.end
+        y0, y1 = self.y_range.start, self.y_range.end
+        inside = (self._label_x >= lo) & (self._label_x <= hi)
+        xs = self._label_x[inside]
+        texts = [t for t, k in zip(self._label_text, inside) if k]
+        px = (xs - lo) * self.width / max(hi - lo, 1e-9)
+        levels: list[int] = []
+        last: dict[int, float] = {}
+        for p in px:
+            k = next(k for k in range(len(px) + 1) if p - last.get(k, -1e9) >= self.LABEL_GAP_PX)
+            last[k] = p
+            levels.append(k % 3)
+        ys = y1 - (y1 - y0) * (0.02 + self.LABEL_LEVEL * np.asarray(levels, float))
+        self.labels.data = {"x": xs, "y": ys, "text": texts}
 
     @staticmethod
     def _star_columns(spec=None) -> dict[str, np.ndarray]:
@@ -161,8 +191,12 @@ class SpectrumFigures:
         good = np.isfinite(flux)
         ymax = float(np.nanpercentile(flux, 99.5)) if good.any() else 1.2
         ymin = float(np.nanmin(flux)) if good.any() else 0.0
-        self.y_range.start, self.y_range.end = max(-0.1, ymin - 0.05), ymax * 1.2
-        self._set_label_height(ymax)
+        # headroom above the flux for the line labels
+        self.y_range.start, self.y_range.end = max(-0.1, ymin - 0.05), ymax * 1.45
+        res = np.asarray(spec.residual, float)
+        res = res[np.isfinite(res)]
+        r = float(np.percentile(np.abs(res), 99.5)) * 1.2 if res.size else 0.2
+        self.res_range.start, self.res_range.end = -max(r, 1e-3), max(r, 1e-3)
         self.zoom(zoom)
         self.top.title.text = (f"star {spec.star_id}: Teff_pred {info.get('teff_pred', np.nan):.0f} K, "
                                f"logg_pred {info.get('logg_pred', np.nan):.2f}, "
@@ -177,11 +211,27 @@ class SpectrumFigures:
         """Show a wavelength range (None: the whole spectrum)."""
         lo, hi = zoom if zoom is not None else self.full_range
         self.x_range.start, self.x_range.end = float(lo), float(hi)
+        self._place_labels()
+
+
+# drawn in this order: the selection above the flagged stars, the picked star above both
+# hover over the map: shown only where a star is (empty pixels carry star_id -1)
+HOVER_ONLY_ON_STARS = "export default (_args, _tool, {value}) => value != null && value >= 0"
+
+
+def map_hover(fig, tooltips: list[tuple[str, str]]) -> None:
+    """Set the map's hover tooltips, hidden over pixels that hold no star."""
+    for tool in fig.tools:
+        if isinstance(tool, HoverTool):
+            if tool.tooltips != tooltips:
+                tool.tooltips = tooltips
+            if "@star_id" not in tool.filters:
+                tool.filters = {"@star_id": CustomJS(code=HOVER_ONLY_ON_STARS)}
 
 
 OVERLAY_STYLES = {
-    "selected": {"color": SELECTED_COLOR, "size": 3, "alpha": 0.6},
     "flagged": {"color": "#d62728", "size": 5, "alpha": 0.7},
+    "selected": {"color": SELECTED_COLOR, "size": 4, "alpha": 0.8},
     "picked": {"color": "#ffdd00", "size": 16, "alpha": 1.0, "marker": "star", "line_color": "black",
                "line_width": 1.5},
 }
@@ -198,10 +248,20 @@ class MapOverlays:
         self.sources: dict[str, ColumnDataSource] = {}
 
     def attach(self, fig) -> bool:
-        """Add the overlay glyphs and their legend to a (new) map figure; False if already there."""
+        """Add the overlay glyphs and their legend to a (new) map figure; False if already there.
+
+        The glyphs are display only: the figure's selection, tap and hover tools keep to the
+        renderers that were there before (the map's image), so the browser never hit-tests
+        the overlay points on a mouse move (a lasso stays smooth with 20,000 flagged stars)
+        nor styles them as selected itself; what is drawn as selected comes from the
+        server's selection alone."""
         if fig is self.figure:
             return False
         self.figure = fig
+        base = [r for r in fig.renderers if isinstance(getattr(r, "glyph", None), Image)] or fig.renderers[:1]
+        for tool in fig.tools:
+            if isinstance(tool, (BoxSelectTool, LassoSelectTool, TapTool, HoverTool)):
+                tool.renderers = base  # "auto" would take in the overlay glyphs too
         items = []
         for kind, style in OVERLAY_STYLES.items():
             src = ColumnDataSource({"x": np.zeros(0), "y": np.zeros(0)})
@@ -209,9 +269,11 @@ class MapOverlays:
             alpha = style.pop("alpha")
             line = {"line_color": style.pop("line_color", None), "line_width": style.pop("line_width", 1)}
             r = fig.scatter(x="x", y="y", source=src, fill_alpha=alpha, **style, **line)
+            r.selection_glyph = r.nonselection_glyph = None  # no browser-side selection styling
             self.sources[kind] = src
             items.append(LegendItem(label=kind, renderers=[r]))
-        fig.add_layout(Legend(items=items, location="top_left", background_fill_alpha=0.6, **LEGEND_STYLE))
+        fig.add_layout(Legend(items=items, orientation="horizontal", location="top_left",
+                              **LEGEND_STYLE), "above")
         return True
 
     def thin(self, idx: np.ndarray) -> np.ndarray:

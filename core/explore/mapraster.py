@@ -21,13 +21,15 @@ import pandas as pd
 from scipy import ndimage
 
 MAX_SPREAD = 3
+HOVER_REACH = 3  # pixels: hovering this close to an isolated star names it
 ROW_COLUMN = "_row"
 
 
 @dataclass
 class MapRaster:
     """One rasterised view: ``value[j, i]`` (NaN where empty), ``row[j, i]`` (-1 where
-    empty), pixel-centre coordinates, and hover columns gathered at ``row``."""
+    empty), pixel-centre coordinates, and hover columns gathered at ``row`` (and, in empty
+    pixels up to :data:`HOVER_REACH` pixels from a star, at that star's row)."""
 
     value: np.ndarray
     row: np.ndarray
@@ -120,14 +122,18 @@ def rasterize_map(frame: pd.DataFrame, x: str, y: str, color: str = "density", *
     value, row = _spread(value, row, px)
     out = MapRaster(value, row, np.asarray(res.coords["x"].data), np.asarray(res.coords["y"].data),
                     x_range, y_range, spread=px)
-    safe = np.where(row >= 0, row, 0)
+    if hover and HOVER_REACH > px:  # hover finds isolated stars a few pixels off (full view)
+        _, hrow = _spread(value, row, HOVER_REACH)
+    else:
+        hrow = row
+    safe = np.where(hrow >= 0, hrow, 0)
     for c in hover:
         v = extra[c] if c in extra else frame[c].to_numpy()
         g = v[safe]
         if g.dtype.kind == "f":
-            g = np.where(row >= 0, g, np.nan)
+            g = np.where(hrow >= 0, g, np.nan)
         else:
-            g = np.where(row >= 0, g, -1)
+            g = np.where(hrow >= 0, g, -1)
         out.hover[c] = g
     return out
 

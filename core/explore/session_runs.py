@@ -36,15 +36,23 @@ def available_models(data) -> dict[str, str | None]:
     """Models a user may choose in the browser (label -> model directory, None = bundled):
     the survey's own model, the bundled one, and model directories under ``<survey>/models``.
     Only these are offered: nothing typed in the browser becomes a server path."""
+    from chemlatent.model.modelio import bundled_model_dir
+
     out: dict[str, str | None] = {}
+    seen: set[Path] = set()  # one entry per model directory, however it is reached
     if data.model_dir is not None:
         out[f"{data.model_name} (this survey's)"] = str(data.model_dir)
-    out["bundled model"] = None
+        seen.add(Path(data.model_dir).resolve())
+    bundled = bundled_model_dir().resolve()
+    if bundled not in seen:
+        out["bundled model"] = None
+        seen.add(bundled)
     root = Path(data.path) / "models"
     if root.is_dir():
         for d in sorted(root.iterdir()):
-            if (d / "config.json").exists():
+            if (d / "config.json").exists() and d.resolve() not in seen:
                 out[f"{d.name} (models/)"] = str(d)
+                seen.add(d.resolve())
     return out
 
 

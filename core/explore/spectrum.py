@@ -71,21 +71,54 @@ def window_spans(windows: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "lo", "hi", "label"])
 
 
+MAIN_SHARE = 0.75  # a group's zoom spans the shortest range holding this share of its windows' width
+
+
+def _main_range(lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
+    """The shortest wavelength range, from one window's start to another's end, that holds
+    :data:`MAIN_SHARE` of the windows' total width (an isolated window far away is left out)."""
+    order = np.argsort(lo)
+    lo, hi = lo[order], hi[order]
+    width = hi - lo
+    need = MAIN_SHARE * width.sum()
+    best = (float(lo[0]), float(hi.max()))
+    for i in range(lo.size):
+        for j in range(i, lo.size):
+            if width[i:j + 1].sum() >= need:
+                if hi[i:j + 1].max() - lo[i] < best[1] - best[0]:
+                    best = (float(lo[i]), float(hi[i:j + 1].max()))
+                break
+    return best
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Intersection over union of two ranges."""
+    inter = min(a[1], b[1]) - max(a[0], b[0])
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return max(inter, 0.0) / union if union > 0 else 1.0
+
+
 def zoom_choices(windows: dict) -> dict[str, tuple[float, float] | None]:
-    """Named zoom targets: full range, each group, each labelled window, each key line."""
+    """Named zoom targets: full range, each group's main windows, each labelled window,
+    each key line; a target whose range nearly repeats an earlier one's is left out."""
     spans = window_spans(windows)
     out: dict[str, tuple[float, float] | None] = {"full spectrum": None}
+
+    def add(name: str, rng: tuple[float, float]) -> None:
+        if name not in out and not any(v is not None and _overlap(v, rng) > 0.8 for v in out.values()):
+            out[name] = rng
+
     for g in ELEMENT_GROUPS:
         s = spans[spans["group"] == g]
         if len(s):
-            out[f"{GROUP_LABELS[g]} windows"] = (float(s["lo"].min()) - 10, float(s["hi"].max()) + 10)
+            lo, hi = _main_range(s["lo"].to_numpy(float), s["hi"].to_numpy(float))
+            add(f"{GROUP_LABELS[g]} windows", (lo - 10, hi + 10))
     for r in spans.itertuples():
-        name = f"{GROUP_LABELS[r.group]}: {r.label} {r.lo:.0f}-{r.hi:.0f}"
         pad = max(5.0, 0.15 * (r.hi - r.lo))
-        out[name] = (r.lo - pad, r.hi + pad)
+        add(f"{GROUP_LABELS[r.group]}: {r.label} {r.lo:.0f}-{r.hi:.0f}", (r.lo - pad, r.hi + pad))
     for label, g in KEY_LINES.groupby("label", sort=False):
         lo, hi = float(g["wave"].min()), float(g["wave"].max())
-        out[f"line: {label}"] = (lo - 25, hi + 25)
+        add(f"line: {label}", (lo - 25, hi + 25))
     return out
 
 

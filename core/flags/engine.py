@@ -20,14 +20,23 @@ threshold-independent work (reference frame, conditional scores, a z_fe histogra
 re-evaluating a rule and its counts is a few vectorised comparisons: well under 100 ms for
 10 million stars on 2 cores (see :func:`bench_rules`).
 
-Expected by chance (``null="prior"``, the default): the sum over stars of the probability
-that the star would pass the rule if its chemistry were unremarkable, i.e. if its three
-latents were an independent draw from the model prior N(0, I), thresholds held at the
-values they take for that star (they differ between stars only for metallicity-conditional
-cuts, whose threshold depends on the star's z_fe). ``null="empirical"`` draws instead from
-the survey's robust Gaussian (median, 1.4826*MAD per axis; the conditional one on element
-axes that carry conditional cuts). The probability of any and/or tree is computed exactly
-for independent axes by splitting each axis at its thresholds.
+Expected by chance: the sum over stars of the probability that the star would pass the
+rule if its chemistry were unremarkable, i.e. if its three latents were an independent
+draw from a null distribution, thresholds held at the values they take for that star (they
+differ between stars only for metallicity-conditional cuts, whose threshold depends on the
+star's z_fe). The null (:data:`NULLS`, described by :func:`null_text`):
+
+- ``"frame"`` (the default): each axis is drawn in the frame its cuts are made in. An axis
+  with a sigma cut in the survey frames (``empirical``/``cond``) is drawn from the survey's
+  robust Gaussian (median, 1.4826*MAD; the metallicity-conditional one for ``cond`` cuts),
+  so "3 sigma" has the tail probability of 3 sigma; an axis cut in raw z, dex or the prior
+  frame is drawn from the model prior N(0, 1).
+- ``"prior"``: every axis from the model prior N(0, 1) in raw z (with survey-frame sigma cuts
+  this overstates the expectation many times: the survey's spread of z is ~0.5).
+- ``"empirical"``: every axis from the survey's robust Gaussian.
+
+The probability of any and/or tree is computed exactly for independent axes by splitting
+each axis at its thresholds.
 
 FDR (Benjamini-Hochberg at level q): the condition is applied as a filter; each cut of the
 expression gives a one-sided normal tail p-value in its frame (latent and dex cuts use the
@@ -59,7 +68,18 @@ from chemlatent.flags.tree import (
 )
 from chemlatent.model.calibration import LABELS, AxisCalibration, Calibration
 
-NULLS: tuple[str, ...] = ("prior", "empirical")
+NULLS: tuple[str, ...] = ("frame", "prior", "empirical")
+DEFAULT_NULL = "frame"
+NULL_TEXT: dict[str, str] = {
+    "frame": "each axis in its cut's frame (survey median/MAD for sigma cuts, prior N(0,1) otherwise)",
+    "prior": "model prior N(0,1) on every axis",
+    "empirical": "survey median/MAD on every axis",
+}
+
+
+def null_text(null: str) -> str:
+    """What a null draws from, in words (for the page and for exports)."""
+    return NULL_TEXT[null]
 _HIST_BINS = 512
 
 
@@ -72,7 +92,7 @@ class RuleCounts:
     n_valid: int
     n_flagged: int
     expected: float
-    null: str = "prior"
+    null: str = DEFAULT_NULL
     fdr: float | None = None
     p_threshold: float | None = None
     fdr_bound: float | None = None
@@ -91,7 +111,7 @@ class RuleCounts:
     def summary(self) -> str:
         """One line: flagged N of M, expected by chance E, precision/recall when known."""
         parts = [f"flagged {self.n_flagged:,} of {self.n_stars:,}",
-                 f"expected by chance {self.expected:,.1f} (under the {self.null})"]
+                 f"expected by chance {self.expected:,.1f} (null: {null_text(self.null)})"]
         if self.fdr is not None:
             parts.append(f"FDR q={self.fdr:g} (p <= {self.p_threshold:.3g}, "
                          f"false discoveries <= {self.fdr_bound:,.1f})")
@@ -249,7 +269,7 @@ class RuleEngine:
             return self._eval(self._compile(rule.full(), rule.name))
         return self._eval(self._compile(rule))
 
-    def expected(self, rule: Rule | Node, null: str = "prior") -> float:
+    def expected(self, rule: Rule | Node, null: str = DEFAULT_NULL) -> float:
         """Number of stars expected to pass by chance (see the module docstring)."""
         if null not in NULLS:
             raise ChemlatentError(f"null must be one of {', '.join(NULLS)}, got {null!r}")
@@ -259,6 +279,8 @@ class RuleEngine:
         axes = frozenset().union(*[lf.axes for lf in leaves])
         cond_axes = {lf.cut.axis for lf in leaves
                      if lf.cut.unit == "sigma" and lf.cut.resolved_frame() == "cond"}
+        survey_axes = {lf.cut.axis for lf in leaves
+                       if lf.cut.unit == "sigma" and lf.cut.resolved_frame() in ("cond", "empirical")}
         if cond_axes:
             weights, ctx = self._fe_hist(axes)
         else:
@@ -268,7 +290,7 @@ class RuleEngine:
         null_mu, null_sd = {}, {}
         for a in {lf.cut.axis for lf in leaves}:
             k = AXES.index(a)
-            if null == "prior":
+            if null == "prior" or (null == "frame" and a not in survey_axes):
                 null_mu[a], null_sd[a] = np.zeros(g), np.ones(g)
             elif a in cond_axes:
                 null_mu[a], null_sd[a] = self.ref.cond_curve(a, ctx)
@@ -322,7 +344,7 @@ class RuleEngine:
                    f"{rule.name} FDR q={q:g}", rule.truth_definition(), rule.description)
         return out, pstar, eff
 
-    def counts(self, rule: Rule, *, fdr: float | None = None, null: str = "prior",
+    def counts(self, rule: Rule, *, fdr: float | None = None, null: str = DEFAULT_NULL,
                truth: np.ndarray | None = None, known: np.ndarray | None = None) -> RuleCounts:
         """Flag count, expected by chance, FDR details and (with truth) precision/recall."""
         t0 = time.perf_counter()
@@ -413,7 +435,7 @@ def _fdr_node(node: Node, alpha: float, eng: RuleEngine) -> Node:
 
 def evaluate_rule(latents: pd.DataFrame, rule: Rule, *, calibration: Calibration | None = None,
                   reference: Reference | None = None, fdr: float | None = None,
-                  null: str = "prior", truth: np.ndarray | None = None,
+                  null: str = DEFAULT_NULL, truth: np.ndarray | None = None,
                   known: np.ndarray | None = None) -> RuleCounts:
     """One-shot: build a RuleEngine on ``latents`` and count ``rule`` (mask in .extra)."""
     eng = RuleEngine.from_latents(latents, reference=reference, calibration=calibration)

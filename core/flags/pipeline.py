@@ -21,7 +21,7 @@ import pandas as pd
 
 from chemlatent.errors import ChemlatentError
 from chemlatent.flags.anomaly import Reference, compute_scores
-from chemlatent.flags.engine import RuleCounts, RuleEngine
+from chemlatent.flags.engine import DEFAULT_NULL, RuleCounts, RuleEngine, null_text
 from chemlatent.flags.parser import parse_rule
 from chemlatent.flags.presets import PRESETS, preset
 from chemlatent.flags.statistics import truth_mask
@@ -44,10 +44,11 @@ def truth_for(rule: Rule, catalog: pd.DataFrame | None
     return truth, known
 
 
-def flag_stars(engine: RuleEngine, rule: Rule, *, fdr: float | None = None, null: str = "prior",
+def flag_stars(engine: RuleEngine, rule: Rule, *, fdr: float | None = None, null: str = DEFAULT_NULL,
                truth: np.ndarray | None = None, known: np.ndarray | None = None) -> RuleCounts:
     """The rule on the engine's stars: counts, expected by chance and the flagged mask
-    (``counts.extra["mask"]``)."""
+    (``counts.extra["mask"]``). ``null``: see :data:`chemlatent.flags.engine.NULLS`; the
+    default draws each axis in its cut's frame, so the expectation matches the cut."""
     return engine.counts(rule, fdr=fdr, null=null, truth=truth, known=known)
 
 
@@ -74,7 +75,8 @@ def provenance_extra(counts: RuleCounts, *, calibration: Calibration | None = No
     """What the flagging did, for an export's provenance: counts, expected by chance, the
     null, FDR details, precision/recall and the calibration used."""
     extra: dict = {"n_stars": counts.n_stars, "n_flagged": counts.n_flagged,
-                   "expected": round(float(counts.expected), 4), "null": counts.null}
+                   "expected": round(float(counts.expected), 4), "null": counts.null,
+                   "null_model": null_text(counts.null)}
     if counts.fdr is not None:
         extra.update(fdr=counts.fdr, p_threshold=counts.p_threshold)
         if requested is not None:
@@ -82,8 +84,7 @@ def provenance_extra(counts: RuleCounts, *, calibration: Calibration | None = No
     if counts.metrics:
         extra.update(precision=round(counts.metrics["precision"], 6),
                      recall=round(counts.metrics["recall"], 6))
-    if calibration is not None:
-        extra["calibration"] = calibration_text(calibration)
+    extra["calibration"] = calibration_text(calibration) if calibration is not None else "none"
     return extra
 
 
@@ -134,7 +135,7 @@ class FlagRequest:
     sigma: float | None = None
     fe_sigma: float = 1.0
     fdr: float | None = None
-    null: str = "prior"
+    null: str = DEFAULT_NULL
     model: str | None = None
     calibrate: bool = False
     calibrate_columns: dict[str, str] | None = None

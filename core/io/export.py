@@ -34,7 +34,8 @@ FITS_KEYWORDS: dict[str, str] = {
     "software": "CREATOR", "version": "SWVERSN", "created": "DATE", "survey_path": "SURVEY",
     "survey_name": "SURVNAME", "model_name": "MODEL", "model_dir": "MODELDIR",
     "rule": "RULE", "rule_json": "RULEJSON", "n_stars": "NSTARS", "n_flagged": "NFLAGGED",
-    "expected": "NEXPECT", "null": "NULLHYP", "fdr": "FDRQ", "p_threshold": "PTHRESH",
+    "expected": "NEXPECT", "null": "NULLHYP", "null_model": "NULLDESC", "fdr": "FDRQ",
+    "p_threshold": "PTHRESH",
     "calibration": "CALIB", "precision": "PRECISN", "recall": "RECALL",
 }
 
@@ -58,6 +59,23 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
 }
 
 
+# units (FITS TUNIT, VOTable unit, the CSV header) and UCDs of the columns that have them;
+# latents, scores and probabilities are dimensionless
+COLUMN_UNITS: dict[str, str] = {
+    "ra": "deg", "dec": "deg", "teff": "K", "teff_pred": "K", "logg": "log(cm.s**-2)",
+    "logg_pred": "log(cm.s**-2)", "fe_h": "dex", "c_fe": "dex", "alpha_fe": "dex",
+    "fe_h_cal": "dex", "c_fe_cal": "dex", "alpha_fe_cal": "dex",
+}
+COLUMN_UCDS: dict[str, str] = {
+    "star_id": "meta.id;meta.main", "ra": "pos.eq.ra;meta.main", "dec": "pos.eq.dec;meta.main",
+    "snr": "stat.snr", "teff": "phys.temperature.effective", "teff_pred": "phys.temperature.effective",
+    "logg": "phys.gravity", "logg_pred": "phys.gravity", "fe_h": "phys.abund.Fe",
+    "fe_h_cal": "phys.abund.Fe", "c_fe": "phys.abund", "c_fe_cal": "phys.abund",
+    "alpha_fe": "phys.abund", "alpha_fe_cal": "phys.abund", "verdict": "meta.note",
+    "note": "meta.note", "population": "meta.code.class",
+}
+
+
 def format_for(path: str | Path) -> str:
     """'csv', 'fits' or 'votable' from a file name's extension."""
     ext = Path(path).suffix.lower()
@@ -72,16 +90,19 @@ def utc_now() -> str:
 
 
 def provenance(*, survey_path: str | Path | None = None, model_name: str | None = None,
-               model_dir: str | Path | None = None, rule=None, extra: dict | None = None) -> dict:
-    """The standard provenance dict (``rule``: a rules.Rule or text)."""
+               model_dir: str | Path | None = None, rule=None, extra: dict | None = None,
+               paths: bool = True) -> dict:
+    """The standard provenance dict (``rule``: a rules.Rule or text). ``paths=False`` (a file
+    downloaded from the page): names only, no absolute path on the server."""
     meta: dict = {"software": "chemlatent", "version": __version__, "created": utc_now()}
     if survey_path is not None:
-        meta["survey_path"] = str(Path(survey_path).resolve())
+        if paths:
+            meta["survey_path"] = str(Path(survey_path).resolve())
         meta["survey_name"] = Path(survey_path).resolve().name
     if model_name:
         meta["model_name"] = str(model_name)
     if model_dir:
-        meta["model_dir"] = str(model_dir)
+        meta["model_dir"] = str(model_dir) if paths else Path(model_dir).name
     if rule is not None:
         if hasattr(rule, "to_json"):
             meta["rule"] = rule.describe()
@@ -155,6 +176,9 @@ def _astropy_table(df: pd.DataFrame):
 def _write_csv(df: pd.DataFrame, fh, meta: dict) -> None:
     lines = ["# chemlatent candidate table"]
     lines += [f"# {k}: {_clean(v)}" for k, v in meta.items()]
+    units = [f"{c}={COLUMN_UNITS[c]}" for c in df.columns if c in COLUMN_UNITS]
+    if units:
+        lines.append("# units: " + ", ".join(units) + " (other columns dimensionless)")
     text = "\n".join(lines) + "\n" + df.to_csv(index=False, lineterminator="\n")
     fh.write(text.encode("utf-8"))
 
@@ -192,6 +216,8 @@ def _write_fits(df: pd.DataFrame, fh, meta: dict) -> None:
     for i, c in enumerate(df.columns, start=1):
         if c in COLUMN_DESCRIPTIONS:
             h.comments[f"TTYPE{i}"] = COLUMN_DESCRIPTIONS[c][:47]
+        if c in COLUMN_UNITS:
+            h.set(f"TUNIT{i}", COLUMN_UNITS[c], after=f"TFORM{i}")
     h.add_comment("Chemical latent candidates; z_* are the VAE's chemical axes (prior N(0,1)).")
     h.add_comment("Keywords RULE / RULEJSON hold the selection; see docs/flags.md.")
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(fh)
@@ -208,6 +234,10 @@ def _write_votable(df: pd.DataFrame, fh, meta: dict) -> None:
     for f in table.fields:
         if f.name in COLUMN_DESCRIPTIONS:
             f.description = COLUMN_DESCRIPTIONS[f.name]
+        if f.name in COLUMN_UNITS:
+            f.unit = COLUMN_UNITS[f.name]
+        if f.name in COLUMN_UCDS:
+            f.ucd = COLUMN_UCDS[f.name]
     for k, v in meta.items():
         if v is None:
             continue

@@ -65,7 +65,9 @@ def test_stack_view(state):
     assert "select stars first" in state.message
     state.select_ids(state.data.frame["star_id"].to_numpy()[:40])
     view._on_stack()
-    assert view.stack_info.object.startswith("Mean of")
+    assert view.stack_info.object.startswith("Mean of") and view.stacked
+    state.clear_selection()  # a stale stack goes with the selection it was made of
+    assert not view.stacked and view.stack_info.object == ""
 
 
 def test_thresholds_view(state):
@@ -73,6 +75,7 @@ def test_thresholds_view(state):
     _renders(view)
     state.element_sigma = 1.0
     assert f"**{state.n_flagged:,} flagged**" in view.counts_md.object
+    assert "expected by chance" in view.counts_md.object and "(null: frame)" in view.counts_md.object
     state.preset = "none"
     assert view.counts_md.object.startswith("No rule")
     assert not view.s_elem_sigma.visible

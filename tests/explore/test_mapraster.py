@@ -32,7 +32,15 @@ def test_density_counts_every_star_in_view_and_rows_name_stars_in_their_pixel():
     assert np.all(np.abs(f["x"].to_numpy()[rows] - r.xs[ii]) <= dx / 2 + 1e-6)
     assert np.all(np.abs(f["y"].to_numpy()[rows] - r.ys[jj]) <= dy / 2 + 1e-6)
     assert np.array_equal(r.hover["star_id"][filled], f["star_id"].to_numpy()[rows])
-    assert np.all(r.hover["star_id"][~filled] == -1)
+    # hover reaches an isolated star from empty pixels up to HOVER_REACH away, never farther
+    from scipy import ndimage
+
+    from chemlatent.explore.mapraster import HOVER_REACH
+
+    near = ndimage.binary_dilation(filled, structure=np.ones((2 * HOVER_REACH + 1,) * 2, bool))
+    assert np.all(r.hover["star_id"][~near] == -1)
+    assert np.all(r.hover["star_id"][near & ~filled] >= 0)
+    assert np.all(np.isin(r.hover["star_id"][near], f["star_id"].to_numpy()))
 
 
 def test_mean_colour_and_flagged_extra_column():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,12 @@ def test_submit_follow_compare_apply_and_go_back(encoded, queue, tmp_path):
     data = SurveyData(encoded, db=str(tmp_path / "ann.sqlite"))
     ex = ExplorerState(data)
     runs = RunsState(ex, queue=queue, user="alice")
-    assert "bundled model" in available_models(data)
+    # one entry per model: the survey's model here is the bundled one, offered once
+    from chemlatent.model.modelio import bundled_model_dir
+
+    models = available_models(data)
+    dirs = [Path(v).resolve() if v else bundled_model_dir().resolve() for v in models.values()]
+    assert len(dirs) == len(set(dirs)) and bundled_model_dir().resolve() in dirs
     x, y = ex.xy
     ex.select_box((np.nanmin(x), np.nanmin(y), np.nanmedian(x), np.nanmedian(y)))
     n_sel = ex.n_selected

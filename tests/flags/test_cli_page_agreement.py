@@ -39,6 +39,17 @@ def _cli_ids(survey: Path, model_dir: Path, out: Path, *argv: str) -> np.ndarray
     return np.sort(pd.read_csv(out, comment="#")["star_id"].to_numpy(np.int64))
 
 
+def _header(path: Path) -> dict[str, str]:
+    """The ``# key: value`` provenance lines of a CSV export."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if not line.startswith("# "):
+            break
+        k, _, v = line[2:].partition(": ")
+        out[k] = v
+    return out
+
+
 def _page_ids(state: ExplorerState) -> np.ndarray:
     return np.sort(state.data.frame["star_id"].to_numpy(np.int64)[state.flagged])
 
@@ -54,6 +65,10 @@ def test_sigma_thresholds_agree(setup, name, tmp_path):
             page = _page_ids(state)
             assert np.array_equal(cli, page), (name, s, fe, cli.size, page.size)
             assert state.counts.n_flagged == cli.size
+            # the same expected-by-chance, under the same (recorded) null
+            head = _header(tmp_path / "out.csv")
+            assert head["null"] == state.counts.null == "frame"
+            assert float(head["expected"]) == pytest.approx(state.counts.expected, abs=1e-3)
 
 
 @pytest.mark.parametrize("name", ["cemp", "apmp"])

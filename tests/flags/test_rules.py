@@ -263,6 +263,30 @@ def test_expected_prior_versus_empirical_on_a_narrow_survey():
         eng.expected(cut, "bayes")
 
 
+def test_default_null_is_drawn_in_the_frame_of_the_cuts():
+    """A sigma preset on a narrow, featureless survey (spread 0.49, as after training): the
+    default null (each axis in its cut's frame) expects what the rule flags; the prior null
+    (N(0,1) in raw z) expects many times more, as the page once showed."""
+    from chemlatent.flags.engine import DEFAULT_NULL, null_text
+    from chemlatent.flags.pipeline import flag_stars, provenance_extra
+
+    rng = np.random.default_rng(21)
+    z = rng.normal(0.1, 0.49, (200_000, 3)).astype(np.float32)
+    eng = RuleEngine(z)
+    for name, sigma in (("cemp", 3.0), ("cemp", 2.1), ("apmp", 2.0)):
+        rule = preset(name, sigma=sigma)
+        res = flag_stars(eng, rule)
+        assert res.null == DEFAULT_NULL == "frame"
+        assert abs(res.n_flagged - res.expected) < 5 * np.sqrt(res.expected) + 5, (name, sigma, res)
+        assert eng.expected(rule, "prior") > 5 * res.expected
+        extra = provenance_extra(res)
+        assert extra["null"] == "frame" and extra["null_model"] == null_text("frame")
+        assert extra["calibration"] == "none"
+    # cuts in raw z keep the prior null under "frame"
+    cut = Cut("c", "enhanced", 1.0, "latent")
+    assert eng.expected(cut) == pytest.approx(eng.expected(cut, "prior"))
+
+
 def test_planted_population_far_above_chance(survey):
     _, cat, _, eng = survey
     res = eng.counts(preset("cemp", sigma=4))

@@ -17,6 +17,25 @@ LABELS = {"z_fe": "z_Fe", "z_c": "z_C", "z_alpha": "z_alpha", "w_0": "w_0 (Teff)
           "logg": "log g (truth)", "snr": "S/N", "chi2": "reconstruction chi2",
           "score": "anomaly score (Mahalanobis d2)", "s_c_cond": "z_C sigma at its z_Fe",
           "s_alpha_cond": "z_alpha sigma at its z_Fe", "density": "density", "flagged": "flagged"}
+# widget help (the "?" tooltip): what the label alone does not say
+HELP = {
+    "x_axis": "Any latent, predicted or (simulated surveys) true label; Teff axes run right to left "
+              "and log g axes downward, as in a Kiel diagram.",
+    "y_axis": "Any latent, predicted or (simulated surveys) true label; Teff axes run right to left "
+              "and log g axes downward, as in a Kiel diagram.",
+    "color_by": "density: stars per pixel (equalised); flagged: pixels holding a flagged star in red; "
+                "a column: its mean per pixel.",
+    "selection_mode": "How a new box or lasso combines with the current selection.",
+    "preset": "cemp: carbon-enhanced metal-poor; apmp: alpha-poor metal-poor (docs/flags.md).",
+    "unit": "sigma: cuts in the survey's own spread (metallicity-conditional for C and alpha); "
+            "dex: calibrated abundances (needs a calibration).",
+    "table_source": "Which stars the table lists; verdicts are kept per star whatever the source.",
+    "export_format": "CSV, FITS or VOTable, each with the rule, null, calibration and units.",
+    "element_sigma": "How far above (C) or below (alpha) stars of similar z_Fe, in their robust spread.",
+    "fe_sigma": "Used without an iron calibration: how far below the survey's median z_Fe.",
+    "element_dex": "[C/Fe] above (cemp) or [alpha/Fe] below (apmp) this value.",
+    "fe_dex": "Metal-poor: calibrated [Fe/H] below this value.",
+}
 MAP_SIZE = (560, 480)
 SPEC_WIDTH = 560
 
@@ -58,6 +77,11 @@ class StateView(pn.viewable.Viewer):
 
     def _apply(self, fn) -> None:
         apply_in_document(self._doc, fn)
+
+
+def from_state(widget_type, parameter, **kwargs):
+    """A widget bound to a state parameter, with help from :data:`HELP`."""
+    return widget_type.from_param(parameter, description=HELP.get(parameter.name), **kwargs)
 
 
 def throttled_slider(state: ExplorerState, name: str, label: str) -> pn.widgets.FloatSlider:

@@ -7,13 +7,17 @@ import holoviews as hv
 import numpy as np
 import panel as pn
 import param
+from bokeh.models import FixedTicker
 
-from chemlatent.app.dashboard.live_plots import OVERLAY_STYLES, MapOverlays
-from chemlatent.app.dashboard.views.common import LABELS, MAP_SIZE, StateView, weak_hook
+from chemlatent.app.dashboard.live_plots import OVERLAY_STYLES, MapOverlays, map_hover
+from chemlatent.app.dashboard.views.common import LABELS, MAP_SIZE, StateView, from_state, weak_hook
 from chemlatent.explore.mapraster import rasterize_map
 from chemlatent.explore.session_runs import RunsState
 from chemlatent.explore.survey import HOVER_COLUMNS
 
+TEFF_AXES = ("teff_pred", "teff", "w_0")  # drawn hot to cool (right to left), as in a Kiel diagram
+LOGG_AXES = ("logg_pred", "logg", "w_1")  # drawn with log g increasing downward
+RUN_COLOR = "#9467bd"  # the old -> new arrows of a re-encoded run (purple)
 PLAIN_OVERLAY_MAX = 20000  # map overlays of more stars draw an evenly spaced subset
 
 
@@ -25,10 +29,10 @@ class MapView(StateView):
     def __init__(self, **params) -> None:
         super().__init__(**params)
         st = self.state
-        self.w_x = pn.widgets.Select.from_param(st.param.x_axis, label="x axis", width=140)
-        self.w_y = pn.widgets.Select.from_param(st.param.y_axis, label="y axis", width=140)
-        self.w_color = pn.widgets.Select.from_param(st.param.color_by, label="colour", width=140)
-        self.w_mode = pn.widgets.RadioButtonGroup.from_param(st.param.selection_mode, color="light")
+        self.w_x = from_state(pn.widgets.Select, st.param.x_axis, label="x axis", width=140)
+        self.w_y = from_state(pn.widgets.Select, st.param.y_axis, label="y axis", width=140)
+        self.w_color = from_state(pn.widgets.Select, st.param.color_by, label="colour", width=140)
+        self.w_mode = from_state(pn.widgets.RadioButtonGroup, st.param.selection_mode, color="light")
         self.b_clear = pn.widgets.Button(label="Clear selection", color="default")
         self.b_clear.on_click(lambda e: st.clear_selection())
         self.overlays = MapOverlays(PLAIN_OVERLAY_MAX)
@@ -57,7 +61,7 @@ class MapView(StateView):
         st = self.state
         x, y, c = st.x_axis, st.y_axis, st.color_by
         f = self.data.frame
-        hover = tuple(h for h in HOVER_COLUMNS if h in f.columns and h not in (x, y))
+        hover = self._hover_columns()
         extra = {"flagged": st.flagged.astype(np.float32)} if c == "flagged" else None
         r = rasterize_map(f, x, y, c, x_range=x_range, y_range=y_range, width=MAP_SIZE[0],
                           height=MAP_SIZE[1], extra=extra, hover=hover)
@@ -65,6 +69,22 @@ class MapView(StateView):
         kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
         vd = [hv.Dimension(vname, label=LABELS.get(c, c))] + [hv.Dimension(h, label=h) for h in hover]
         return hv.Image((r.xs, r.ys, r.value, *(r.hover[h] for h in hover)), kd, vd)
+
+    def _hover_columns(self) -> tuple[str, ...]:
+        """The star's columns shown on hover (not those already on the axes or the colour)."""
+        st, f = self.state, self.data.frame
+        shown = (st.x_axis, st.y_axis, st.color_by)
+        return tuple(h for h in HOVER_COLUMNS if h in f.columns and h not in shown)
+
+    def _tooltips(self) -> list[tuple[str, str]]:
+        st = self.state
+        fmt = {"star_id": ("star_id", "@{star_id}{0}"), "snr": ("S/N", "@{snr}{0.0}"),
+               "teff_pred": ("Teff (pred)", "@{teff_pred}{0} K"),
+               "logg_pred": ("log g (pred)", "@{logg_pred}{0.00}")}
+        tips = [(LABELS.get(a, a), f"${xy}{{0.000}}") for xy, a in (("x", st.x_axis), ("y", st.y_axis))]
+        if st.color_by not in ("density", "flagged"):  # the pixel's mean of the colour column
+            tips.append((f"{LABELS.get(st.color_by, st.color_by)} (pixel mean)", "@image{0.[000]}"))
+        return tips + [fmt.get(h, (h, f"@{{{h}}}")) for h in self._hover_columns()]
 
     def _build_map(self):
         st = self.state
@@ -75,13 +95,17 @@ class MapView(StateView):
             cmap, cnorm = ["#bbbbbb", "#d62728"], "linear"
         else:
             cmap, cnorm = "viridis", "eq_hist"
+        colour = ({"clim": (0, 1), "color_levels": 2, "colorbar_opts": {
+            "ticker": FixedTicker(ticks=[0.25, 0.75]),
+            "major_label_overrides": {0.25: "no flag", 0.75: "flagged"}}} if c == "flagged" else {})
         self._range = hv.streams.RangeXY()
         base = hv.DynamicMap(self._raster, streams=[self._range]).opts(
             cmap=cmap, cnorm=cnorm, colorbar=True, clabel=LABELS.get(c, c),
             tools=["hover", "box_select", "lasso_select", "tap"],
             active_tools=["box_select", "wheel_zoom", "tap"],
             width=MAP_SIZE[0], height=MAP_SIZE[1], xlabel=LABELS.get(x, x), ylabel=LABELS.get(y, y),
-            title=f"{self.data.n:,} stars", default_tools=["pan", "wheel_zoom", "reset", "save"])
+            title=f"{self.data.n:,} stars", default_tools=["pan", "wheel_zoom", "reset", "save"],
+            invert_xaxis=x in TEFF_AXES, invert_yaxis=y in LOGG_AXES, **colour)
         bounds = hv.streams.BoundsXY(source=base)
         bounds.add_subscriber(self._on_box)
         lasso = hv.streams.Lasso(source=base)
@@ -91,12 +115,12 @@ class MapView(StateView):
         self._streams = [bounds, lasso, tap, self._range]
         moved = hv.DynamicMap(self._run_overlay,
                               streams=[hv.streams.Params(self.runs, ["run_id", "show_run"])])
-        overlay = base.opts(hooks=[weak_hook(self._on_map_rendered)]) * moved
-        return overlay.opts(hv.opts.Overlay(legend_position="bottom_left"))
+        return base.opts(hooks=[weak_hook(self._on_map_rendered)]) * moved
 
     def _on_map_rendered(self, plot, element) -> None:
         """HoloViews hook, run on every render of the map: put the selected/flagged/picked
         glyphs on a new map figure once and fill them."""
+        map_hover(plot.state, self._tooltips())  # HoloViews sets its own tooltips on updates
         if self.overlays.attach(plot.state):
             for kind in OVERLAY_STYLES:
                 self._show_overlay(kind, now=True)
@@ -142,13 +166,19 @@ class MapView(StateView):
         self.state.pick_at(x, y, xr, yr)
 
     def _run_overlay(self, run_id="", show_run=False):
+        """The re-encoded stars' old -> new arrows: always an Overlay of the same two elements
+        (empty when not shown), since a DynamicMap must return one type of object."""
         st = self.state
         x, y = st.x_axis, st.y_axis
         kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
-        if not (show_run and run_id):
-            return hv.Segments([], kd + [f"{x}_new", f"{y}_new"]).opts(color="#9467bd")
-        a = self.runs.arrows(x, y)
-        seg = hv.Segments((a["x0"], a["y0"], a["x1"], a["y1"]), kd + [f"{x}_new", f"{y}_new"],
-                          label="re-encoded: old -> new").opts(color="#9467bd", line_width=1, alpha=0.8)
-        heads = hv.Points((a["x1"], a["y1"]), kd).opts(color="#9467bd", size=4, marker="triangle")
-        return seg * heads
+        vd = [f"{x}_new", f"{y}_new"]
+        if show_run and run_id:
+            a = self.runs.arrows(x, y)
+            seg_data, head_data = (a["x0"], a["y0"], a["x1"], a["y1"]), (a["x1"], a["y1"])
+        else:
+            seg_data, head_data = [], []
+        seg = hv.Segments(seg_data, kd + vd).opts(color=RUN_COLOR, line_width=1, alpha=0.8,
+                                                  show_legend=False)
+        heads = hv.Points(head_data, kd).opts(color=RUN_COLOR, size=4, marker="triangle",
+                                              show_legend=False)
+        return hv.Overlay([seg, heads])

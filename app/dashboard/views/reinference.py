@@ -65,8 +65,8 @@ class ReinferenceView(StateView):
         self.jobs_md = pn.pane.Markdown(jobs_text(rs.jobs()), css_classes=["cl-jobs"])
         self.w_run = pn.widgets.Select(label="run", options=self._run_options(), width=330)
         self.w_run.param.watch(lambda e: setattr(rs, "run_id", e.new or ""), "value")
-        self.w_show_run = pn.widgets.Checkbox.from_param(rs.param.show_run,
-                                                          name="show old -> new positions on the map")
+        self.w_show_run = pn.widgets.Checkbox.from_param(
+            rs.param.show_run, name="show old -> new positions on the map (purple arrows)")
         self.b_apply = pn.widgets.Button(label="Use this run's latents", color="success")
         self.b_apply.on_click(lambda e: rs.apply())
         self.b_unapply = pn.widgets.Button(label="Back to the survey's latents", color="default")

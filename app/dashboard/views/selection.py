@@ -26,7 +26,8 @@ class SelectionView(StateView):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self.sel_md = pn.pane.Markdown(selection_text(self.state.selection_summary()), name="selection")
+        self.sel_md = pn.pane.Markdown(selection_text(self.state.selection_summary()), name="selection",
+                                       css_classes=["cl-selection"])
         self.hist_pane = pn.pane.Bokeh(self._histogram_layout(), height=190)
         self.state.param.watch(self._on_selection, ["selected"])
 

@@ -25,7 +25,9 @@ class SpectrumView(StateView):
         self.w_zoom = pn.widgets.Select(label="zoom to", options=list(zoom_choices(self.data.windows)),
                                         width=260)
         self.w_star = pn.widgets.IntInput(label="star_id", value=st.picked, width=120)
-        self.spec_info = pn.pane.Markdown("Click a star on the map (tap tool) to see its spectrum.")
+        self.spec_info = pn.pane.Markdown("Click a star on the map (tap tool) to see its spectrum.",
+                                          css_classes=["cl-spec-info"])
+        self.status = pn.pane.Markdown("", css_classes=["cl-star-status"], margin=(0, 10))
         self.spectrum = spectrum_figures(self.data)
         self.spectrum.top.css_classes = ["cl-spectrum"]  # a Bokeh pane shows the figure itself
         self.spec_pane = pn.pane.Bokeh(self.spectrum.top, height=310, width=SPEC_WIDTH + 10)
@@ -35,22 +37,25 @@ class SpectrumView(StateView):
         self.w_star.param.watch(self._on_star_input, "value")
 
     def __panel__(self):
-        return pn.Column(pn.Row(self.w_star, self.w_zoom), self.spec_info, self.spec_pane, self.res_pane,
-                         sizing_mode="stretch_width")
+        return pn.Column(pn.Row(self.w_star, self.w_zoom), self.status, self.spec_info, self.spec_pane,
+                         self.res_pane, sizing_mode="stretch_width")
 
     def zoom_range(self):
         """The chosen zoom's wavelength range (None: the whole spectrum)."""
         return zoom_choices(self.data.windows).get(self.w_zoom.value)
 
     def _on_star_input(self, event):
-        if event.new is not None and event.new != self.state.picked:
-            try:
-                self.state.pick_star(event.new)
-            except Exception as exc:  # unknown star id
-                self.state.message = str(exc)
+        if event.new is None or event.new == self.state.picked:
+            return
+        try:
+            self.state.pick_star(event.new)
+        except Exception as exc:  # unknown star id: say so here, and show the star shown again
+            self.state.message = self.status.object = str(exc)
+            self.w_star.value = self.state.picked
 
     def _on_pick(self, *_):
         self.w_star.value = self.state.picked
+        self.status.object = ""
         self.refresh()
 
     def _on_zoom(self, *_):

@@ -19,14 +19,28 @@ class StackView(StateView):
         self.b_stack = pn.widgets.Button(label="Stack selection vs similar Teff/logg", color="primary")
         self.b_stack.on_click(self._on_stack)
         wdim = hv.Dimension("wave", label="vacuum wavelength (A)")
-        self.stack_pane = pn.pane.HoloViews(
-            hv.Curve([], wdim, "mean flux").opts(height=240, width=2 * SPEC_WIDTH,
-                                                 title="select stars, then stack them"),
-            height=250, linked_axes=False)
+        self.stack_pane = pn.pane.HoloViews(self._empty(wdim), height=250, linked_axes=False)
         self.stack_diff_pane = pn.pane.HoloViews(
             hv.Curve([], wdim, "selection - survey").opts(height=120, width=2 * SPEC_WIDTH),
             height=130, linked_axes=False)
         self.stack_info = pn.pane.Markdown("")
+        self.stacked = False  # a stack of the current selection is shown
+        self.state.param.watch(self._on_selection, ["selected"])
+
+    @staticmethod
+    def _empty(wdim, title: str = "select stars, then stack them"):
+        return hv.Curve([], wdim, "mean flux").opts(height=240, width=2 * SPEC_WIDTH, title=title)
+
+    def _on_selection(self, *_) -> None:
+        """A new selection: the stack shown was of another one, so clear it."""
+        if not self.stacked:
+            return
+        self.stacked = False
+        wdim = hv.Dimension("wave", label="vacuum wavelength (A)")
+        self.stack_pane.object = self._empty(wdim, "the selection changed: stack it again")
+        self.stack_diff_pane.object = hv.Curve([], wdim, "selection - survey").opts(height=120,
+                                                                                   width=2 * SPEC_WIDTH)
+        self.stack_info.object = ""
 
     def __panel__(self):
         return pn.Column(pn.Row(self.b_stack), self.stack_info, self.stack_pane, self.stack_diff_pane,
@@ -35,7 +49,7 @@ class StackView(StateView):
     def _on_stack(self, *_):
         st = self.state
         if st.n_selected == 0:
-            st.message = "select stars first (box or lasso on the map)"
+            st.message = self.stack_info.object = "select stars first (box or lasso on the map)"
             return
         self.b_stack.loading = True
         self.stack_pane.loading = True
@@ -51,10 +65,11 @@ class StackView(StateView):
             zr = self.zoom()
             xlim = zr if zr is not None else (float(sel.wave[0]), float(sel.wave[-1]))
             self.stack_pane.object = (a * b).opts(height=240, width=2 * SPEC_WIDTH, xlim=xlim,
-                                                  legend_position="bottom_right")
+                                                  legend_position="right")
             self.stack_diff_pane.object = d.opts(height=120, width=2 * SPEC_WIDTH, xlim=xlim)
             self.stack_info.object = (f"Mean of {sel.n_stars} selected stars vs {ctrl.n_stars} unselected "
                                       "stars drawn from the same predicted Teff/logg cells.")
+            self.stacked = True
         finally:
             self.b_stack.loading = False
             self.stack_pane.loading = False

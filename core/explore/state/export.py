@@ -12,7 +12,7 @@ from chemlatent.explore.survey import (
     MAX_EXPORT_ROWS,
     SurveyData,
 )
-from chemlatent.flags.pipeline import candidate_frame, provenance_extra
+from chemlatent.flags.pipeline import calibration_text, candidate_frame, provenance_extra
 
 
 class ExportState(param.Parameterized):
@@ -48,9 +48,13 @@ class ExportState(param.Parameterized):
                  "table": self.table_source}
         if self.counts is not None:
             extra.update(provenance_extra(self.counts, calibration=self.data.calibration))
+        else:
+            cal = self.data.calibration
+            extra["calibration"] = calibration_text(cal) if cal is not None else "none"
+        # a download leaves the server: names, not the server's paths
         return provenance(survey_path=self.data.path, model_name=self.data.model_name,
                           model_dir=str(self.data.model_dir) if self.data.model_dir else None,
-                          rule=self.rule, extra=extra)
+                          rule=self.rule, extra=extra, paths=False)
 
     def export_filename(self, fmt: str | None = None) -> str:
         fmt = fmt or self.export_format

@@ -11,7 +11,7 @@ from chemlatent.explore.survey import (
     PRESET_NAMES,
     SurveyData,
 )
-from chemlatent.flags.engine import RuleCounts
+from chemlatent.flags.engine import RuleCounts, null_text
 from chemlatent.flags.pipeline import flag_stars, truth_for
 from chemlatent.flags.presets import preset as preset_rule
 from chemlatent.flags.tree import Rule
@@ -100,7 +100,8 @@ class FlagState(param.Parameterized):
             return {"rule": "none", "n_flagged": 0, "n_stars": self.data.n, "expected": 0.0}
         c = self.counts
         out = {"rule": self.rule.describe(), "n_flagged": c.n_flagged, "n_stars": c.n_stars,
-               "expected": float(c.expected), "seconds": c.seconds}
+               "expected": float(c.expected), "null": c.null, "null_text": null_text(c.null),
+               "seconds": c.seconds}
         if c.metrics:
             out.update(precision=c.metrics["precision"], recall=c.metrics["recall"],
                        f1=c.metrics["f1"], n_true=c.metrics["n_true"])

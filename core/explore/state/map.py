@@ -55,10 +55,17 @@ class MapState(param.Parameterized):
         self.picked = None if star_id is None else int(star_id)
 
     def picked_spectrum(self):
-        """StarSpectrum of the picked star (None when none is picked)."""
+        """StarSpectrum of the picked star (None when none is picked); the last one is kept,
+        so the page's two spectrum panels read and decode a star once."""
         if self.picked is None:
             return None
-        return self.data.spectrum(self.picked)
+        data, picked = self.data, self.picked
+        last = self.__dict__.get("_last_spectrum")
+        if last is not None and last[0] is data and last[1] == picked:
+            return last[2]
+        spec = data.spectrum(picked)
+        self._last_spectrum = (data, picked, spec)
+        return spec
 
     def picked_info(self) -> dict:
         if self.picked is None:
