@@ -395,7 +395,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
             f"({rec['seconds']} s)")
         _save_checkpoint(ck, model, opt, sched, epoch + 1, history, gen)
     model.eval()
-    orient_axes(model)
+    if not opts.anchor_stars:  # anchored axes already have the references' sign
+        orient_axes(model)
     diagnostics = validation_diagnostics(model, val, device)
     for msg in diagnostics["warnings"]:
         log(f"warning: {msg}")

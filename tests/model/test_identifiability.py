@@ -56,3 +56,4 @@ def test_anchored_training_pins_the_axes_to_reference_abundances(tiny_survey, tm
     hist = cfg["training"]["history"]
     assert hist[-1]["anchor_mse"] < hist[0]["anchor_mse"]
     assert cfg["training"]["options"]["anchor_stars"] == 200
+    assert cfg["orientation"] == [1.0, 1.0, 1.0]  # the references fix the sign: never flipped

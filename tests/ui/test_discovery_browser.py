@@ -33,11 +33,11 @@ def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):
     page.get_by_text(re.compile("Best next: (static rule order|learned from)")).first.wait_for()
     assert dash.state.table_source == "best next"
     ids = dash.candidates.table.value["star_id"].to_numpy()
-    for sid, button in ((ids[0], "Accept"), (ids[1], "Accept"), (ids[2], "Reject"), (ids[3], "Reject")):
+    for sid, verb in ((ids[0], "accept"), (ids[1], "accept"), (ids[2], "reject"), (ids[3], "reject")):
         dash.state.pick_star(int(sid))
         page.wait_for_timeout(300)
-        page.get_by_role("button", name=button, exact=True).first.click()
-        page.get_by_text(re.compile(f"{button.lower()}ed: 1 star")).first.wait_for()
+        page.get_by_role("button", name=f"{verb.title()} ({verb[0]})", exact=True).first.click()
+        page.get_by_text(re.compile(f"{verb}ed: 1 star")).first.wait_for()
     page.get_by_text(re.compile(r"Best next: learned from \d+ verdicts")).first.wait_for()
     shown = set(dash.candidates.table.value["star_id"].to_numpy())
     assert not shown & set(int(s) for s in ids[:4])  # vetted stars leave the best-next table
