@@ -32,10 +32,13 @@ def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):
     page.get_by_text("Show best next (learned from verdicts)").first.click()
     page.get_by_text(re.compile("Best next: (static rule order|learned from)")).first.wait_for()
     assert dash.state.table_source == "best next"
-    ids = dash.candidates.table.value["star_id"].to_numpy()
-    for sid, verb in ((ids[0], "accept"), (ids[1], "accept"), (ids[2], "reject"), (ids[3], "reject")):
-        dash.state.pick_star(int(sid))
-        page.wait_for_timeout(300)
+    ids = []
+    for verb in ("accept", "accept", "reject", "reject"):
+        # the table re-ranks as verdicts come in: take its current first star each time
+        sid = next(int(s) for s in dash.candidates.table.value["star_id"] if int(s) not in ids)
+        ids.append(sid)
+        dash.state.pick_star(sid)
+        page.wait_for_timeout(600)
         page.get_by_role("button", name=f"{verb.title()} ({verb[0]})", exact=True).first.click()
         page.get_by_text(re.compile(f"{verb}ed: 1 star")).first.wait_for()
     page.get_by_text(re.compile(r"Best next: learned from \d+ verdicts")).first.wait_for()
