@@ -272,12 +272,14 @@ def aggregate_kl(mu: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
     return (0.5 * (m * m + v - 1.0 - torch.log(v)) * axes).sum()
 
 
-def _split(n: int, opts: TrainOptions, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _split(n: int, max_stars: int, val_fraction: float,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation rows: at most ``max_stars`` at random, ``val_fraction`` held out."""
     rows = np.arange(n)
-    if n > opts.max_stars:
-        rows = np.sort(rng.choice(n, opts.max_stars, replace=False))
+    if n > max_stars:
+        rows = np.sort(rng.choice(n, max_stars, replace=False))
     rng.shuffle(rows)
-    n_val = max(1, int(round(rows.size * opts.val_fraction)))
+    n_val = max(1, int(round(rows.size * val_fraction)))
     return np.sort(rows[n_val:]), np.sort(rows[:n_val])
 
 
@@ -293,7 +295,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     torch.manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
     device = pick_device(opts.device)
-    train_rows, val_rows = _split(survey.n_stars, opts, rng)
+    train_rows, val_rows = _split(survey.n_stars, opts.max_stars, opts.val_fraction, rng)
     log(f"loading {train_rows.size} training and {val_rows.size} validation spectra from {survey.path}")
     data = InMemoryData(survey, train_rows)
     val = InMemoryData(survey, val_rows)
