@@ -42,8 +42,8 @@ def run(args) -> int:
     print(f"{c.label_a} ({c.n_stars_a:,} stars) vs {c.label_b} ({c.n_stars_b:,} stars): "
           f"{int((res.table['q'] < 0.05).sum()):,} pixels at q < 0.05 -> {out}")
     for r in c.features(args.top).itertuples():
-        print(f"  {r.wavelength:9.2f} A  {r.feature or '(unidentified)':24s} {r.group or '-':6s} "
-              f"diff {r.diff:+.4f}  t {r.t:+8.1f}  q {r.q:.2g}")
+        print(f"  {r.wavelength:9.2f} A  {r.feature:24s} {r.group or '-':6s} "
+              f"EW A-B {r.d_ew:+.3f} A  t {r.t:+8.1f}  q {r.q:.2g}")
     for n in c.notes:
         print(f"chemlatent compare: note: {n}")
     return 0

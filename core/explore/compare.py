@@ -16,10 +16,14 @@ same predicted Teff/logg as A: :func:`chemlatent.explore.spectrum.matched_contro
 Each set is read in blocks (bounded memory) and at most ``max_stars`` stars of each are
 used (a seeded random subset, said in the provenance).
 
-:meth:`Comparison.features` lists the most significant features, one per line or band,
-identified with the generator's line list and molecular bands
+The per-pixel rows are identified with the generator's line list and molecular bands
 (:mod:`chemlatent.spectra.linelist`) and their element group
-(:data:`chemlatent.spectra.physics.ELEMENT_GROUP`).
+(:data:`chemlatent.spectra.physics.ELEMENT_GROUP`). :meth:`Comparison.features` lists the
+lines and bands that differ: each star's absorption is split into deblended line and band
+depths (:mod:`chemlatent.explore.linedepths`), the two sets' depths are compared with the same
+Welch test (BH q over features), and the significant ones are ranked by the change in
+equivalent width, so a broad band that absorbs much more in A leads even when single pixels
+inside it change little.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import pandas as pd
 from scipy import stats
 
 from chemlatent.errors import ChemlatentError
+from chemlatent.explore.linedepths import DEFAULT_RESOLUTION, FeatureBasis, band_name, feature_basis
 from chemlatent.explore.starsets import CONTROL, REST, mask_of, resolve_ids
 from chemlatent.flags.statistics import bh_qvalues
 from chemlatent.spectra.linelist import BANDS, MOLECULES, load_linelist
@@ -40,8 +45,6 @@ from chemlatent.spectra.physics import ELEMENT_GROUP
 
 DEFAULT_MAX_STARS = 5000
 BLOCK = 2048
-BAND_NAMES = {("CH", 4315.0): "CH G band", ("C2", 5166.0): "C2 Swan band",
-              ("C2", 4738.0): "C2 Swan band", ("C2", 5636.0): "C2 Swan band"}
 TABLE_COLUMNS = ("wavelength", "mean_a", "mean_b", "diff", "t", "dof", "p", "q", "n_a", "n_b",
                  "feature", "group")
 
@@ -54,8 +57,7 @@ def _band_spans() -> pd.DataFrame:
     rows = []
     for b in BANDS:
         lo, hi = sorted((b.head, b.head + b.extent))
-        name = BAND_NAMES.get((b.molecule, b.head), f"{b.molecule} band")
-        rows.append((f"{name} {b.head:.0f}", lo, hi, b.head, abs(b.extent),
+        rows.append((band_name(b.molecule, b.head), lo, hi, b.head, abs(b.extent),
                      ELEMENT_GROUP.get(MOLECULES[b.molecule][0], "")))
     return pd.DataFrame(rows, columns=["name", "lo", "hi", "head", "extent", "group"])
 
@@ -106,14 +108,16 @@ class SetSums:
     s2: np.ndarray
     q: np.ndarray
     n: np.ndarray
+    d1: np.ndarray  # per feature: sum of the stars' deblended depths
+    d2: np.ndarray  # and of their squares
     n_stars: int = 0
 
     @classmethod
-    def empty(cls, npix: int) -> SetSums:
-        z = np.zeros(npix)
-        return cls(z.copy(), z.copy(), z.copy(), z.copy(), np.zeros(npix, np.int64))
+    def empty(cls, npix: int, n_features: int = 0) -> SetSums:
+        z, zf = np.zeros(npix), np.zeros(n_features)
+        return cls(z.copy(), z.copy(), z.copy(), z.copy(), np.zeros(npix, np.int64), zf.copy(), zf.copy())
 
-    def add(self, flux: np.ndarray, ivar: np.ndarray) -> None:
+    def add(self, flux: np.ndarray, ivar: np.ndarray, basis: FeatureBasis | None = None) -> None:
         w = np.where((ivar > 0) & np.isfinite(flux), ivar, 0.0).astype(np.float64)
         f = np.where(w > 0, flux, 0.0).astype(np.float64)
         self.s0 += w.sum(0)
@@ -122,6 +126,17 @@ class SetSums:
         self.q += (w * w).sum(0)
         self.n += (w > 0).sum(0)
         self.n_stars += flux.shape[0]
+        if basis is not None:
+            d = basis.depths(flux, ivar)
+            self.d1 += d.sum(0)
+            self.d2 += (d * d).sum(0)
+
+    def depth_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean deblended depth, its squared standard error), per feature; stars weigh equally."""
+        n = self.n_stars
+        mean = self.d1 / max(n, 1)
+        var = np.maximum(self.d2 / max(n, 1) - mean ** 2, 0.0) * n / max(n - 1, 1)
+        return mean, var / max(n, 1)
 
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(weighted mean, squared standard error, effective number of stars)."""
@@ -138,14 +153,53 @@ class SetSums:
         return mean, se2, n_eff
 
 
-def accumulate(survey, rows: np.ndarray, block: int = BLOCK) -> SetSums:
-    """The weighted sums of the stars at survey ``rows``, read ``block`` stars at a time."""
+def accumulate(survey, rows: np.ndarray, block: int = BLOCK, basis: FeatureBasis | None = None) -> SetSums:
+    """The weighted sums (and, with a ``basis``, the feature depths) of the stars at survey
+    ``rows``, read ``block`` stars at a time."""
     rows = np.sort(np.asarray(rows, np.int64))
-    sums = SetSums.empty(survey.grid.npix)
+    sums = SetSums.empty(survey.grid.npix, len(basis) if basis is not None else 0)
     for s in range(0, rows.size, block):
         chunk = survey.read_rows(rows[s:s + block])
-        sums.add(chunk.flux, chunk.ivar)
+        sums.add(chunk.flux, chunk.ivar, basis)
     return sums
+
+
+def survey_resolution(survey) -> float:
+    """The survey's resolving power as its provenance records it (else R 2000)."""
+    try:
+        prov = (getattr(survey, "meta", None) or {}).get("provenance") or {}
+        r = float(prov.get("resolution") or DEFAULT_RESOLUTION)
+    except (TypeError, ValueError):
+        return DEFAULT_RESOLUTION
+    return r if np.isfinite(r) and r > 0 else DEFAULT_RESOLUTION
+
+
+def welch(ma, va, na, mb, vb, nb) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Welch's t, Welch-Satterthwaite dof and the natural log of the two-sided p, from each
+    set's mean, squared standard error and (effective) number of stars."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se2 = va + vb
+        t = (ma - mb) / np.sqrt(se2)
+        dof = se2 ** 2 / (va ** 2 / (na - 1.0) + vb ** 2 / (nb - 1.0))
+        t = np.where(se2 > 0, t, np.nan)
+        log_p = np.log(2.0) + stats.t.logsf(np.abs(t), np.where(dof > 0, dof, np.nan))
+    return t, dof, log_p
+
+
+@dataclass
+class FeatureTest:
+    """The deblended depths of every line and band in both sets, and their Welch test."""
+
+    basis: FeatureBasis
+    depth_a: np.ndarray
+    depth_b: np.ndarray
+    t: np.ndarray
+    log_p: np.ndarray
+
+    @property
+    def d_ew(self) -> np.ndarray:
+        """Equivalent width of A minus B (A; positive: the feature absorbs more in A)."""
+        return (self.depth_a - self.depth_b) * self.basis.ew_per_depth
 
 
 @dataclass
@@ -165,6 +219,7 @@ class Comparison:
     label_a: str = "A"
     label_b: str = "B"
     notes: list[str] = field(default_factory=list)
+    lines: FeatureTest | None = None
 
     @property
     def diff(self) -> np.ndarray:
@@ -192,35 +247,33 @@ class Comparison:
                            "group": groups.astype(str)})
         return df.iloc[self.significance_order()].reset_index(drop=True)
 
-    def features(self, k: int = 10, q_max: float = 0.05, min_separation: float = 15.0) -> pd.DataFrame:
-        """The ``k`` most significant features at q < ``q_max``: one row per identified line or
-        band (its most significant pixel; a pixel naming a line or band already listed is
-        left out), unidentified ones at least ``min_separation`` A
-        from every feature already listed."""
-        q = self.q
-        names, groups = identify(self.wave)
-        chosen: list[int] = []
-        seen: set[str] = set()
-        for i in self.significance_order():
-            if len(chosen) >= k or not (q[i] < q_max):
-                break
-            parts = set(names[i].split(" / ")) - {""}
-            if parts & seen:  # a line or band already listed
-                continue
-            if not parts and any(abs(self.wave[i] - self.wave[j]) < min_separation for j in chosen):
-                continue
-            chosen.append(int(i))
-            seen |= parts
-        idx = np.asarray(chosen, np.int64)
-        return pd.DataFrame({"wavelength": self.wave[idx], "feature": names[idx].astype(str),
-                             "group": groups[idx].astype(str), "diff": self.diff[idx],
-                             "t": self.t[idx], "q": q[idx]})
+    def features(self, k: int = 10, q_max: float = 0.05, rank_by: str = "ew") -> pd.DataFrame:
+        """The ``k`` leading lines and bands whose deblended depth differs at q < ``q_max``
+        (Benjamini-Hochberg over features): ``rank_by="ew"`` orders them by the size of the
+        change in absorbed flux (|equivalent width of A - B|, A), ``"significance"`` by p."""
+        cols = ["wavelength", "feature", "group", "ew_a", "ew_b", "d_ew", "t", "q"]
+        ft = self.lines
+        if ft is None:
+            return pd.DataFrame(columns=cols)
+        if rank_by not in ("ew", "significance"):
+            raise ChemlatentError(f"rank features by 'ew' or 'significance', not {rank_by!r}")
+        q = bh_qvalues(np.exp(ft.log_p))
+        d_ew = ft.d_ew
+        keep = np.flatnonzero(q < q_max)
+        key = -np.abs(d_ew[keep]) if rank_by == "ew" else ft.log_p[keep]
+        idx = keep[np.argsort(key, kind="stable")][:k]
+        ew = ft.basis.ew_per_depth
+        return pd.DataFrame({"wavelength": ft.basis.centers[idx], "feature": ft.basis.names[idx].astype(str),
+                             "group": ft.basis.groups[idx].astype(str), "ew_a": ft.depth_a[idx] * ew[idx],
+                             "ew_b": ft.depth_b[idx] * ew[idx], "d_ew": d_ew[idx], "t": ft.t[idx],
+                             "q": q[idx]}, columns=cols)
 
     def meta(self) -> dict:
         """What was compared, for provenance."""
         out = {"set_a": self.label_a, "set_b": self.label_b, "n_stars_a": self.n_stars_a,
                "n_stars_b": self.n_stars_b, "test": "Welch t on continuum-normalised flux, "
-               "ivar-weighted; Benjamini-Hochberg q over pixels"}
+               "ivar-weighted; Benjamini-Hochberg q over pixels; features: Welch t on deblended "
+               "line and band depths, ranked by equivalent-width change"}
         if self.notes:
             out["notes"] = "; ".join(self.notes)
         return out
@@ -232,17 +285,16 @@ def compare_rows(survey, rows_a: np.ndarray, rows_b: np.ndarray, *, label_a: str
     if len(rows_a) < 2 or len(rows_b) < 2:
         raise ChemlatentError(f"each set needs at least 2 stars to compare ({label_a}: {len(rows_a)}, "
                               f"{label_b}: {len(rows_b)})")
-    a, b = accumulate(survey, rows_a), accumulate(survey, rows_b)
+    basis = feature_basis(survey.grid, survey_resolution(survey))
+    a, b = accumulate(survey, rows_a, basis=basis), accumulate(survey, rows_b, basis=basis)
     ma, va, na = a.moments()
     mb, vb, nb = b.moments()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        se2 = va + vb
-        t = (ma - mb) / np.sqrt(se2)
-        dof = se2 ** 2 / (va ** 2 / (na - 1.0) + vb ** 2 / (nb - 1.0))
-        t[~(se2 > 0)] = np.nan
-        log_p = np.log(2.0) + stats.t.logsf(np.abs(t), np.where(dof > 0, dof, np.nan))
+    t, dof, log_p = welch(ma, va, na, mb, vb, nb)
+    (da, sa), (db, sb) = a.depth_moments(), b.depth_moments()
+    ft, _, flp = welch(da, sa, float(a.n_stars), db, sb, float(b.n_stars))
+    lines = FeatureTest(basis, da, db, ft, flp)
     return Comparison(survey.grid.wave, ma, mb, t, dof, log_p, a.n, b.n, a.n_stars, b.n_stars,
-                      label_a, label_b)
+                      label_a, label_b, lines=lines)
 
 
 def _subsample(rows: np.ndarray, max_stars: int | None, rng, label: str, notes: list,

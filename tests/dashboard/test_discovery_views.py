@@ -66,7 +66,7 @@ def test_compare_view(state):
     view.compare.set_b = THE_REST
     view._on_compare()
     assert len(view.features_table.value) > 0
-    assert "most significant" in view.compare_info.object
+    assert "largest significant change" in view.compare_info.object
     assert np.isfinite(view.compare.result.t).any()
 
 

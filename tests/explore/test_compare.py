@@ -57,6 +57,28 @@ def survey5k(tmp_path_factory):
                            progress=False)
 
 
+@pytest.fixture(scope="module")
+def standin5k(tmp_path_factory):
+    """5,000 stars of a stand-in survey: every line and band strength off by ~0.3 dex, R 1800,
+    3700-9000 A, a halo-rich mix (the physics differs from the default generator's)."""
+    from chemlatent.synth.generator import generate_survey
+    from chemlatent.synth.standins import StandIn, grid_for_range
+
+    standin = StandIn(line_scatter_dex=0.3, band_scatter_dex=0.3, resolution=1800.0,
+                      mix=(0.3, 0.25, 0.45), physics_seed=7)
+    return generate_survey(tmp_path_factory.mktemp("cmp") / "si5k", 5000, seed=5, chunk=512,
+                           progress=False, grid=grid_for_range(3700, 9000), standin=standin)
+
+
+@pytest.mark.slow
+def test_carbon_bands_lead_on_a_stand_in_survey(standin5k):
+    cat = standin5k.catalog
+    a, b = _cemp_sets(cat)
+    top = compare_sets(standin5k, np.arange(len(cat)), a, b).features(5)
+    assert top["feature"].iloc[0] == "CH G band 4315"
+    assert {"C2 Swan band 5166", "C2 Swan band 4738", "C2 Swan band 5636"} <= set(top["feature"])
+
+
 @pytest.mark.slow
 def test_cemp_against_metal_poor_normal_stars(survey5k):
     cat = survey5k.catalog
@@ -64,17 +86,45 @@ def test_cemp_against_metal_poor_normal_stars(survey5k):
     assert a.sum() >= 100
     comp = compare_sets(survey5k, np.arange(len(cat)), a, b, label_a="CEMP", label_b="normal")
     top = comp.features(8)
+    # the CH G band and the three C2 Swan bands lead: the largest significant changes in
+    # absorbed flux, all deeper in the carbon stars
     assert top["feature"].iloc[0] == "CH G band 4315"
-    assert top["diff"].iloc[0] < -0.2  # the carbon stars' G band is much deeper
-    assert all("c" in g.split(" / ") for g in top["group"])  # carbon lines and bands lead
-    assert (top["q"] < 1e-10).all()
+    lead = set(top["feature"].iloc[:5])
+    assert {"C2 Swan band 5166", "C2 Swan band 4738", "C2 Swan band 5636"} <= lead
+    assert lead <= {"CH G band 4315", "CH band 4367", "C2 Swan band 5166", "C2 Swan band 4738",
+                    "C2 Swan band 5636"}
+    assert (top["d_ew"].iloc[:5] > 0).all() and top["d_ew"].iloc[0] > 2.0  # A of extra absorption
+    assert (top["q"] < 0.05).all()
+    assert all("c" in g.split(" / ") for g in top["group"].iloc[:5])
+    # by significance alone the G band still leads, then carbon features
+    sig = comp.features(5, rank_by="significance")
+    assert sig["feature"].iloc[0] == "CH G band 4315" and (sig["group"] == "c").all()
     table = comp.table()
     assert list(table.columns[:8]) == ["wavelength", "mean_a", "mean_b", "diff", "t", "dof", "p", "q"]
     assert len(table) == survey5k.grid.npix
     assert np.all(np.diff(table["p"].dropna().to_numpy()) >= 0)  # most significant first
-    # the C2 Swan bands (weak in this generator): significant, and deeper in the carbon stars
     swan = table[table["feature"].str.contains("C2 Swan")].head(3)
     assert (swan["q"] < 0.05).all() and (swan["diff"] < 0).all()
+
+
+def test_deblended_depths_recover_a_band_under_lines():
+    """A band added to spectra full of lines is measured as that band, not as the lines."""
+    from chemlatent.explore.linedepths import feature_basis
+    from chemlatent.spectra.grid import DEFAULT_GRID
+    from chemlatent.spectra.linelist import BANDS, band_templates
+
+    basis = feature_basis(DEFAULT_GRID)
+    rng = np.random.default_rng(0)
+    lines = rng.uniform(0, 0.3, (20, len(basis)))
+    lines[:, len(basis) - len(BANDS):] = 0.0  # lines only
+    absorb = lines @ basis.profiles.T
+    k = int(np.flatnonzero(basis.names == "C2 Swan band 5166")[0])
+    band = 0.05 * band_templates(DEFAULT_GRID, 2000.0)[[b.head for b in BANDS].index(5166.0)]
+    with_band = basis.depths(1.0 - absorb - band, np.ones_like(absorb))
+    without = basis.depths(1.0 - absorb, np.ones_like(absorb))
+    change = with_band - without
+    assert np.allclose(change[:, k], change[0, k]) and 0.03 < change[0, k] < 0.06
+    assert np.argmax(np.abs(change[0])) == k
 
 
 def test_compare_rest_and_control(tiny_survey):
@@ -82,6 +132,8 @@ def test_compare_rest_and_control(tiny_survey):
     a = (cat["c_fe"] > 0.7).to_numpy()
     comp = compare_sets(tiny_survey, np.arange(len(cat)), a, "rest", max_stars=300)
     assert comp.n_stars_a == a.sum() and comp.n_stars_b == 300 and comp.notes
+    with pytest.raises(ChemlatentError, match="rank features"):
+        comp.features(rank_by="x")
     comp = compare_sets(tiny_survey, np.arange(len(cat)), a, "control", teff=cat["teff"].to_numpy(),
                         logg=cat["logg"].to_numpy())
     assert comp.label_b == "matched Teff/logg control" and comp.n_stars_b >= 2

@@ -18,7 +18,7 @@ def test_compare_panel_shows_spectra_and_features(page, served):
     dash.state.select_ids(f["star_id"].to_numpy()[f["c_fe"].to_numpy() > 0.7])
     page.get_by_text("Compare", exact=True).first.click()
     page.get_by_text("Compare A with B").first.click()
-    page.get_by_text(re.compile("most significant")).first.wait_for()
+    page.get_by_text(re.compile("largest significant change")).first.wait_for()
     assert dash.compare_view.compare.result is not None
     assert np.isfinite(dash.compare_view.compare.result.t).any()
     feats = dash.compare_view.compare.result.features(15)

@@ -15,7 +15,7 @@ from chemlatent.errors import ChemlatentError
 from chemlatent.explore.state.compare import CompareState
 
 WAVE = hv.Dimension("wave", label="vacuum wavelength (A)")
-FEATURE_COLUMNS = ["wavelength", "feature", "group", "diff", "t", "q"]
+FEATURE_COLUMNS = ["wavelength", "feature", "group", "ew_a", "ew_b", "d_ew", "t", "q"]
 
 
 class CompareView(StateView):
@@ -80,9 +80,9 @@ class CompareView(StateView):
         self.means_pane.object = (a * b).opts(height=240, width=width, legend_position="bottom_right")
         self.diff_pane.object = (d * marks).opts(height=160, width=width, legend_position="bottom_right")
         feats = comp.features(15)
-        self.features_table.value = feats.round({"wavelength": 2, "diff": 4, "t": 2})
-        top = feats["feature"].iloc[0] if len(feats) and feats["feature"].iloc[0] else "none"
-        self.compare_info.object = (f"**{self.compare.message}**; most significant: {top}. "
+        self.features_table.value = feats.round({"wavelength": 1, "ew_a": 3, "ew_b": 3, "d_ew": 3, "t": 2})
+        top = feats["feature"].iloc[0] if len(feats) else "none"
+        self.compare_info.object = (f"**{self.compare.message}**; largest significant change: {top}. "
                                     + (" ".join(comp.notes) if comp.notes else ""))
         self.compare_download.filename = f"{self.data.path.name}_compare.csv"
 
