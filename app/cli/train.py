@@ -35,6 +35,9 @@ def add_arguments(p) -> None:
                    help="anchored training (optional, never the default): pin the axes with the "
                         "reference abundances fe_h, c_fe, alpha_fe attached with `chemlatent labels`, "
                         "of at most N stars (default: all that have them)")
+    p.add_argument("--learned-scatter", action="store_true",
+                   help="learn a per-pixel scatter added to the noise in the likelihood, so pixels "
+                        "the decoders cannot model weigh less (docs/model.md)")
     p.add_argument("--recipe", default="default", choices=["default", "signor2025"],
                    help="training recipe: this project's (default) or the published one of "
                         "Signor et al. 2025 (CNN encoder, correlated prior; docs/model.md)")
@@ -111,7 +114,7 @@ def run(args) -> int:
     opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
                         adv_weight=args.adv_weight, device=args.device, seed=args.seed,
-                        anchor_stars=args.anchors)
+                        anchor_stars=args.anchors, learned_scatter=args.learned_scatter)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda msg, *a, **k: print(f"chemlatent train: warning: {msg}",

@@ -67,6 +67,10 @@ class TrainOptions:
     # that have them, 0 = off (label-free)
     anchor_stars: int = 0
     anchor_weight: float = 5.0
+    # learned per-pixel scatter in the likelihood (Laroche & Speagle 2025): each window pixel
+    # gets a variance s^2 added to the noise, learned with the model, so pixels the decoders
+    # cannot model stop steering the latents (chemlatent.model.scatter; False = off)
+    learned_scatter: bool = False
 
 
 class InMemoryData:
@@ -177,11 +181,14 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     w_dec = torch.where(have[:, None], y, w) if opts.teacher_forcing else w
     parts = model.absorption(z, w_dec, selective=True)
     out = {}
+    fit_nll = None
     if model.mode in ("additive", "hybrid", "masked"):
         idx = model.win_all
         npix = idx.numel()
         r = flux[:, idx] - model.combine(parts)
         total_nll = 0.5 * (ivar[:, idx] * r * r).sum(-1)
+        if getattr(model, "pixel_scatter", None) is not None:
+            fit_nll = model.pixel_scatter.nll(r, ivar[:, idx])
     else:  # each decoder's own loss on its own windows
         npix = 0
         total_nll = 0.0
@@ -227,7 +234,8 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     # rather than [alpha/Fe] - z_fe (see docs/model.md)
     mw = torch.as_tensor(opts.mean_weight, dtype=mu.dtype, device=mu.device).expand(3)
     mean_pull = 0.5 * (mw * mu * mu).sum(-1)
-    out["loss"] = ((total_nll + opts.kl_weight * kl + mean_pull).mean() / npix
+    nll = total_nll if fit_nll is None else fit_nll
+    out["loss"] = ((nll + opts.kl_weight * kl + mean_pull).mean() / npix
                    + opts.w_weight * w_mse + adv_mse + adv_conf)
     if anchors is not None and model.config.anchor_scale:
         target = anchor_targets(model.config, anchors)
@@ -331,7 +339,15 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         fe = ref[np.isfinite(ref[:, 0]), 0]
         cfg.anchor_scale = float(fe.std()) if fe.size > 1 and fe.std() > 0 else 1.0
         log(f"anchored training: {n_anchor} stars with reference abundances pin the axes")
-    model = DisentangledVAE(cfg).to(device)
+    model = DisentangledVAE(cfg)
+    if opts.learned_scatter:
+        if model.mode not in ("additive", "hybrid", "masked"):
+            raise ChemlatentError("learned scatter needs a decoder mode that combines the groups "
+                                  "(additive, hybrid or masked)")
+        from chemlatent.model.scatter import PixelScatter
+
+        model.pixel_scatter = PixelScatter(int(model.win_all.numel()))
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = max(1, len(data) // opts.batch_size)
     sched = one_cycle(opt, opts, steps_per_epoch)
@@ -397,6 +413,12 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
             f"({rec['seconds']} s)")
         _save_checkpoint(ck, model, opt, sched, epoch + 1, history, gen)
     model.eval()
+    scatter_summary = None
+    if getattr(model, "pixel_scatter", None) is not None:  # a training device, not part of the model
+        scatter_summary = model.pixel_scatter.summary()
+        del model.pixel_scatter
+        log(f"learned scatter: median {scatter_summary['median']:.4f}, 90th percentile "
+            f"{scatter_summary['p90']:.4f} (continuum-normalised flux)")
     if not opts.anchor_stars:  # anchored axes already have the references' sign
         orient_axes(model)
     diagnostics = validation_diagnostics(model, val, device)
@@ -406,7 +428,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         "training": {"survey": str(survey.path), "n_train": int(len(data)), "n_val": int(len(val)),
                      "epochs": opts.epochs, "options": {k: (list(v) if isinstance(v, tuple) else v)
                                                         for k, v in vars(opts).items()},
-                     "history": history, "diagnostics": diagnostics}})
+                     "history": history, "diagnostics": diagnostics,
+                     **({"learned_scatter": scatter_summary} if scatter_summary else {})}})
     plot_history(history, out / "loss.png")
     return out
 
