@@ -66,7 +66,12 @@ class SelectionState(param.Parameterized):
             if len(cache) > 64:
                 cache.clear()
             d = self.data.digest(column)
-            cache[key] = (d, None if d is None else d.fine_counts(self.values(column), self.selected))
+            if d is None:
+                cache[key] = (None, None)
+            elif self.n_selected == 0:  # nothing selected: no pass over the survey
+                cache[key] = (d, np.zeros(d.nfine + 2, np.int64))
+            else:
+                cache[key] = (d, d.fine_counts(self.values(column), self.selected))
         return cache[key]
 
     def selection_summary(self) -> dict:
