@@ -62,9 +62,13 @@ class MapView(StateView):
         x, y, c = st.x_axis, st.y_axis, st.color_by
         f = self.data.frame
         hover = self._hover_columns()
-        extra = {"flagged": st.flagged.astype(np.float32)} if c == "flagged" else None
-        r = rasterize_map(f, x, y, c, x_range=x_range, y_range=y_range, width=MAP_SIZE[0],
-                          height=MAP_SIZE[1], extra=extra, hover=hover)
+        if c == "flagged":  # this session's flags: its own raster
+            r = rasterize_map(f, x, y, c, x_range=x_range, y_range=y_range, width=MAP_SIZE[0],
+                              height=MAP_SIZE[1], extra={"flagged": st.flagged.astype(np.float32)},
+                              hover=hover)
+        else:  # the same for every session: shared
+            r = self.data.map_raster(x, y, c, x_range=x_range, y_range=y_range, width=MAP_SIZE[0],
+                                     height=MAP_SIZE[1], hover=hover)
         vname = "count" if c == "density" else c
         kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
         vd = [hv.Dimension(vname, label=LABELS.get(c, c))] + [hv.Dimension(h, label=h) for h in hover]
