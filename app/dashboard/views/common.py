@@ -106,6 +106,19 @@ def _run_after_load(ref) -> None:
         fn()
 
 
+def area_status(state: ExplorerState, area: str, css_class: str) -> pn.pane.Markdown:
+    """A status line for one group of controls: the state's messages about ``area`` (its
+    ``message_area``), shown next to those controls."""
+    pane = pn.pane.Markdown("", css_classes=["cl-area-status", css_class], margin=(0, 10))
+
+    def show(*_) -> None:
+        if state.message_area == area:
+            pane.object = f"*{state.message}*" if state.message else ""
+
+    state.param.watch(show, ["message", "message_area"])
+    return pane
+
+
 def from_state(widget_type, parameter, **kwargs):
     """A widget bound to a state parameter, with help from :data:`HELP`."""
     return widget_type.from_param(parameter, description=HELP.get(parameter.name), **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import param
 
@@ -19,12 +21,13 @@ class SelectionState(param.Parameterized):
 
     data: SurveyData
     message: str
+    say: Callable[[str, str], None]
 
     # -- selection -----------------------------------------------------------
     def _set_selection(self, new: np.ndarray, mode: str | None) -> int:
         combined = selection.combine(self.selected, new, mode or self.selection_mode)
         n = int(np.count_nonzero(combined))
-        self.message = f"{n:,} stars selected"
+        self.say(f"{n:,} stars selected", "map")
         if self.table_source != "flagged":
             self.page = 1
         self.selected = combined  # the event
@@ -45,7 +48,7 @@ class SelectionState(param.Parameterized):
         return self._set_selection(new, mode)
 
     def clear_selection(self) -> None:
-        self.message = "selection cleared"
+        self.say("selection cleared", "map")
         self.selected = np.zeros(self.data.n, bool)  # the event
 
     @property
