@@ -11,7 +11,9 @@ directory so the survey directory is left untouched), then:
    threshold change, closes it and waits until the server has discarded it (the first
    session compiles and caches what every later one reuses), and measures memory again;
 3. opens ``--sessions`` sessions at once with ``bokeh.client.pull_session``, each in its own
-   thread with its own event loop and document, waits until all are open, and then lets each
+   thread with its own event loop and document, waits until every page is ready (the map
+   drawn with its first image, the controls and the selection, counts and spectrum texts
+   there: "session ready", timed from the start of the pull, p50/p95 in the report), and then lets each
    one make a random mix of actions for ``--seconds`` seconds, one at a time with a random
    pause of 0.5 to 1.5 times ``--think`` seconds between them:
 
@@ -333,6 +335,7 @@ class Record:
     violations: list[str] = field(default_factory=list)
     checks: int = 0
     open_s: float | None = None
+    ready_s: float | None = None
 
 
 class Client(threading.Thread):
@@ -358,11 +361,14 @@ class Client(threading.Thread):
         from tornado.ioloop import IOLoop
 
         loop = IOLoop()
-        t0 = time.perf_counter()
+        self.t0 = t0 = time.perf_counter()
         try:
             self.session = pull_session(url=self.url, io_loop=loop)
             self.rec.open_s = time.perf_counter() - t0
-            self._find_models()
+            self.doc = self.session.document
+            # every model came from the server: without this the first patch that names a model
+            # would carry its full definition (the server warns "reference already known")
+            self.doc.models.flush_synced()
         except Exception as exc:
             self.rec.errors.append(f"session {self.idx}: could not open: {type(exc).__name__}: {exc}")
             if self.start_barrier is not None:
@@ -381,6 +387,31 @@ class Client(threading.Thread):
         finally:
             loop.close(all_fds=True)
 
+    async def _until_ready(self) -> None:
+        """Wait until the page is usable: the map figure with its first image, the star_id
+        input, the sliders and the selection, counts and spectrum texts (parts the server
+        adds after ``document_ready`` arrive as patches). Records ``ready_s``, the time from
+        the start of the pull."""
+        end = time.perf_counter() + self.timeout
+        while True:
+            try:
+                self._find_models()
+                if self._map_drawn():
+                    break
+                why = "the map has no image"
+            except RuntimeError as exc:
+                why = str(exc)
+            if time.perf_counter() > end:
+                raise RuntimeError(f"page not ready in {self.timeout:.0f} s: {why}")
+            await asyncio.sleep(0.02)
+        self.rec.ready_s = time.perf_counter() - self.t0
+
+    def _map_drawn(self) -> bool:
+        from bokeh.models import Image
+
+        return any(isinstance(getattr(r, "glyph", None), Image) and len(r.data_source.data.get("image", ()))
+                   for r in self.map.renderers)
+
     def _ready(self) -> None:
         """Tell the server the page is ready, as BokehJS does once it has rendered the
         document. Panel counts a session as connected only after this ``document_ready``
@@ -392,10 +423,6 @@ class Client(threading.Thread):
     def _find_models(self) -> None:
         from bokeh.models import BoxSelectTool, Plot, Slider, Title
 
-        self.doc = self.session.document
-        # every model came from the server: without this the first patch that names a model
-        # would carry its full definition (the server warns "reference already known")
-        self.doc.models.flush_synced()
         models = list(self.doc.models)
         maps = [m for m in models if isinstance(m, Plot)
                 and any(isinstance(t, BoxSelectTool) for t in m.toolbar.tools)]
@@ -438,7 +465,8 @@ class Client(threading.Thread):
     # -- patches from the server -------------------------------------------------------
     def _on_change(self, event) -> None:
         model = getattr(event, "model", None)
-        if model is not None and getattr(event, "attr", None) == "text" and event.setter is self.session:
+        if (model is not None and hasattr(self, "_by_id") and getattr(event, "attr", None) == "text"
+                and event.setter is self.session):
             kind = self._by_id.get(model.id)
             if kind is not None and kind != self.pending:
                 if kind in self.late:  # the answer to an action that timed out
@@ -526,11 +554,13 @@ class Client(threading.Thread):
         while abs(v - s.value) < step / 2:
             v = round(s.start + step * self.rng.randint(0, n), 6)
         old = self.text("threshold")
-        label = f"{v:g} sigma"
+        # the rule names a sigma cut as "+2.5 sigma" and a dex cut as "[Fe/H] < -2.4"
+        label = (re.escape(f"{v:g} sigma") if "sigma" in (s.title or "")
+                 else rf"[<>] \+?{re.escape(f'{v:g}')}(?![\d.])")
 
         def answered() -> bool:
             t = self.text("threshold")
-            return t != old and label in t
+            return t != old and re.search(label, t) is not None
 
         self.pending = "threshold"
         self.rec.sent["threshold"] += 1
@@ -544,6 +574,13 @@ class Client(threading.Thread):
     async def _drive(self) -> None:
         self._wake = asyncio.Event()
         try:
+            try:
+                await self._until_ready()
+            except RuntimeError as exc:
+                self.rec.errors.append(f"session {self.idx}: {exc}")
+                if self.start_barrier is not None:
+                    self.start_barrier.abort()
+                return
             if self.start_barrier is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self.start_barrier.wait)
             kinds, w = list(self.weights), list(self.weights.values())
@@ -625,7 +662,8 @@ def run(args) -> dict:
                 w = run_clients(server.url, truth, 1, seconds=0, think=0.0, timeout=args.timeout,
                                 weights=weights, seed=args.seed + 7, plan=list(KINDS))
                 warm_errors = [f"warm-up {e}" for e in w[0].rec.errors]
-                out["warmup"] = {"errors": warm_errors, "open_s": w[0].rec.open_s}
+                out["warmup"] = {"errors": warm_errors, "open_s": w[0].rec.open_s,
+                                 "ready_s": w[0].rec.ready_s}
                 ok, secs = server.wait_discarded(args.discard_timeout)
                 out["warmup"]["discarded"], out["warmup"]["discard_wait_s"] = ok, round(secs, 1)
                 time.sleep(1.0)
@@ -685,6 +723,7 @@ def run(args) -> dict:
     violations = [v for r in recs for v in r.violations]
     out.update({
         "open": stats([r.open_s for r in recs if r.open_s is not None], "s"),
+        "ready": stats([r.ready_s for r in recs if r.ready_s is not None], "s"),
         "latency": lat, "sent": sent, "sent_total": sum(sent.values()), "answered": answered,
         "actions_per_s": round(answered / (args.seconds * args.rounds), 2) if args.seconds else None,
         "errors": len(client_errors) + len(server_errors) + (0 if out.get("server_alive") else 1),
@@ -714,6 +753,9 @@ def print_report(r: dict) -> None:
     o = r["open"]
     print(f"server listening after {r['server_start_s']} s; sessions opened ({r['sessions']} at once) in p50 "
           f"{o.get('p50_s')} s, p95 {o.get('p95_s')} s, max {o.get('max_s')} s")
+    rd = r["ready"]
+    print(f"session ready (map drawn, texts and controls there; {rd.get('n')} of {r['sessions']} x "
+          f"{len(r['rounds'])}): p50 {rd.get('p50_s')} s, p95 {rd.get('p95_s')} s, max {rd.get('max_s')} s")
     print(f"load average before {r['loadavg_before']}, after {r['loadavg_after']}")
     for i, rd in enumerate(r["rounds"], 1):
         print(f"round {i}: {rd['wall_s']} s from the first open to the last close; CPU seconds: server "

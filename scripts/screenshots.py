@@ -1,6 +1,6 @@
 """Serve the dashboard on a survey and save PNG screenshots of it (for the docs).
 
-    python scripts/screenshots.py data/dash20k --out docs/img [--model MODEL_DIR]
+    python scripts/screenshots.py SURVEY_DIR --out docs/img [--model MODEL_DIR] [--db URL] [--width 1600]
 
 Needs playwright and a Chromium at /usr/bin/chromium (``apt-get install -y chromium``).
 Writes ``dashboard-explore.png`` (map with a box selection and a picked star's spectrum)
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("survey")
     ap.add_argument("--out", default="docs/img")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--db", default=None,
+                    help="annotations database (default: a temporary one; the survey is only read)")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--width", type=int, default=1600)
     ap.add_argument("--height", type=int, default=1000)
@@ -43,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = SurveyData(args.survey, args.model)
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory(prefix="screenshots-")
+    data = SurveyData(args.survey, args.model, db=args.db or str(Path(tmp.name) / "annotations.sqlite"))
     dashboard.warm_up(data)
     port = _free_port()
     apps = []

@@ -20,6 +20,7 @@ from bokeh.models import (
     BoxSelectTool,
     ColumnDataSource,
     CustomJS,
+    GlyphRenderer,
     HoverTool,
     Image,
     LabelSet,
@@ -58,45 +59,60 @@ def apply_in_document(doc, fn: Callable[[], None]) -> None:
     doc.add_next_tick_callback(combined)
 
 
+def lean(fig) -> None:
+    """Drop the glyph copies ``bokeh.plotting`` makes for a renderer's non-selected and muted
+    looks (BokehJS derives its own when asked, "auto"): these plots are never selected or
+    muted in the browser, and fewer models make every page cheaper to build and send."""
+    for r in fig.renderers:
+        if isinstance(r, GlyphRenderer):
+            if r.nonselection_glyph is not None:
+                r.nonselection_glyph = "auto"
+            r.muted_glyph = "auto"
+
+
 class HistogramStrip:
     """Selection-vs-survey histograms, one small figure per column, in a row."""
 
     def __init__(self, columns: list[str], labels: dict[str, str], width: int = 175,
                  height: int = 170) -> None:
         self.columns = list(columns)
-        self.sources: dict[str, tuple[ColumnDataSource, ColumnDataSource]] = {}
+        self.sources: dict[str, ColumnDataSource] = {}
         figs = []
         for c in self.columns:
+            # no y axis (and so no y grid): the heights are densities, compared by eye
             f = figure(width=width, height=height, toolbar_location=None, tools="",
-                       x_axis_label=labels.get(c, c))
-            f.yaxis.visible = False
-            f.ygrid.visible = False
-            every, sel = ColumnDataSource(self._bars()), ColumnDataSource(self._bars())
-            f.quad(left="left", right="right", bottom=0, top="top", source=every, color="#bbbbbb",
+                       x_axis_label=labels.get(c, c), y_axis_type=None)
+            src = ColumnDataSource(self._bars())
+            f.quad(left="left", right="right", bottom=0, top="top", source=src, color="#bbbbbb",
                    line_color=None)
-            f.quad(left="left", right="right", bottom=0, top="top", source=sel, color=SELECTED_COLOR,
-                   alpha=0.6, line_color=None)
-            self.sources[c] = (every, sel)
+            f.quad(left="left", right="right", bottom=0, top="top_selected", source=src,
+                   color=SELECTED_COLOR, alpha=0.6, line_color=None)
+            lean(f)
+            self.sources[c] = src
             figs.append(f)
         self.layout = row(*figs) if figs else None
 
     @staticmethod
-    def _bars(edges=None, heights=None) -> dict[str, np.ndarray]:
+    def _bars(edges=None, every=None, selected=None) -> dict[str, np.ndarray]:
+        """The quads' columns: the survey's bars (``top``) and the selection's (``top_selected``,
+        zero height when nothing is selected)."""
         if edges is None:
-            return {"left": np.zeros(0), "right": np.zeros(0), "top": np.zeros(0)}
+            e = np.zeros(0)
+            return {"left": e, "right": e, "top": e, "top_selected": e}
+        every = np.asarray(every, float)
         return {"left": np.asarray(edges[:-1], float), "right": np.asarray(edges[1:], float),
-                "top": np.asarray(heights, float)}
+                "top": every, "top_selected": np.zeros_like(every) if selected is None
+                else np.asarray(selected, float)}
 
     def update(self, hists: dict) -> None:
         """Show new histograms (``HistogramPair`` per column; the strip's columns only)."""
-        for c, (every, sel) in self.sources.items():
+        for c, src in self.sources.items():
             h = hists.get(c)
             if h is None:
-                every.data, sel.data = self._bars(), self._bars()
+                src.data = self._bars()
                 continue
             s, t = h.normalised()
-            every.data = self._bars(h.edges, t)
-            sel.data = self._bars(h.edges, s) if h.selected.sum() else self._bars()
+            src.data = self._bars(h.edges, t, s if h.selected.sum() else None)
 
 
 class SpectrumFigures:
@@ -149,6 +165,8 @@ class SpectrumFigures:
         res.varea(x="wave", y1="neg", y2="hi_sigma", source=self.star, color="#999999", alpha=0.3)
         res.line(x="wave", y="residual", source=self.star, color=MODEL_COLOR, line_width=1)
         res.add_layout(Span(location=0, dimension="width", line_color="black", line_width=0.5))
+        lean(top)
+        lean(res)
         self.top, self.res = top, res
         self._place_labels()
 
@@ -270,6 +288,7 @@ class MapOverlays:
             line = {"line_color": style.pop("line_color", None), "line_width": style.pop("line_width", 1)}
             r = fig.scatter(x="x", y="y", source=src, fill_alpha=alpha, **style, **line)
             r.selection_glyph = r.nonselection_glyph = None  # no browser-side selection styling
+            r.muted_glyph = "auto"
             self.sources[kind] = src
             items.append(LegendItem(label=kind, renderers=[r]))
         fig.add_layout(Legend(items=items, orientation="horizontal", location="top_left",

@@ -189,6 +189,36 @@ class SurveyData:
                                          if column in self.frame.columns else None)
             return self._digests[column]
 
+    RASTERS_KEPT = 8  # map views kept for every session to reuse (each about 2 MB)
+
+    def map_raster(self, x: str, y: str, color: str, *, x_range=None, y_range=None, width: int = 560,
+                   height: int = 480, hover: tuple[str, ...] = ()):
+        """:func:`chemlatent.explore.mapraster.rasterize_map` of this survey's stars, shared by
+        every session: a page opening on the default view, or a view another session has
+        just drawn, costs no aggregation. The last :data:`RASTERS_KEPT` views are kept; the
+        result must not be modified. Per-session colours (the flagged mask) do not come here."""
+        from chemlatent.explore.mapraster import rasterize_map
+
+        key = (x, y, color, None if x_range is None else tuple(map(float, x_range)),
+               None if y_range is None else tuple(map(float, y_range)), int(width), int(height),
+               tuple(hover))
+        with self._digest_lock:
+            frame, cache = self.__dict__.get("_rasters", (None, None))
+            if frame is not self.frame:  # a copy with other latents: its own cache
+                cache = {}
+                self._rasters = (self.frame, cache)
+            hit = cache.pop(key, None)
+            if hit is not None:
+                cache[key] = hit  # most recently used last
+                return hit
+        r = rasterize_map(self.frame, x, y, color, x_range=x_range, y_range=y_range, width=width,
+                          height=height, hover=hover)
+        with self._digest_lock:
+            cache[key] = r
+            while len(cache) > self.RASTERS_KEPT:
+                cache.pop(next(iter(cache)))
+        return r
+
     def latent_row(self, i: int) -> dict:
         return self.frame.iloc[int(i)].to_dict()
 

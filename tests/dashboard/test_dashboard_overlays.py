@@ -44,14 +44,14 @@ def test_map_overlays_draw_the_selection_flags_and_pick_thinned_above_the_cap(en
 def test_selection_and_pick_update_the_same_figures_in_place(encoded_tiny, tmp_path):
     dash = Dashboard(SurveyData(encoded_tiny, db=str(tmp_path / "a.sqlite")))
     hist_layout, spec_fig = dash.hist_pane.object, dash.spec_pane.object
-    every, sel = dash.hists.sources["snr"]
-    assert len(every.data["top"]) > 0 and len(sel.data["top"]) == 0  # nothing selected yet
+    src = dash.hists.sources["snr"]  # the survey's bars (top) and the selection's (top_selected)
+    assert len(src.data["top"]) > 0 and not src.data["top_selected"].any()  # nothing selected yet
     ids = dash.data.frame["star_id"].to_numpy()
     dash.state.select_ids(ids[:40])
     want_sel, want_all = dash.state.selection_histograms()["snr"].normalised()
-    np.testing.assert_allclose(sel.data["top"], want_sel)
-    np.testing.assert_allclose(every.data["top"], want_all)
-    assert sel.data["top"].sum() > 0
+    np.testing.assert_allclose(src.data["top_selected"], want_sel)
+    np.testing.assert_allclose(src.data["top"], want_all)
+    assert src.data["top_selected"].sum() > 0
 
     dash.state.pick_star(int(ids[7]))
     star = dash.spectrum.star.data
@@ -63,7 +63,7 @@ def test_selection_and_pick_update_the_same_figures_in_place(encoded_tiny, tmp_p
     lo, hi = zoom_choices(dash.data.windows)[name]
     assert (dash.spectrum.x_range.start, dash.spectrum.x_range.end) == (lo, hi)
     dash.state.clear_selection()
-    assert len(sel.data["top"]) == 0
+    assert len(src.data["top"]) > 0 and not src.data["top_selected"].any()
     # the panes still hold the models they were built with: only data changed
     assert dash.hist_pane.object is hist_layout and dash.spec_pane.object is spec_fig
 

@@ -3,6 +3,8 @@ to Bokeh models and follows the state's param events without a server or a brows
 
 from __future__ import annotations
 
+import numpy as np
+import panel as pn
 import pytest
 from bokeh.document import Document
 
@@ -104,3 +106,38 @@ def test_reinference_view(state):
     runs.param.trigger("jobs_changed")
     assert not view.run_progress.visible
     assert "(none)" in view._run_options()
+
+
+def test_status_lines_sit_next_to_the_controls_they_concern(data):
+    """A selection's message shows in the map controls' group, a threshold change's in the
+    threshold controls' group (and both in the page's status line); neither in the other."""
+    from chemlatent.app.dashboard.app import Dashboard
+
+    dash = Dashboard(data, ExplorerState(data))
+    side = dash.sidebar()
+    dividers = [i for i, item in enumerate(side) if isinstance(item, pn.layout.Divider)]
+    groups = {"map": side[: dividers[0]], "thresholds": side[dividers[0]: dividers[1]]}
+
+    def where(text: str) -> list[str]:
+        """The sidebar groups holding a status pane that shows ``text``."""
+        return [g for g, items in groups.items() for item in items
+                if isinstance(item, pn.pane.Markdown) and "cl-area-status" in item.css_classes
+                and text in (item.object or "")]
+
+    x, y = dash.state.xy
+    n = dash.state.select_box((float(np.min(x)), float(np.min(y)), float(np.median(x)), float(np.median(y))))
+    assert n > 0
+    assert where(f"{n:,} stars selected") == ["map"]
+    assert f"{n:,} stars selected" in dash.message.object  # still in the page's status line
+    # right under the selection controls
+    controls = dash.map.controls()
+    assert controls.index(dash.map_status) == controls.index(dash.b_clear) + 1
+
+    dash.state.element_sigma = 1.0
+    flagged = f"{dash.state.n_flagged:,} stars flagged"
+    assert where(flagged) == ["thresholds"]
+    assert where(f"{n:,} stars selected") == ["map"]  # the map's line keeps its own message
+    t = dash.thresholds.controls()
+    assert t.index(dash.s_fe_dex) < t.index(dash.threshold_status) < t.index(dash.counts_md)
+    dash.state.pick_at(1e9, 1e9, (0, 1), (0, 1))  # far from every star
+    assert where("no star near the click") == ["map"]

@@ -63,3 +63,19 @@ def test_sparse_views_spread_isolated_stars_and_default_range_covers_the_data():
     assert r.x_range[0] < f["x"].min() and r.x_range[1] > f["x"].max()
     # spread pixels name one of the stars
     assert set(np.unique(r.row[r.row >= 0])) <= set(range(30))
+
+
+def test_survey_map_raster_is_shared_and_keyed_by_the_view(encoded_tiny, tmp_path):
+    from chemlatent.explore.survey import SurveyData
+
+    data = SurveyData(encoded_tiny, db=str(tmp_path / "a.sqlite"), load_model=False)
+    a = data.map_raster("z_fe", "z_c", "density", width=40, height=30, hover=("star_id",))
+    assert data.map_raster("z_fe", "z_c", "density", width=40, height=30, hover=("star_id",)) is a
+    want = rasterize_map(data.frame, "z_fe", "z_c", "density", width=40, height=30, hover=("star_id",))
+    np.testing.assert_array_equal(a.row, want.row)
+    zoomed = data.map_raster("z_fe", "z_c", "density", x_range=(-1, 0), y_range=(-1, 1), width=40,
+                             height=30, hover=("star_id",))
+    assert zoomed is not a and zoomed.x_range == (-1.0, 0.0)
+    for k in range(data.RASTERS_KEPT):  # old views are dropped
+        data.map_raster("z_fe", "z_c", "density", x_range=(-1, k / 10), width=40, height=30)
+    assert data.map_raster("z_fe", "z_c", "density", width=40, height=30, hover=("star_id",)) is not a

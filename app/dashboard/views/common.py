@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from functools import partial
 
 import holoviews as hv
 import panel as pn
@@ -77,6 +78,45 @@ class StateView(pn.viewable.Viewer):
 
     def _apply(self, fn) -> None:
         apply_in_document(self._doc, fn)
+
+
+_AFTER_LOAD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # document -> callables
+
+
+def after_load(fn) -> None:
+    """Run ``fn`` once the browser has shown the page (a served session being built), else
+    now: parts below the map are built after the first paint, so a burst of users all get a
+    usable map sooner. A page's deferred parts run in one callback, in the order given."""
+    doc = pn.state.curdoc
+    if doc is None or doc.session_context is None or pn.state.loaded:
+        fn()
+        return
+    if doc not in _AFTER_LOAD:
+        _AFTER_LOAD[doc] = []
+        pn.state.onload(partial(_run_after_load, weakref.ref(doc)))
+    _AFTER_LOAD[doc].append(fn)
+
+
+def _run_after_load(ref) -> None:
+    doc = ref()
+    fns = _AFTER_LOAD.pop(doc, []) if doc is not None else []
+    if not fns:
+        return
+    for fn in fns:
+        fn()
+
+
+def area_status(state: ExplorerState, area: str, css_class: str) -> pn.pane.Markdown:
+    """A status line for one group of controls: the state's messages about ``area`` (its
+    ``message_area``), shown next to those controls."""
+    pane = pn.pane.Markdown("", css_classes=["cl-area-status", css_class], margin=(0, 10))
+
+    def show(*_) -> None:
+        if state.message_area == area:
+            pane.object = f"*{state.message}*" if state.message else ""
+
+    state.param.watch(show, ["message", "message_area"])
+    return pane
 
 
 def from_state(widget_type, parameter, **kwargs):

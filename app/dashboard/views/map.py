@@ -10,7 +10,14 @@ import param
 from bokeh.models import FixedTicker
 
 from chemlatent.app.dashboard.live_plots import OVERLAY_STYLES, MapOverlays, map_hover
-from chemlatent.app.dashboard.views.common import LABELS, MAP_SIZE, StateView, from_state, weak_hook
+from chemlatent.app.dashboard.views.common import (
+    LABELS,
+    MAP_SIZE,
+    StateView,
+    area_status,
+    from_state,
+    weak_hook,
+)
 from chemlatent.explore.mapraster import rasterize_map
 from chemlatent.explore.session_runs import RunsState
 from chemlatent.explore.survey import HOVER_COLUMNS
@@ -35,6 +42,7 @@ class MapView(StateView):
         self.w_mode = from_state(pn.widgets.RadioButtonGroup, st.param.selection_mode, color="light")
         self.b_clear = pn.widgets.Button(label="Clear selection", color="default")
         self.b_clear.on_click(lambda e: st.clear_selection())
+        self.map_status = area_status(st, "map", "cl-map-status")  # selections and picks
         self.overlays = MapOverlays(PLAIN_OVERLAY_MAX)
         self._range = None
         self.map_pane = pn.pane.HoloViews(self._build_map(), width=MAP_SIZE[0], height=MAP_SIZE[1] + 40,
@@ -50,7 +58,7 @@ class MapView(StateView):
     def controls(self) -> list:
         """The sidebar's map controls."""
         return [pn.pane.Markdown("#### Latent map"), pn.Row(self.w_x, self.w_y), self.w_color,
-                pn.pane.Markdown("Selection mode"), self.w_mode, self.b_clear]
+                pn.pane.Markdown("Selection mode"), self.w_mode, self.b_clear, self.map_status]
 
     def rebuild(self, *_) -> None:
         """A new map (axes, colour or latents changed)."""
@@ -62,9 +70,13 @@ class MapView(StateView):
         x, y, c = st.x_axis, st.y_axis, st.color_by
         f = self.data.frame
         hover = self._hover_columns()
-        extra = {"flagged": st.flagged.astype(np.float32)} if c == "flagged" else None
-        r = rasterize_map(f, x, y, c, x_range=x_range, y_range=y_range, width=MAP_SIZE[0],
-                          height=MAP_SIZE[1], extra=extra, hover=hover)
+        if c == "flagged":  # this session's flags: its own raster
+            r = rasterize_map(f, x, y, c, x_range=x_range, y_range=y_range, width=MAP_SIZE[0],
+                              height=MAP_SIZE[1], extra={"flagged": st.flagged.astype(np.float32)},
+                              hover=hover)
+        else:  # the same for every session: shared
+            r = self.data.map_raster(x, y, c, x_range=x_range, y_range=y_range, width=MAP_SIZE[0],
+                                     height=MAP_SIZE[1], hover=hover)
         vname = "count" if c == "density" else c
         kd = [hv.Dimension(x, label=LABELS.get(x, x)), hv.Dimension(y, label=LABELS.get(y, y))]
         vd = [hv.Dimension(vname, label=LABELS.get(c, c))] + [hv.Dimension(h, label=h) for h in hover]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import panel as pn
 
 from chemlatent.app.dashboard.live_plots import HistogramStrip
-from chemlatent.app.dashboard.views.common import LABELS, StateView
+from chemlatent.app.dashboard.views.common import LABELS, StateView, after_load
 
 
 def selection_text(summary: dict) -> str:
@@ -28,8 +28,10 @@ class SelectionView(StateView):
         super().__init__(**params)
         self.sel_md = pn.pane.Markdown(selection_text(self.state.selection_summary()), name="selection",
                                        css_classes=["cl-selection"])
-        self.hist_pane = pn.pane.Bokeh(self._histogram_layout(), height=190)
+        self.hists = None  # the histogram strip, drawn once the page is shown
+        self.hist_pane = pn.pane.Bokeh(None, height=190)
         self.state.param.watch(self._on_selection, ["selected"])
+        after_load(self.rebuild)
 
     def __panel__(self):
         return pn.Row(pn.Column(self.sel_md, width=340), self.hist_pane)
@@ -42,10 +44,15 @@ class SelectionView(StateView):
         return self.hists.layout if self.hists.layout is not None else pn.pane.Markdown("no columns")
 
     def rebuild(self) -> None:
-        """New histograms (the latents changed)."""
+        """New histograms (the page is shown, or the latents changed)."""
+        selected = self.state.selected
         self.hist_pane.object = self._histogram_layout()
+        if self.state.selected is not selected:  # a selection came in meanwhile
+            self._on_selection()
 
     def _on_selection(self, *_) -> None:
         self.sel_md.object = selection_text(self.state.selection_summary())
+        if self.hists is None:  # not drawn yet: it will show the current selection
+            return
         hists = self.state.selection_histograms()
         self._apply(lambda: self.hists.update(hists))

@@ -18,12 +18,10 @@ class StackView(StateView):
         super().__init__(**params)
         self.b_stack = pn.widgets.Button(label="Stack selection vs similar Teff/logg", color="primary")
         self.b_stack.on_click(self._on_stack)
-        wdim = hv.Dimension("wave", label="vacuum wavelength (A)")
-        self.stack_pane = pn.pane.HoloViews(self._empty(wdim), height=250, linked_axes=False)
-        self.stack_diff_pane = pn.pane.HoloViews(
-            hv.Curve([], wdim, "selection - survey").opts(height=120, width=2 * SPEC_WIDTH),
-            height=130, linked_axes=False)
-        self.stack_info = pn.pane.Markdown("")
+        # the plots are drawn with the first stack (a page opens without two empty plots)
+        self.stack_pane = pn.pane.HoloViews(None, height=250, linked_axes=False, visible=False)
+        self.stack_diff_pane = pn.pane.HoloViews(None, height=130, linked_axes=False, visible=False)
+        self.stack_info = pn.pane.Markdown("*Select stars, then stack them.*")
         self.stacked = False  # a stack of the current selection is shown
         self.state.param.watch(self._on_selection, ["selected"])
 
@@ -67,6 +65,7 @@ class StackView(StateView):
             self.stack_pane.object = (a * b).opts(height=240, width=2 * SPEC_WIDTH, xlim=xlim,
                                                   legend_position="right")
             self.stack_diff_pane.object = d.opts(height=120, width=2 * SPEC_WIDTH, xlim=xlim)
+            self.stack_pane.visible = self.stack_diff_pane.visible = True
             self.stack_info.object = (f"Mean of {sel.n_stars} selected stars vs {ctrl.n_stars} unselected "
                                       "stars drawn from the same predicted Teff/logg cells.")
             self.stacked = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import panel as pn
 
-from chemlatent.app.dashboard.views.common import StateView, from_state, throttled_slider
+from chemlatent.app.dashboard.views.common import StateView, area_status, from_state, throttled_slider
 
 LOW_PRECISION = 0.1  # below this, the model cannot support the preset at these thresholds
 
@@ -46,6 +46,7 @@ class ThresholdsView(StateView):
         self.s_fe_dex = throttled_slider(st, "fe_dex", "[Fe/H] below (dex)")
         self.counts_md = pn.pane.Markdown(self._counts_text(), name="flag counts", width=300,
                                           css_classes=["cl-counts"])
+        self.threshold_status = area_status(st, "thresholds", "cl-threshold-status")
         st.param.watch(self._on_unit, ["unit", "preset"])
         st.param.watch(self._on_flags, ["flagged"])
         self._on_unit()
@@ -56,7 +57,8 @@ class ThresholdsView(StateView):
     def controls(self) -> list:
         """The sidebar's threshold controls."""
         return [pn.pane.Markdown("#### Thresholds"), self.w_preset, self.w_unit,
-                self.s_elem_sigma, self.s_fe_sigma, self.s_elem_dex, self.s_fe_dex, self.counts_md]
+                self.s_elem_sigma, self.s_fe_sigma, self.s_elem_dex, self.s_fe_dex, self.threshold_status,
+                self.counts_md]
 
     def _counts_text(self) -> str:
         return counts_text(self.state.counts_summary(), self.state.rule is not None)

@@ -29,6 +29,8 @@ class ExplorerState(MapState, SelectionState, FlagState, CandidateState, ExportS
     """One browser session's view of a :class:`SurveyData` (see module docstring)."""
 
     message = param.String(default="", doc="last status message for the user")
+    message_area = param.String(default="", doc="which controls the last message concerns: "
+                                "'map' (selection, picking), 'thresholds' (the rule), '' (other)")
 
     def __init__(self, data: SurveyData, user: str | None = None, **params) -> None:
         super().__init__(**{k: v for k, v in params.items() if k not in ("x_axis", "y_axis", "color_by")})
@@ -48,7 +50,12 @@ class ExplorerState(MapState, SelectionState, FlagState, CandidateState, ExportS
         with param.parameterized.discard_events(self):
             self.selected = np.zeros(data.n, bool)
             self.flagged = np.zeros(data.n, bool)
-        self._update_flags()
+        self._update_flags(announce=False)
+
+    def say(self, text: str, area: str = "") -> None:
+        """Set the status message and the controls it concerns (``message_area``), as one
+        event: a page shows it next to those controls as well as in its status line."""
+        self.param.update(message_area=area, message=text)
 
     def set_data(self, data: SurveyData) -> None:
         """Switch to other latents of the same survey (a re-inference run applied, or back):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import param
 
@@ -35,6 +37,7 @@ class FlagState(param.Parameterized):
 
     data: SurveyData
     message: str
+    say: Callable[[str, str], None]
 
     # -- rules ---------------------------------------------------------------
     @property
@@ -74,16 +77,18 @@ class FlagState(param.Parameterized):
         try:
             counts = flag_stars(self.data.engine, rule, truth=truth, known=known)
         except ChemlatentError as exc:
-            self.message = str(exc)
+            self.say(str(exc), "thresholds")
             return np.zeros(self.data.n, bool), None
         return counts.extra["mask"], counts
 
     @param.depends("preset", "unit", "element_sigma", "fe_sigma", "element_dex", "fe_dex", watch=True)
-    def _update_flags(self) -> None:
+    def _update_flags(self, announce: bool = True) -> None:
         flagged, counts = self._evaluate_flags()
         if self.table_source != "selection":
             self.page = 1
         self.param.update(flagged=flagged, counts=counts)  # one event for both
+        if announce and counts is not None:
+            self.say(f"{int(np.count_nonzero(flagged)):,} stars flagged", "thresholds")
 
     @param.depends("preset", watch=True)
     def _preset_defaults(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import param
 
@@ -23,6 +25,7 @@ class MapState(param.Parameterized):
 
     data: SurveyData
     message: str
+    say: Callable[[str, str], None]
 
     # -- columns -------------------------------------------------------------
     def values(self, column: str) -> np.ndarray:
@@ -43,7 +46,7 @@ class MapState(param.Parameterized):
         xs, ys = self.xy
         k = selection.nearest_index(xs, ys, x, y, x_range, y_range, max_distance)
         if k is None:
-            self.message = "no star near the click"
+            self.say("no star near the click", "map")
             return None
         sid = int(self.data.frame["star_id"].iat[k])
         self.picked = sid

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import param
 
@@ -19,12 +21,13 @@ class SelectionState(param.Parameterized):
 
     data: SurveyData
     message: str
+    say: Callable[[str, str], None]
 
     # -- selection -----------------------------------------------------------
     def _set_selection(self, new: np.ndarray, mode: str | None) -> int:
         combined = selection.combine(self.selected, new, mode or self.selection_mode)
         n = int(np.count_nonzero(combined))
-        self.message = f"{n:,} stars selected"
+        self.say(f"{n:,} stars selected", "map")
         if self.table_source != "flagged":
             self.page = 1
         self.selected = combined  # the event
@@ -45,7 +48,7 @@ class SelectionState(param.Parameterized):
         return self._set_selection(new, mode)
 
     def clear_selection(self) -> None:
-        self.message = "selection cleared"
+        self.say("selection cleared", "map")
         self.selected = np.zeros(self.data.n, bool)  # the event
 
     @property
@@ -66,7 +69,12 @@ class SelectionState(param.Parameterized):
             if len(cache) > 64:
                 cache.clear()
             d = self.data.digest(column)
-            cache[key] = (d, None if d is None else d.fine_counts(self.values(column), self.selected))
+            if d is None:
+                cache[key] = (None, None)
+            elif self.n_selected == 0:  # nothing selected: no pass over the survey
+                cache[key] = (d, np.zeros(d.nfine + 2, np.int64))
+            else:
+                cache[key] = (d, d.fine_counts(self.values(column), self.selected))
         return cache[key]
 
     def selection_summary(self) -> dict:
