@@ -42,6 +42,10 @@ def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):
         page.get_by_role("button", name=f"{verb.title()} ({verb[0]})", exact=True).first.click()
         page.get_by_text(re.compile(f"{verb}ed: 1 star")).first.wait_for()
     page.get_by_text(re.compile(r"Best next: learned from \d+ verdicts")).first.wait_for()
+    n_verdicts = int(dash.state.data.store.verdicts()["verdict"].isin(["accepted", "rejected"]).sum())
+    # earlier tests may have left verdicts, so "learned from" can show before the last re-rank:
+    # wait for the line that counts every verdict, then the table is the re-ranked one
+    page.get_by_text(re.compile(rf"Best next: learned from {n_verdicts} verdicts")).first.wait_for()
     shown = set(dash.candidates.table.value["star_id"].to_numpy())
     assert not shown & set(int(s) for s in ids[:4])  # vetted stars leave the best-next table
 
