@@ -11,6 +11,10 @@ directory), opens the page in /usr/bin/chromium and times, ``--repeats`` times e
 * **box: mouse-up -> count updated**: a box dragged on the map, from the mouse release
   until the "Selection: N of M stars" text changes;
 * **lasso: mouse-up -> count updated**: the same with a 12-point lasso;
+* between gestures the page is left 0.8 s to finish drawing (the counts come first, the
+  selected or flagged stars a moment later: a user looks before the next gesture);
+* a lasso or tap that changes nothing (around no stars or as many as before, a tap on empty
+  sky: the page is right to do nothing) is a *miss*: counted, and another gesture drawn;
 * **tap -> spectrum drawn**: a click on a star, until the spectrum caption names it;
 * **slider -> counts updated**: the element-cut slider dragged and released, until the
   flag counts text changes;
@@ -137,16 +141,32 @@ def _text(pg, cls: str) -> str:
     return pg.evaluate(DEEP_TEXT, cls) or ""
 
 
-def _timed(pg, cls: str, action, pattern: str = "") -> float:
-    """Do ``action`` (which ends with the mouse release/click) and return ms until ``cls`` changes."""
+def _timed(pg, cls: str, action, pattern: str = "", timeout_ms: int = 15000) -> float:
+    """Do ``action`` (which ends with the mouse release/click) and return ms until ``cls`` changes
+    (-1: no change within ``timeout_ms``)."""
     before = _text(pg, cls)
     action()
-    ms = float(pg.evaluate(WAIT_CHANGE, [cls, before, pattern]))
+    ms = float(pg.evaluate(WAIT_CHANGE.replace("15000", str(int(timeout_ms))), [cls, before, pattern]))
     print(f"{cls}: {ms:.0f} ms", file=sys.stderr, flush=True)
+    pg.wait_for_timeout(SETTLE_MS)  # a user's pause: the stars drawn after the count are done
     return ms
 
 
+def _timed_gesture(pg, cls: str, make_action, pattern: str, misses: list, tries: int = 5) -> float:
+    """Like :func:`_timed`, for gestures that may land where there is nothing to change (a tap
+    on empty sky, a lasso around no stars, or around exactly as many as before): such a miss
+    (no change within 3 s, the page answering correctly) is counted in ``misses`` and another
+    gesture is drawn, up to ``tries`` times."""
+    for _ in range(tries):
+        ms = _timed(pg, cls, make_action(), pattern, timeout_ms=3000)
+        if ms >= 0:
+            return ms
+        misses.append(1)
+    return -1.0
+
+
 SELECTION = r"Selection: [\d,]+ of"
+SETTLE_MS = 800  # between gestures: the page has drawn the selected/flagged stars of the last one
 
 
 def _mapper(pg):
@@ -201,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     requests: list[str] = []
     res: dict[str, list[float]] = {k: [] for k in ("page_open", "box", "lasso", "tap", "slider",
                                                    "lasso_move")}
+    misses: dict[str, list] = {"lasso": [], "tap": []}  # gestures that changed nothing (see _timed_gesture)
     load = os.getloadavg()
     try:
         with sync_playwright() as p:
@@ -220,14 +241,19 @@ def main(argv: list[str] | None = None) -> int:
                 corners = (at(fx0, fy0), at(fx0 + rng.uniform(0.15, 0.35), fy0 + rng.uniform(0.15, 0.4)))
                 res["box"].append(_timed(pg, "cl-selection", lambda c=corners: _drag(pg, c), SELECTION))
             pg.locator(".bk-tool-icon-lasso-select").first.click()
-            for _ in range(args.repeats):
+            def lasso():
                 cx, cy, r = rng.uniform(0.35, 0.6), rng.uniform(0.4, 0.7), rng.uniform(0.1, 0.2)
                 ring = [at(cx + r * np.cos(a), cy + r * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 12)]
-                res["lasso"].append(_timed(pg, "cl-selection", lambda c=ring: _drag(pg, c), SELECTION))
-            for _ in range(args.repeats):  # taps on the densest part of the map (always a star there)
-                point = at(0.5 + rng.uniform(-0.08, 0.08), 0.5 + rng.uniform(-0.08, 0.08))
-                res["tap"].append(_timed(pg, "cl-spec-info", lambda p=point: pg.mouse.click(*p),
-                                         "survey row"))
+                return lambda: _drag(pg, ring)
+
+            def tap():  # the map's centre; its y range reaches the sparse carbon-rich tail
+                point = at(0.5 + rng.uniform(-0.15, 0.15), 0.5 + rng.uniform(-0.1, 0.3))
+                return lambda: pg.mouse.click(*point)
+
+            for _ in range(args.repeats):
+                res["lasso"].append(_timed_gesture(pg, "cl-selection", lasso, SELECTION, misses["lasso"]))
+            for _ in range(args.repeats):
+                res["tap"].append(_timed_gesture(pg, "cl-spec-info", tap, "survey row", misses["tap"]))
             handle = pg.locator(".noUi-handle").first
             for i in range(args.repeats):
                 hb = handle.bounding_box()
@@ -264,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
            "load_average_before": [round(v, 2) for v in load],
            "load_average_after": [round(v, 2) for v in os.getloadavg()],
            "external_requests": external, "n_requests": len(requests),
-           "latency": {k: _stats(v) for k, v in res.items()}}
+           "latency": {k: _stats(v) for k, v in res.items()},
+           "misses": {k: len(v) for k, v in misses.items()}}
     if args.json:
         print(json.dumps(out, indent=1))
     else:
@@ -275,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':42s} {'p50 ms':>8s} {'p95 ms':>8s}")
         for k, s in out["latency"].items():
             print(f"{names[k]:42s} {s.get('p50_ms', float('nan')):8.1f} {s.get('p95_ms', float('nan')):8.1f}")
-        print(f"requests leaving 127.0.0.1: {len(external)}")
+        print(f"requests leaving 127.0.0.1: {len(external)}; gestures that changed nothing (redrawn): "
+              f"{out['misses']}")
     return 0
 
 

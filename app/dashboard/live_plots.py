@@ -42,9 +42,9 @@ MODEL_COLOR = "#d62728"
 LEGEND_STYLE = {"label_text_font_size": "8pt", "glyph_height": 12, "spacing": 0, "padding": 3}
 
 
-def apply_in_document(doc, fn: Callable[[], None]) -> None:
+def apply_in_document(doc, fn: Callable[[], None], delay_ms: int = 0) -> None:
     """Run ``fn`` (which changes Bokeh models) now when no server session owns ``doc``,
-    otherwise on the session's event loop at its next tick."""
+    otherwise on the session's event loop at its next tick (or ``delay_ms`` later)."""
     if doc is None or doc.session_context is None:
         fn()
         return
@@ -56,7 +56,10 @@ def apply_in_document(doc, fn: Callable[[], None]) -> None:
         finally:
             doc.unhold()
 
-    doc.add_next_tick_callback(combined)
+    if delay_ms > 0:
+        doc.add_timeout_callback(combined, delay_ms)
+    else:
+        doc.add_next_tick_callback(combined)
 
 
 def lean(fig) -> None:

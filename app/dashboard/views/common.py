@@ -76,8 +76,8 @@ class StateView(pn.viewable.Viewer):
         """From now on, apply plot changes on ``doc``'s event loop (default: the current one)."""
         self._doc = doc if doc is not None else pn.state.curdoc
 
-    def _apply(self, fn) -> None:
-        apply_in_document(self._doc, fn)
+    def _apply(self, fn, delay_ms: int = 0) -> None:
+        apply_in_document(self._doc, fn, delay_ms)
 
 
 _AFTER_LOAD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # document -> callables

@@ -28,6 +28,11 @@ RUN_COLOR = "#9467bd"  # the old -> new arrows of a re-encoded run (purple)
 PLAIN_OVERLAY_MAX = 20000  # map overlays of more stars draw an evenly spaced subset
 
 
+# the counts (a few hundred bytes) reach the browser before the selected or flagged stars (up
+# to 20,000 points, which the browser takes a few hundred ms to decode and draw)
+OVERLAY_DELAY_MS = 60
+
+
 class MapView(StateView):
     """The map and its controls; box, lasso and tap go to the state."""
 
@@ -48,7 +53,7 @@ class MapView(StateView):
         self.map_pane = pn.pane.HoloViews(self._build_map(), width=MAP_SIZE[0], height=MAP_SIZE[1] + 40,
                                           linked_axes=False, css_classes=["cl-map"])
         st.param.watch(self.rebuild, ["x_axis", "y_axis", "color_by"])
-        st.param.watch(lambda e: self._show_overlay("selected"), ["selected"])
+        st.param.watch(lambda e: self._show_overlay("selected", delay_ms=OVERLAY_DELAY_MS), ["selected"])
         st.param.watch(self._on_flags, ["flagged"])
         st.param.watch(lambda e: self._show_overlay("picked"), ["picked"])
 
@@ -146,17 +151,18 @@ class MapView(StateView):
         i = self.data.index_of(st.picked) if st.picked is not None else None
         return np.array([i] if i is not None else [], np.int64)
 
-    def _show_overlay(self, kind: str, now: bool = False) -> None:
-        """Redraw one overlay from the session's state (on the event loop unless ``now``)."""
+    def _show_overlay(self, kind: str, now: bool = False, delay_ms: int = 0) -> None:
+        """Redraw one overlay from the session's state (on the event loop unless ``now``,
+        ``delay_ms`` later if given)."""
         idx = self._overlay_rows(kind)
         xs, ys = self.state.xy
         if now:
             self.overlays.show(kind, idx, xs, ys)
         else:
-            self._apply(lambda: self.overlays.show(kind, idx, xs, ys))
+            self._apply(lambda: self.overlays.show(kind, idx, xs, ys), delay_ms)
 
     def _on_flags(self, *_) -> None:
-        self._show_overlay("flagged")
+        self._show_overlay("flagged", delay_ms=OVERLAY_DELAY_MS)  # after the counts
         if self.state.color_by == "flagged":
             self.rebuild()
 
