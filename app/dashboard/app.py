@@ -7,6 +7,7 @@ import logging
 
 import panel as pn
 
+from chemlatent.app.dashboard.live_plots import apply_in_document
 from chemlatent.app.dashboard.views.candidates import CandidatesView
 from chemlatent.app.dashboard.views.common import StateView
 from chemlatent.app.dashboard.views.compare import CompareView
@@ -49,6 +50,7 @@ class Dashboard:
     def __init__(self, data: SurveyData, state: ExplorerState | None = None, queue=None,
                  samp: bool = True) -> None:
         self.state = st = state or ExplorerState(data)
+        self._doc = pn.state.curdoc  # the session's document (None outside a server)
         self.samp = samp
         self.runs = RunsState(st, queue=queue, user=st.user)
         self.map = MapView(state=st, runs=self.runs)
@@ -68,7 +70,6 @@ class Dashboard:
         self.runs.param.watch(self._on_applied, ["applied"])
         if st.picked is not None:
             self.spectrum_view.refresh()
-        self._doc = pn.state.curdoc
         for v in self.views:  # from now on, plot changes go through the session's event loop
             v.attach_document(self._doc)
 
@@ -139,7 +140,8 @@ class Dashboard:
         raise AttributeError(name)
 
     def _on_message(self, *_):
-        self.message.object = f"**{self.state.message}**" if self.state.message else ""
+        text = f"**{self.state.message}**" if self.state.message else ""
+        apply_in_document(self._doc, lambda: setattr(self.message, "object", text))
 
     def _on_applied(self, *_):
         self.map.rebuild()

@@ -56,8 +56,9 @@ def apply_in_document(doc, fn: Callable[[], None], delay_ms: int = 0) -> None:
         finally:
             doc.unhold()
 
-    if delay_ms > 0:
-        doc.add_timeout_callback(combined, delay_ms)
+    if delay_ms > 0:  # add_next_tick_callback is Bokeh's only thread-safe way in: the timeout
+        # is set from the event loop (callers may run on a callback thread)
+        doc.add_next_tick_callback(lambda: doc.add_timeout_callback(combined, delay_ms))
     else:
         doc.add_next_tick_callback(combined)
 

@@ -110,10 +110,15 @@ def area_status(state: ExplorerState, area: str, css_class: str) -> pn.pane.Mark
     """A status line for one group of controls: the state's messages about ``area`` (its
     ``message_area``), shown next to those controls."""
     pane = pn.pane.Markdown("", css_classes=["cl-area-status", css_class], margin=(0, 10))
+    doc = pn.state.curdoc  # the session's document while its page is built
 
     def show(*_) -> None:
-        if state.message_area == area:
-            pane.object = f"*{state.message}*" if state.message else ""
+        if state.message_area != area:
+            return
+        text = f"*{state.message}*" if state.message else ""
+        # on the session's event loop, under its document lock: messages come from stream
+        # callbacks and callback threads of many sessions at once
+        apply_in_document(doc, lambda: setattr(pane, "object", text))
 
     state.param.watch(show, ["message", "message_area"])
     return pane

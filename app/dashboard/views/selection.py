@@ -51,7 +51,8 @@ class SelectionView(StateView):
             self._on_selection()
 
     def _on_selection(self, *_) -> None:
-        self.sel_md.object = selection_text(self.state.selection_summary())
+        text = selection_text(self.state.selection_summary())
+        self._apply(lambda: setattr(self.sel_md, "object", text))
         if self.hists is None:  # not drawn yet: it will show the current selection
             return
         hists = self.state.selection_histograms()

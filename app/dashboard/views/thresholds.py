@@ -74,4 +74,5 @@ class ThresholdsView(StateView):
         self.s_fe_dex.visible = (dex or st.fe_in_dex) and on
 
     def _on_flags(self, *_):
-        self.counts_md.object = self._counts_text()
+        text = self._counts_text()
+        self._apply(lambda: setattr(self.counts_md, "object", text))
