@@ -113,3 +113,25 @@ def test_best_next_table_source(data):
     assert "learned from" in text and "3 accepted, 3 rejected" in text
     again = state.candidates()
     assert not set(again["star_id"]) & set(ids[:6])  # vetted stars leave the best-next table
+
+
+def test_strength_is_cross_validated_on_the_verdicts():
+    """A clean boundary earns the freest model, labels without signal the stiffest; too few
+    verdicts of one kind keep the default."""
+    from chemlatent.flags.ranking import C_GRID, choose_strength
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    px = rng.choice(n, 200, replace=False)
+    pseudo = (px, rng.integers(0, 2, 200).astype(float), np.full(200, 0.01))
+    for _ in range(2):
+        labels = np.full(n, np.nan)
+        v = rng.choice(n, 80, replace=False)
+        labels[v] = (x[v, 0] > 0).astype(float)
+        assert choose_strength(x, labels, pseudo) == max(C_GRID)
+        labels[v] = rng.integers(0, 2, v.size)
+        assert choose_strength(x, labels, pseudo) == min(C_GRID)
+    labels = np.full(n, np.nan)
+    labels[:6] = [1, 1, 1, 0, 0, 0]
+    assert choose_strength(x, labels, pseudo, default=0.7) == 0.7
