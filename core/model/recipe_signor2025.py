@@ -250,14 +250,9 @@ class Signor2025VAE(nn.Module):
             total.index_add_(1, getattr(self, f"pos_{g}"), parts[g].float())
         return 1.0 - total
 
-    def decode(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True) -> torch.Tensor:
-        return self.combine(self.absorption(z, w, selective))
-
-    def reconstruct(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Full-length reconstruction (B, P), NaN outside the element windows."""
-        rec = torch.full((z.shape[0], self.npix), float("nan"), device=z.device)
-        rec[:, self.win_all] = self.decode(z, w, selective=False)
-        return rec
+    # the same on this model's windows and decoders as on the project's model
+    decode = DisentangledVAE.decode
+    reconstruct = DisentangledVAE.reconstruct
 
     def window(self, group: str) -> torch.Tensor:
         return getattr(self, f"win_{group}")

@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from chemlatent.errors import ChemlatentError
-from chemlatent.io.store import Survey
 from chemlatent.model.modelio import save_model, write_json
 from chemlatent.model.recipe_signor2025 import Signor2025Config, Signor2025VAE, orient_axes
 from chemlatent.spectra.grid import ELEMENT_GROUPS, default_windows, load_windows
@@ -94,19 +92,12 @@ def train_signor2025(survey_dir: str | Path, out_dir: str | Path, opts: Signor20
     """Train a signor2025 model on a survey and write its model directory."""
     from tqdm.auto import tqdm
 
-    from chemlatent.model.device import pick_device
-    from chemlatent.model.training import InMemoryData, _split
+    from chemlatent.model.training import load_training_data
 
-    survey = Survey(survey_dir)
     out = Path(out_dir)
-    if survey.n_stars < 16:
-        raise ChemlatentError(f"{survey.path} has {survey.n_stars} stars: too few to train on")
-    torch.manual_seed(opts.seed)
-    rng = np.random.default_rng(opts.seed)
-    device = pick_device(opts.device)
-    train_rows, val_rows = _split(survey.n_stars, opts.max_stars, opts.val_fraction, rng)
-    log(f"loading {train_rows.size} training and {val_rows.size} validation spectra from {survey.path}")
-    data, val = InMemoryData(survey, train_rows), InMemoryData(survey, val_rows)
+    survey, _, device, data, val = load_training_data(
+        survey_dir, seed=opts.seed, device=opts.device, max_stars=opts.max_stars,
+        val_fraction=opts.val_fraction, log=log)
     lab = data.labels.numpy()
     ok = np.isfinite(lab).all(1)
     if not ok.any():

@@ -291,22 +291,31 @@ def _split(n: int, max_stars: int, val_fraction: float,
     return np.sort(rows[n_val:]), np.sort(rows[:n_val])
 
 
+def load_training_data(survey_dir: str | Path, *, seed: int, device: str, max_stars: int,
+                       val_fraction: float, log=print):
+    """What every trainer starts with: the survey (at least 16 stars), the seeded torch and
+    numpy generators, the device, and the training and validation stars in memory; returns
+    (survey, rng, device, data, val)."""
+    survey = Survey(survey_dir)
+    if survey.n_stars < 16:
+        raise ChemlatentError(f"{survey.path} has {survey.n_stars} stars: too few to train on")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dev = pick_device(device)
+    train_rows, val_rows = _split(survey.n_stars, max_stars, val_fraction, rng)
+    log(f"loading {train_rows.size} training and {val_rows.size} validation spectra from {survey.path}")
+    return survey, rng, dev, InMemoryData(survey, train_rows), InMemoryData(survey, val_rows)
+
+
 def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resume: bool = False,
           progress: bool = True, log=print) -> Path:
     """Train a model on a survey; checkpoints every epoch; returns the model directory."""
     from tqdm.auto import tqdm
 
-    survey = Survey(survey_dir)
     out = Path(out_dir)
-    if survey.n_stars < 16:
-        raise ChemlatentError(f"{survey.path} has {survey.n_stars} stars: too few to train on")
-    torch.manual_seed(opts.seed)
-    rng = np.random.default_rng(opts.seed)
-    device = pick_device(opts.device)
-    train_rows, val_rows = _split(survey.n_stars, opts.max_stars, opts.val_fraction, rng)
-    log(f"loading {train_rows.size} training and {val_rows.size} validation spectra from {survey.path}")
-    data = InMemoryData(survey, train_rows)
-    val = InMemoryData(survey, val_rows)
+    survey, rng, device, data, val = load_training_data(
+        survey_dir, seed=opts.seed, device=opts.device, max_stars=opts.max_stars,
+        val_fraction=opts.val_fraction, log=log)
     n_lab = int(torch.isfinite(data.labels).all(-1).sum())
     if n_lab == 0:
         warnings.warn("no star has both teff and logg: the nuisance head and the adversary are "
