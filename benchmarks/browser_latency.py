@@ -62,7 +62,7 @@ DEEP_TEXT = """(cls) => {
   return el ? (el.shadowRoot || el).textContent : null
 }""".replace("WALK_FN", WALK)
 # wait until that element's text differs from ``before`` (checked on every animation frame)
-WAIT_CHANGE = """([cls, before, pattern]) => new Promise((resolve) => {
+WAIT_CHANGE = """([cls, before, pattern, timeout]) => new Promise((resolve) => {
   const walk = WALK_FN
   let el = null
   const t0 = performance.now()
@@ -71,7 +71,7 @@ WAIT_CHANGE = """([cls, before, pattern]) => new Promise((resolve) => {
     const text = el ? (el.shadowRoot || el).textContent : null
     if (text != null && text !== before && (!pattern || new RegExp(pattern).test(text))) {
       resolve(performance.now() - t0)
-    } else if (performance.now() - t0 > 15000) {
+    } else if (performance.now() - t0 > timeout) {
       resolve(-1)
     } else {
       requestAnimationFrame(tick)
@@ -146,7 +146,7 @@ def _timed(pg, cls: str, action, pattern: str = "", timeout_ms: int = 15000) -> 
     (-1: no change within ``timeout_ms``)."""
     before = _text(pg, cls)
     action()
-    ms = float(pg.evaluate(WAIT_CHANGE.replace("15000", str(int(timeout_ms))), [cls, before, pattern]))
+    ms = float(pg.evaluate(WAIT_CHANGE, [cls, before, pattern, timeout_ms]))
     print(f"{cls}: {ms:.0f} ms", file=sys.stderr, flush=True)
     pg.wait_for_timeout(SETTLE_MS)  # a user's pause: the stars drawn after the count are done
     return ms
