@@ -12,6 +12,16 @@ import pytest
 pytestmark = pytest.mark.browser
 
 
+def typed_reaches_server(page, widget, text: str) -> None:
+    """Wait until the server's text box holds ``text``: page events run on a thread pool, so a
+    click sent right after typing can be handled before the typed text (a person is slower)."""
+    deadline = time.time() + 30
+    while widget.value_input != text and time.time() < deadline:
+        time.sleep(0.1)
+    assert widget.value_input == text
+    page.wait_for_timeout(300)
+
+
 def test_compare_panel_shows_spectra_and_features(page, served):
     dash = served["apps"][-1]
     f = dash.state.data.frame
@@ -65,6 +75,7 @@ def test_named_selection_undo_and_url(page, served, browser):
     page.get_by_text("Selection: 50 of 3,000 stars").first.wait_for()
     page.get_by_placeholder("name to save as").first.fill("my fifty")
     page.get_by_placeholder("name to save as").first.press("Enter")
+    typed_reaches_server(page, dash.selections_view.w_sel_name, "my fifty")
     page.get_by_role("button", name="Save", exact=True).first.click()
     page.get_by_text("saved selection 'my fifty' (50 stars)").first.wait_for()
     assert "my fifty" in dash.state.selection_names()
@@ -98,6 +109,7 @@ def test_typed_subset_box_selects_or_says_why_not(page, served):
     n = int(subset_mask(dash.state.data, "c > 2 sigma and fe < 0 latent").sum())
     page.get_by_text(f"Selection: {n:,} of 3,000 stars").first.wait_for()
     box.fill("c >> 2")
+    typed_reaches_server(page, dash.subset_view.w_rule, "c >> 2")
     page.get_by_role("button", name="Select", exact=True).first.click()
     page.get_by_text(re.compile("Rule not applied: .*cannot read rule")).first.wait_for()
     assert dash.state.n_selected == n
