@@ -8,7 +8,11 @@ to its own latent to its template's shape (as PhDLspec, Wu et al. 2026, does), s
 z_alpha can only move what more alpha moves (docs/model.md, "Physical gradients").
 
 Only Teff and logg select a template (the labels training already uses); the templates are
-normalised, so the unknown metallicity changes their size, not their shape.
+normalised, so the unknown metallicity changes their size, not their shape. What does not
+depend much on metallicity is the size of one group's derivative *relative to iron's* (alpha
+to iron 1.0-1.2 from [Fe/H] -2.5 to 0): the optional units term ties each decoder's
+derivative norm to iron's in that ratio, so that one unit of z_alpha or z_c means as many dex
+as one unit of z_fe (docs/model.md, "Units from the line list").
 """
 
 from __future__ import annotations
@@ -65,16 +69,20 @@ class GradientTemplates:
     teff: np.ndarray  # node values
     logg: np.ndarray
     templates: dict[str, torch.Tensor]  # group -> (n_teff * n_logg, n_window_pixels)
+    # group -> (n_nodes,) log of the group's derivative norm over iron's (0 for iron)
+    log_ratio: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def build(cls, grid: WavelengthGrid, window_pixels: np.ndarray) -> GradientTemplates:
         tt, gg = np.meshgrid(TEFF_NODES, LOGG_NODES, indexing="ij")
         der = render_derivatives(grid, tt.ravel(), gg.ravel())
-        temps = {}
+        temps, norms = {}, {}
         for g in ELEMENT_GROUPS:
             t = torch.from_numpy(der[g][:, window_pixels])
-            temps[g] = t / t.norm(dim=1, keepdim=True).clamp_min(1e-8)
-        return cls(TEFF_NODES.copy(), LOGG_NODES.copy(), temps)
+            norms[g] = t.norm(dim=1).clamp_min(1e-8)
+            temps[g] = t / norms[g][:, None]
+        ratio = {g: torch.log(norms[g] / norms["fe"]) for g in ELEMENT_GROUPS}
+        return cls(TEFF_NODES.copy(), LOGG_NODES.copy(), temps, ratio)
 
     def node_index(self, teff: torch.Tensor, logg: torch.Tensor) -> torch.Tensor:
         """The nearest node of each star (teff, logg in physical units)."""
@@ -85,23 +93,38 @@ class GradientTemplates:
         return i * self.logg.size + j
 
     def to(self, device) -> GradientTemplates:
-        return GradientTemplates(self.teff, self.logg, {g: t.to(device) for g, t in self.templates.items()})
+        ratio = None if self.log_ratio is None else {g: r.to(device) for g, r in self.log_ratio.items()}
+        return GradientTemplates(self.teff, self.logg, {g: t.to(device) for g, t in self.templates.items()},
+                                 ratio)
 
 
 def gradient_alignment(model, z: torch.Tensor, w: torch.Tensor, node: torch.Tensor,
-                       templates: GradientTemplates, eps: float = 0.1) -> torch.Tensor:
+                       templates: GradientTemplates, eps: float = 0.1,
+                       units_weight: float = 0.0) -> torch.Tensor:
     """Per star, sum over the groups of 1 - cos(d model flux / d z_g, template_g): 0 when each
-    latent moves exactly the pixels its element moves, the way it moves them. z and w are
-    held fixed (only the decoders learn from this term)."""
+    latent moves exactly the pixels its element moves, the way it moves them. With
+    ``units_weight`` > 0, plus that weight times the squared log error of each non-iron
+    group's derivative norm relative to iron's (its template's ratio): 0 when a unit of every
+    latent means the same number of dex. z and w are held fixed (only the decoders learn)."""
     z = z.detach()
     w = w.detach()
     base = model.decode(z, w, selective=False)
     loss = torch.zeros(z.shape[0], device=z.device)
+    log_norm = {}
     for k, g in enumerate(ELEMENT_GROUPS):
         step = torch.zeros_like(z)
         step[:, k] = eps
         jac = (model.decode(z + step, w, selective=False) - base) / eps
         t = templates.templates[g][node]
-        cos = (jac * t).sum(-1) / (jac.norm(dim=-1) * t.norm(dim=-1)).clamp_min(1e-8)
+        norm = jac.norm(dim=-1)
+        cos = (jac * t).sum(-1) / (norm * t.norm(dim=-1)).clamp_min(1e-8)
         loss = loss + (1.0 - cos)
+        log_norm[g] = torch.log(norm.clamp_min(1e-8))
+    if units_weight > 0:
+        if templates.log_ratio is None:
+            raise ValueError("these templates have no norm ratios: build them with GradientTemplates.build")
+        for g in ELEMENT_GROUPS:
+            if g != "fe":
+                err = log_norm[g] - log_norm["fe"] - templates.log_ratio[g][node]
+                loss = loss + units_weight * err * err
     return loss

@@ -62,6 +62,9 @@ class TrainOptions:
     # latent is pulled toward the line list's derivative spectrum at the star's Teff/logg
     # (chemlatent.model.physgrad; 0 = off)
     phys_weight: float = 0.0
+    # weight, inside the physical-gradient term, of its units part: each decoder's derivative
+    # norm relative to iron's, tied to the line list's ratio (physgrad.gradient_alignment)
+    phys_units: float = 0.0
     # anchored training (never the default): pin the axes with reference abundances
     # (catalog columns fe_h, c_fe, alpha_fe) of at most this many training stars; -1 = all
     # that have them, 0 = off (label-free)
@@ -249,7 +252,8 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
 
         sub = torch.nonzero(have)[:, 0][:PHYS_STARS]  # the batch is shuffled: its first labelled stars
         node = phys.node_index(labels[sub, 0], labels[sub, 1])
-        align = gradient_alignment(model, z[sub], w_dec[sub], node, phys).mean()
+        align = gradient_alignment(model, z[sub], w_dec[sub], node, phys,
+                                   units_weight=opts.phys_units).mean()
         out["phys"] = align.detach()
         out["loss"] = out["loss"] + opts.phys_weight * align
     out["chi2"] = (2 * total_nll.mean() / npix).detach()

@@ -66,3 +66,34 @@ def test_training_with_the_physical_gradient_term(tiny_survey, tmp_path):
     hist = json.loads((out / "config.json").read_text())["training"]["history"]
     assert all("phys" in h for h in hist)
     assert hist[-1]["phys"] < hist[0]["phys"]
+
+
+def test_units_term_ties_each_derivative_norm_to_irons():
+    cfg = ModelConfig(grid=DEFAULT_GRID.to_dict(),
+                      windows={g: [list(w) for w in ws] for g, ws in default_windows().items()},
+                      hidden=[16])
+    torch.manual_seed(0)
+    model = DisentangledVAE(cfg)
+    t = GradientTemplates.build(DEFAULT_GRID, model.win_all.numpy())
+    # the line list's alpha/iron ratio is near 1 and barely depends on the node
+    ratio = t.log_ratio["alpha"].exp()
+    assert float(ratio.median()) > 0.7 and float(ratio.median()) < 1.6
+    assert torch.equal(t.log_ratio["fe"], torch.zeros_like(t.log_ratio["fe"]))
+    z, w = torch.randn(64, 3), torch.randn(64, 2)
+    nodes = torch.randint(0, t.templates["fe"].shape[0], (64,))
+    shape_only = gradient_alignment(model, z, w, nodes, t)
+    with_units = gradient_alignment(model, z, w, nodes, t, units_weight=1.0)
+    assert bool((with_units >= shape_only).all()) and float((with_units - shape_only).mean()) > 0
+
+    def units_error() -> float:
+        return float((gradient_alignment(model, z, w, nodes, t, units_weight=1.0)
+                      - gradient_alignment(model, z, w, nodes, t)).mean().detach())
+
+    first = units_error()
+    opt = torch.optim.Adam(model.decoders.parameters(), lr=3e-3)
+    for _ in range(80):
+        loss = gradient_alignment(model, z, w, nodes, t, units_weight=1.0).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert units_error() < 0.3 * first
