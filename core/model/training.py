@@ -480,29 +480,29 @@ def evaluate_loss(model, data: InMemoryData, opts: TrainOptions, device) -> dict
 
 
 @torch.no_grad()
-def orient_axes(model: DisentangledVAE) -> None:
-    """Orient the latent axes so that absorption deepens as each z grows (label-free: more
-    of an element means deeper lines).
+def orient_axes(model: DisentangledVAE, n: int = 512) -> None:
+    """Orient each latent axis so that its own decoder's absorption deepens as it grows
+    (label-free: more of an element means deeper lines of that element).
 
-    additive decoders see z_fe + z_x, so the three axes flip together (decided by the iron
-    decoder); separate decoders are oriented axis by axis. A flip only changes the model's
-    ``orient`` buffer (reported z = orient * internal z), so the model is otherwise unchanged.
+    Each axis is judged by its own decoder at fixed other axes, averaged over random latents
+    and Teff/logg: with additive decoders (which see z_fe + z_x) a decoder may learn to read
+    its input falling, and then only that axis is reported flipped. A flip only changes the
+    model's ``orient`` buffer (reported z = orient * internal z), so the model is otherwise
+    unchanged and decodes the reported z exactly as before.
     """
     device = next(model.parameters()).device
-    w = torch.randn(256, model.config.n_w, device=device)
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(n, model.config.n_w, generator=gen).to(device)
+    z0 = torch.randn(n, 3, generator=gen).to(device)
 
     def deepening(axis: int, group: str) -> float:
-        zp = torch.zeros(256, 3, device=device)
-        zm = zp.clone()
-        zp[:, axis] += 0.5
-        zm[:, axis] -= 0.5
-        return float((model.absorption(zp, w)[group] - model.absorption(zm, w)[group]).mean())
+        zp, zm = z0.clone(), z0.clone()
+        zp[:, axis] += 0.25
+        zm[:, axis] -= 0.25
+        with torch.no_grad():
+            return float((model.absorption(zp, w)[group] - model.absorption(zm, w)[group]).mean())
 
-    if model.mode in ("additive", "hybrid", "masked"):
-        s = 1.0 if deepening(0, "fe") >= 0 else -1.0
-        signs = [s, s, s]
-    else:
-        signs = [1.0 if deepening(a, g) >= 0 else -1.0 for a, g in enumerate(ELEMENT_GROUPS)]
+    signs = [1.0 if deepening(a, g) >= 0 else -1.0 for a, g in enumerate(ELEMENT_GROUPS)]
     model.orient.mul_(torch.tensor(signs, device=device))
     model.config.orientation = [o * s for o, s in zip(model.config.orientation, signs)]
 

@@ -288,6 +288,25 @@ def test_orientation_makes_iron_absorption_grow_with_z_fe():
     assert float(d.mean()) > 0
 
 
+def test_orientation_flips_only_the_axis_whose_decoder_reads_it_falling():
+    torch.manual_seed(3)
+    model = DisentangledVAE(_config())
+    orient_axes(model)
+    before = model.orient.clone()
+    with torch.no_grad():
+        model.decoders["c"][-1].weight.mul_(-1)  # carbon absorption now falls as z_c grows
+        model.decoders["c"][-1].bias.mul_(-1)
+    orient_axes(model)
+    assert (model.orient * before).tolist() == [1.0, -1.0, 1.0]
+    z0 = torch.randn(256, 3)
+    z1 = z0.clone()
+    z1[:, 1] += 0.5
+    w = torch.randn(256, 2)
+    with torch.no_grad():
+        d = model.absorption(z1, w)["c"] - model.absorption(z0, w)["c"]
+    assert float(d.mean()) > 0
+
+
 def test_random_stretches_cover_ends_and_gaps():
     gen = torch.Generator().manual_seed(0)
     m = random_stretch_mask(300, 1000, 1.0, gen)
