@@ -2,6 +2,7 @@
 
 Trains 8 epochs on 100k of train200k into runs/NAME, encodes val50k, scores (runs/NAME/score.json)
 and prints the docs/model-screens.md row; NAME=ref rescores the bundled latents of val50k.
+SCREEN_FROM=RUN continues RUN's checkpoint (a copy) with the given options up to their epochs.
 """
 import json
 import os
@@ -68,7 +69,13 @@ if __name__ == "__main__":
         kw.setdefault("max_stars", 100_000)
         kw.setdefault("epochs", 8)
         t0 = time.time()
-        train(TRAIN, out, TrainOptions(**kw), progress=False, log=lambda s: print(s, flush=True))
+        start = os.environ.get("SCREEN_FROM")  # continue another run's checkpoint with these options
+        if start:
+            import shutil
+
+            shutil.copytree(ROOT / "runs" / start, out, dirs_exist_ok=True)
+        train(TRAIN, out, TrainOptions(**kw), resume=bool(start), progress=False,
+              log=lambda s: print(s, flush=True))
         print(f"trained in {time.time() - t0:.0f} s", flush=True)
         p = out / "val.parquet"
         if p.exists():
