@@ -53,6 +53,9 @@ class ModelConfig:
     # "logtau": absorption monotone in exp(s * u), s shared by all decoders; "cog": each pixel
     # an effective line on a Voigt curve of growth in log10 tau0 = b(w) + s * u
     decoder_form: str = "mlp"
+    # additive mode: the carbon and alpha decoders see sg(z_fe) besides z_fe + z_x, so each can
+    # model how its windows change with metallicity without spending z_x on it
+    ratio_decoders_see_fe: bool = False
     pixel_groups: list | None = None  # "masked": per window pixel, the group whose lines dominate it
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
@@ -249,7 +252,8 @@ class DisentangledVAE(nn.Module):
                 n_out[g] = int(sel.size)
                 self._part_idx[g] = win_idx[sel]
         elif self.mode == "additive":
-            n_in = {"fe": 1, "c": 1, "alpha": 1}
+            two = 2 if config.ratio_decoders_see_fe else 1
+            n_in = {"fe": 1, "c": two, "alpha": two}
             n_out["fe"] = int(union.sum())
         elif self.mode == "hybrid":  # iron covers Fe+C windows; alpha its own, seeing z_fe too
             n_in = {"fe": 1, "c": 1, "alpha": 2}
@@ -321,6 +325,14 @@ class DisentangledVAE(nn.Module):
                 "fe": self.decoders["fe"](s * zf, w),
                 "c": self.decoders["c"](s * (sg(zf) + zc), w),
                 "alpha": self.decoders["alpha"](s * (sg(zf) + za), w),
+            }
+        if self.mode == "additive" and self.config.ratio_decoders_see_fe:
+            f = self._abundance
+            fe = f(sg(zf))
+            return {
+                "fe": self.decoders["fe"](torch.cat([f(zf), w], -1)),
+                "c": self.decoders["c"](torch.cat([fe, f(sg(zf) + zc), w], -1)),
+                "alpha": self.decoders["alpha"](torch.cat([fe, f(sg(zf) + za), w], -1)),
             }
         if self.mode in ("additive", "masked"):
             f = self._abundance

@@ -58,9 +58,10 @@ def test_tiny_model_trains_and_loss_falls(tiny_model):
     assert not list(tiny_model.glob("*.pt"))
 
 
-def test_selective_gradient_flow():
+@pytest.mark.parametrize("see_fe", [False, True])
+def test_selective_gradient_flow(see_fe):
     torch.manual_seed(0)
-    model = DisentangledVAE(_config())
+    model = DisentangledVAE(_config(ratio_decoders_see_fe=see_fe))
     flux = 1 - 0.1 * torch.rand(8, DEFAULT_GRID.npix)
     ivar = torch.full_like(flux, 100.0)
     mu, _, w = model.encode(flux, ivar)
@@ -286,6 +287,24 @@ def test_orientation_makes_iron_absorption_grow_with_z_fe():
     with torch.no_grad():
         d = model.absorption(z1, w)["fe"] - model.absorption(z0, w)["fe"]
     assert float(d.mean()) > 0
+
+
+def test_ratio_decoders_can_see_iron_apart_from_the_sum():
+    torch.manual_seed(0)
+    model = DisentangledVAE(_config(ratio_decoders_see_fe=True))
+    z = torch.randn(16, 3)
+    w = torch.randn(16, 2)
+    moved = z.clone()
+    moved[:, 0] += 0.5  # same z_fe + z_c and z_fe + z_alpha, other z_fe
+    moved[:, 1:] -= 0.5
+    with torch.no_grad():
+        a, b = model.absorption(z, w), model.absorption(moved, w)
+    for g in ("c", "alpha"):
+        assert float((a[g] - b[g]).abs().max()) > 1e-4
+    plain = DisentangledVAE(_config())
+    with torch.no_grad():
+        a, b = plain.absorption(z, w), plain.absorption(moved, w)
+    torch.testing.assert_close(a["c"], b["c"])  # the default sees the sum only
 
 
 def test_orientation_flips_only_the_axis_whose_decoder_reads_it_falling():
