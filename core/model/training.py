@@ -57,6 +57,7 @@ class TrainOptions:
     abundance_input: str = "linear"
     decoder_form: str = "mlp"
     ratio_decoders_see_fe: bool = False  # see ModelConfig.ratio_decoders_see_fe
+    carbon_on_all_windows: bool = False  # see ModelConfig.carbon_on_all_windows
     windows_dir: str | None = None
     name: str | None = None
     # weight of the physical-gradient term: each decoder's derivative with respect to its own
@@ -338,7 +339,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                       hidden=list(opts.hidden), label_mean=mean, label_std=std,
                       decoder_mode=opts.decoder_mode, abundance_input=opts.abundance_input,
                       decoder_form=opts.decoder_form, ratio_decoders_see_fe=opts.ratio_decoders_see_fe,
-                      name=opts.name or out.name)
+                      carbon_on_all_windows=opts.carbon_on_all_windows, name=opts.name or out.name)
     if opts.decoder_form == "cog":  # the trunk maps only (Teff, logg): a narrow one suffices
         cfg.decoder_hidden = [64, 64]
     if opts.decoder_mode == "masked":

@@ -56,6 +56,10 @@ class ModelConfig:
     # additive mode: the carbon and alpha decoders see sg(z_fe) besides z_fe + z_x, so each can
     # model how its windows change with metallicity without spending z_x on it
     ratio_decoders_see_fe: bool = False
+    # additive mode: the carbon decoder predicts absorption on every window pixel (as iron's
+    # does), so carbon bands inside the iron and alpha windows (C2 Swan under Mg b, CN, CH) are
+    # carbon's to model, not a reason for z_fe or z_alpha to carry carbon
+    carbon_on_all_windows: bool = False
     pixel_groups: list | None = None  # "masked": per window pixel, the group whose lines dominate it
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
@@ -255,6 +259,10 @@ class DisentangledVAE(nn.Module):
             two = 2 if config.ratio_decoders_see_fe else 1
             n_in = {"fe": 1, "c": two, "alpha": two}
             n_out["fe"] = int(union.sum())
+            if config.carbon_on_all_windows:
+                n_out["c"] = int(union.sum())
+                self._part_idx["c"] = win_idx
+                self.register_buffer("pos_c", torch.arange(int(union.sum())), persistent=False)
         elif self.mode == "hybrid":  # iron covers Fe+C windows; alpha its own, seeing z_fe too
             n_in = {"fe": 1, "c": 1, "alpha": 2}
             fe_c = masks["fe"] | masks["c"]

@@ -307,6 +307,26 @@ def test_ratio_decoders_can_see_iron_apart_from_the_sum():
     torch.testing.assert_close(a["c"], b["c"])  # the default sees the sum only
 
 
+def test_carbon_decoder_on_all_windows_models_carbon_everywhere():
+    torch.manual_seed(0)
+    model = DisentangledVAE(_config(carbon_on_all_windows=True))
+    n_all = int(model.win_all.numel())
+    assert model.part_pixels("c").size == n_all
+    z = torch.randn(8, 3, requires_grad=True)
+    w = torch.randn(8, 2)
+    flux = model.decode(z, w)
+    assert flux.shape == (8, n_all)
+    # z_c now moves pixels outside the carbon windows too (e.g. Mg b under the C2 Swan band)
+    outside = ~np.isin(model.win_all.numpy(), model.window("c").numpy())
+    assert outside.any()
+    (g,) = torch.autograd.grad(flux[:, torch.from_numpy(outside)].sum(), z)
+    assert float(g[:, 1].abs().sum()) > 0
+    plain = DisentangledVAE(_config())
+    zp = z.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(plain.decode(zp, w)[:, torch.from_numpy(outside)].sum(), zp)
+    assert float(g[:, 1].abs().sum()) == 0  # by default carbon stays in its windows
+
+
 def test_orientation_flips_only_the_axis_whose_decoder_reads_it_falling():
     torch.manual_seed(3)
     model = DisentangledVAE(_config())
