@@ -35,6 +35,9 @@ def add_arguments(p) -> None:
                    help="anchored training (optional, never the default): pin the axes with the "
                         "reference abundances fe_h, c_fe, alpha_fe attached with `chemlatent labels`, "
                         "of at most N stars (default: all that have them)")
+    p.add_argument("--anchor-columns", default="", metavar="COLS",
+                   help="with --anchors: which of fe_h,c_fe,alpha_fe pin their axes (comma-separated; "
+                        "default all that exist), e.g. fe_h when a cross-match gives metallicities only")
     p.add_argument("--learned-scatter", action="store_true",
                    help="learn a per-pixel scatter added to the noise in the likelihood, so pixels "
                         "the decoders cannot model weigh less (docs/model.md)")
@@ -114,7 +117,8 @@ def run(args) -> int:
     opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
                         adv_weight=args.adv_weight, device=args.device, seed=args.seed,
-                        anchor_stars=args.anchors, learned_scatter=args.learned_scatter)
+                        anchor_stars=args.anchors, learned_scatter=args.learned_scatter,
+                        anchor_columns=tuple(c.strip() for c in args.anchor_columns.split(",") if c.strip()))
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda msg, *a, **k: print(f"chemlatent train: warning: {msg}",

@@ -72,6 +72,9 @@ class TrainOptions:
     # that have them, 0 = off (label-free)
     anchor_stars: int = 0
     anchor_weight: float = 5.0
+    # which reference columns pin their axes (empty = all of fe_h, c_fe, alpha_fe that exist);
+    # e.g. ("fe_h",) when a cross-match gives metallicities only: the other axes stay label-free
+    anchor_columns: tuple = ()
     # learned per-pixel scatter in the likelihood (Laroche & Speagle 2025): each window pixel
     # gets a variance s^2 added to the noise, learned with the model, so pixels the decoders
     # cannot model stop steering the latents (chemlatent.model.scatter; False = off)
@@ -104,13 +107,15 @@ class InMemoryData:
         self.labels = torch.from_numpy(lab)
         self.anchors: torch.Tensor | None = None
 
-    def attach_anchors(self, survey: Survey, limit: int, rng: np.random.Generator) -> int:
-        """Reference abundances (fe_h, c_fe, alpha_fe; NaN where unknown) of at most
-        ``limit`` random stars (-1: all); returns how many stars have one."""
+    def attach_anchors(self, survey: Survey, limit: int, rng: np.random.Generator,
+                       columns: tuple = ()) -> int:
+        """Reference abundances (fe_h, c_fe, alpha_fe; NaN where unknown, and for the columns
+        not in ``columns`` when given) of at most ``limit`` random stars (-1: all); returns
+        how many stars have one."""
         cat = survey.catalog
         ref = np.full((self.rows.size, 3), np.nan, np.float32)
         for j, col in enumerate(ANCHOR_COLUMNS):
-            if col in cat.columns:
+            if col in cat.columns and (not columns or col in columns):
                 ref[:, j] = cat[col].to_numpy(np.float32)[self.rows]
         have = np.nonzero(np.isfinite(ref).any(1))[0]
         if limit >= 0 and have.size > limit:
@@ -319,6 +324,12 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
+    unknown = set(opts.anchor_columns) - set(ANCHOR_COLUMNS)
+    if unknown:
+        raise ChemlatentError(f"--anchor-columns: unknown column(s) {', '.join(sorted(unknown))}; "
+                              f"choose from {', '.join(ANCHOR_COLUMNS)}")
+    if opts.anchor_columns and not opts.anchor_stars:
+        raise ChemlatentError("--anchor-columns needs --anchors (anchored training)")
     survey, rng, device, data, val = load_training_data(
         survey_dir, seed=opts.seed, device=opts.device, max_stars=opts.max_stars,
         val_fraction=opts.val_fraction, log=log)
@@ -345,7 +356,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     if opts.decoder_mode == "masked":
         cfg.pixel_groups = pixel_groups_from_linelist(survey.grid, windows)
     if opts.anchor_stars:
-        n_anchor = data.attach_anchors(survey, opts.anchor_stars, rng)
+        n_anchor = data.attach_anchors(survey, opts.anchor_stars, rng, tuple(opts.anchor_columns))
         if n_anchor == 0:
             raise ChemlatentError("--anchors: no training star has a reference abundance (attach "
                                   "fe_h, c_fe or alpha_fe columns with `chemlatent labels`)")

@@ -57,3 +57,17 @@ def test_anchored_training_pins_the_axes_to_reference_abundances(tiny_survey, tm
     assert hist[-1]["anchor_mse"] < hist[0]["anchor_mse"]
     assert cfg["training"]["options"]["anchor_stars"] == 200
     assert cfg["orientation"] == [1.0, 1.0, 1.0]  # the references fix the sign: never flipped
+
+
+def test_anchor_columns_pin_only_the_chosen_axes(tiny_survey, tmp_path, capsys):
+    from chemlatent.app.cli import main
+
+    out = tmp_path / "anch_fe"
+    argv = ["train", str(tiny_survey.path), "--out", str(out), "--epochs", "1", "--hidden", "16,16,8",
+            "--max-stars", "600", "--batch-size", "128", "--device", "cpu", "--anchors", "200",
+            "--anchor-columns", "fe_h"]
+    assert main(argv) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["options"]["anchor_columns"] == ["fe_h"]
+    # only [Fe/H] is a reference: the carbon and alpha axes have no anchor offset
+    assert cfg["anchor_mean"][0] != 0.0 and cfg["anchor_mean"][1:] == [0.0, 0.0]
