@@ -125,6 +125,12 @@ class InMemoryData:
         self.anchors = torch.from_numpy(ref)
         return int(have.size)
 
+    def anchored_axes(self) -> list[int]:
+        """The axes that have at least one reference value (after attach_anchors)."""
+        if self.anchors is None:
+            return []
+        return [j for j in range(3) if bool(torch.isfinite(self.anchors[:, j]).any())]
+
     def __len__(self) -> int:
         return self.rows.size
 
@@ -446,8 +452,9 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         del model.pixel_scatter
         log(f"learned scatter: median {scatter_summary['median']:.4f}, 90th percentile "
             f"{scatter_summary['p90']:.4f} (continuum-normalised flux)")
-    if not opts.anchor_stars:  # anchored axes already have the references' sign
-        orient_axes(model)
+    # anchored axes already have the references' sign; the others are oriented label-free
+    pinned = set(data.anchored_axes()) if opts.anchor_stars else set()
+    orient_axes(model, axes=tuple(a for a in range(3) if a not in pinned))
     diagnostics = validation_diagnostics(model, val, device)
     for msg in diagnostics["warnings"]:
         log(f"warning: {msg}")
@@ -494,7 +501,7 @@ def evaluate_loss(model, data: InMemoryData, opts: TrainOptions, device) -> dict
 
 
 @torch.no_grad()
-def orient_axes(model: DisentangledVAE, n: int = 512) -> None:
+def orient_axes(model: DisentangledVAE, n: int = 512, axes: tuple = (0, 1, 2)) -> None:
     """Orient each latent axis so that its own decoder's absorption deepens as it grows
     (label-free: more of an element means deeper lines of that element).
 
@@ -502,7 +509,8 @@ def orient_axes(model: DisentangledVAE, n: int = 512) -> None:
     and Teff/logg: with additive decoders (which see z_fe + z_x) a decoder may learn to read
     its input falling, and then only that axis is reported flipped. A flip only changes the
     model's ``orient`` buffer (reported z = orient * internal z), so the model is otherwise
-    unchanged and decodes the reported z exactly as before.
+    unchanged and decodes the reported z exactly as before. Only ``axes`` are judged (anchored
+    axes already have their references' sign).
     """
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(0)
@@ -516,7 +524,7 @@ def orient_axes(model: DisentangledVAE, n: int = 512) -> None:
         with torch.no_grad():
             return float((model.absorption(zp, w)[group] - model.absorption(zm, w)[group]).mean())
 
-    signs = [1.0 if deepening(a, g) >= 0 else -1.0 for a, g in enumerate(ELEMENT_GROUPS)]
+    signs = [1.0 if a not in axes or deepening(a, g) >= 0 else -1.0 for a, g in enumerate(ELEMENT_GROUPS)]
     model.orient.mul_(torch.tensor(signs, device=device))
     model.config.orientation = [o * s for o, s in zip(model.config.orientation, signs)]
 

@@ -337,6 +337,15 @@ def test_orientation_flips_only_the_axis_whose_decoder_reads_it_falling():
         model.decoders["c"][-1].bias.mul_(-1)
     orient_axes(model)
     assert (model.orient * before).tolist() == [1.0, -1.0, 1.0]
+    # an anchored axis keeps its sign: only the listed axes are judged
+    with torch.no_grad():
+        model.decoders["fe"][-1].weight.mul_(-1)
+        model.decoders["fe"][-1].bias.mul_(-1)
+    kept = model.orient.clone()
+    orient_axes(model, axes=(1, 2))
+    assert torch.equal(model.orient, kept)
+    orient_axes(model)
+    assert float(model.orient[0]) == -float(kept[0])
     z0 = torch.randn(256, 3)
     z1 = z0.clone()
     z1[:, 1] += 0.5
