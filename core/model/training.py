@@ -502,11 +502,12 @@ def evaluate_loss(model, data: InMemoryData, opts: TrainOptions, device) -> dict
 
 @torch.no_grad()
 def orient_axes(model: DisentangledVAE, n: int = 512, axes: tuple = (0, 1, 2)) -> None:
-    """Orient each latent axis so that its own decoder's absorption deepens as it grows
-    (label-free: more of an element means deeper lines of that element).
+    """Orient each latent axis so that absorption deepens as it grows (label-free: more of an
+    element means deeper lines of that element).
 
-    Each axis is judged by its own decoder at fixed other axes, averaged over random latents
-    and Teff/logg: with additive decoders (which see z_fe + z_x) a decoder may learn to read
+    z_fe is judged by the whole model (more metals at fixed ratios deepen the lines), z_c and
+    z_alpha each by its own decoder at fixed other axes, averaged over random latents and
+    Teff/logg: with additive decoders (which see z_fe + z_x) a decoder may learn to read
     its input falling, and then only that axis is reported flipped. A flip only changes the
     model's ``orient`` buffer (reported z = orient * internal z), so the model is otherwise
     unchanged and decodes the reported z exactly as before. Only ``axes`` are judged (anchored
@@ -522,6 +523,8 @@ def orient_axes(model: DisentangledVAE, n: int = 512, axes: tuple = (0, 1, 2)) -
         zp[:, axis] += 0.25
         zm[:, axis] -= 0.25
         with torch.no_grad():
+            if axis == 0:  # more metals at fixed ratios: the whole model's lines deepen
+                return float((model.decode(zm, w) - model.decode(zp, w)).mean())
             return float((model.absorption(zp, w)[group] - model.absorption(zm, w)[group]).mean())
 
     signs = [1.0 if a not in axes or deepening(a, g) >= 0 else -1.0 for a, g in enumerate(ELEMENT_GROUPS)]
