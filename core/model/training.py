@@ -58,6 +58,10 @@ class TrainOptions:
     decoder_form: str = "mlp"
     ratio_decoders_see_fe: bool = False  # see ModelConfig.ratio_decoders_see_fe
     carbon_on_all_windows: bool = False  # see ModelConfig.carbon_on_all_windows
+    # the carbon and alpha decoders see z_fe's posterior mean instead of its sample, so their
+    # metallicity input is not blurred by z_fe's sampling noise (z_x then has no reason to
+    # amplify iron; docs/model.md "What the third latent holds")
+    ratio_fe_mean: bool = False
     windows_dir: str | None = None
     name: str | None = None
     # weight of the physical-gradient term: each decoder's derivative with respect to its own
@@ -195,7 +199,8 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     # conditional decoding: the decoders see the known Teff/logg (teacher forcing), the
     # encoder's own prediction only where a star has no labels
     w_dec = torch.where(have[:, None], y, w) if opts.teacher_forcing else w
-    parts = model.absorption(z, w_dec, selective=True)
+    parts = model.absorption(z, w_dec, selective=True,
+                             fe_for_ratios=mu[:, 0:1] if opts.ratio_fe_mean and sample else None)
     out = {}
     fit_nll = None
     if model.mode in ("additive", "hybrid", "masked"):

@@ -322,43 +322,47 @@ class DisentangledVAE(nn.Module):
         return self.mu(hid) * self.orient, self.logvar(hid).clamp(-12.0, 6.0), self.w_head(hid)
 
     # -- decoders ----------------------------------------------------------------------
-    def absorption(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True) -> dict:
-        """Each decoder's absorption (1 - flux) on its pixels (see the module docstring)."""
+    def absorption(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True,
+                   fe_for_ratios: torch.Tensor | None = None) -> dict:
+        """Each decoder's absorption (1 - flux) on its pixels (see the module docstring).
+        ``fe_for_ratios`` (B, 1), when given, is the z_fe the carbon and alpha decoders see
+        instead of z's (training passes the posterior mean: see TrainOptions.ratio_fe_mean)."""
         z = z * self.orient
         zf, zc, za = z[:, 0:1], z[:, 1:2], z[:, 2:3]
+        zr = zf if fe_for_ratios is None else fe_for_ratios * self.orient[0]
         sg = (lambda t: t.detach()) if selective else (lambda t: t)
         if self.form in ("logtau", "cog"):
             s = self.log_slope.exp()
             return {
                 "fe": self.decoders["fe"](s * zf, w),
-                "c": self.decoders["c"](s * (sg(zf) + zc), w),
-                "alpha": self.decoders["alpha"](s * (sg(zf) + za), w),
+                "c": self.decoders["c"](s * (sg(zr) + zc), w),
+                "alpha": self.decoders["alpha"](s * (sg(zr) + za), w),
             }
         if self.mode == "additive" and self.config.ratio_decoders_see_fe:
             f = self._abundance
-            fe = f(sg(zf))
+            fe = f(sg(zr))
             return {
                 "fe": self.decoders["fe"](torch.cat([f(zf), w], -1)),
-                "c": self.decoders["c"](torch.cat([fe, f(sg(zf) + zc), w], -1)),
-                "alpha": self.decoders["alpha"](torch.cat([fe, f(sg(zf) + za), w], -1)),
+                "c": self.decoders["c"](torch.cat([fe, f(sg(zr) + zc), w], -1)),
+                "alpha": self.decoders["alpha"](torch.cat([fe, f(sg(zr) + za), w], -1)),
             }
         if self.mode in ("additive", "masked"):
             f = self._abundance
             return {
                 "fe": self.decoders["fe"](torch.cat([f(zf), w], -1)),
-                "c": self.decoders["c"](torch.cat([f(sg(zf) + zc), w], -1)),
-                "alpha": self.decoders["alpha"](torch.cat([f(sg(zf) + za), w], -1)),
+                "c": self.decoders["c"](torch.cat([f(sg(zr) + zc), w], -1)),
+                "alpha": self.decoders["alpha"](torch.cat([f(sg(zr) + za), w], -1)),
             }
         if self.mode == "hybrid":
             return {
                 "fe": self.decoders["fe"](torch.cat([zf, w], -1)),
-                "c": self.decoders["c"](torch.cat([sg(zf) + zc, w], -1)),
-                "alpha": self.decoders["alpha"](torch.cat([sg(zf), sg(zf) + za, w], -1)),
+                "c": self.decoders["c"](torch.cat([sg(zr) + zc, w], -1)),
+                "alpha": self.decoders["alpha"](torch.cat([sg(zr), sg(zr) + za, w], -1)),
             }
         return {
             "fe": self.decoders["fe"](torch.cat([zf, w], -1)),
-            "c": self.decoders["c"](torch.cat([sg(zf), zc, w], -1)),
-            "alpha": self.decoders["alpha"](torch.cat([sg(zf), sg(zc), za, w], -1)),
+            "c": self.decoders["c"](torch.cat([sg(zr), zc, w], -1)),
+            "alpha": self.decoders["alpha"](torch.cat([sg(zr), sg(zc), za, w], -1)),
         }
 
     def _abundance(self, u: torch.Tensor) -> torch.Tensor:

@@ -307,6 +307,22 @@ def test_ratio_decoders_can_see_iron_apart_from_the_sum():
     torch.testing.assert_close(a["c"], b["c"])  # the default sees the sum only
 
 
+def test_ratio_decoders_can_read_another_z_fe():
+    torch.manual_seed(0)
+    model = DisentangledVAE(_config())
+    model.orient[0] = -1.0  # reported units in and out, whatever the orientation
+    z, w = torch.randn(8, 3), torch.randn(8, 2)
+    mean_fe = torch.randn(8, 1)
+    swapped = z.clone()
+    swapped[:, 0:1] = mean_fe
+    with torch.no_grad():
+        got = model.absorption(z, w, fe_for_ratios=mean_fe)
+        own, other = model.absorption(z, w), model.absorption(swapped, w)
+    torch.testing.assert_close(got["fe"], own["fe"])  # the iron decoder reads z's own z_fe
+    torch.testing.assert_close(got["c"], other["c"])
+    torch.testing.assert_close(got["alpha"], other["alpha"])
+
+
 def test_carbon_decoder_on_all_windows_models_carbon_everywhere():
     torch.manual_seed(0)
     model = DisentangledVAE(_config(carbon_on_all_windows=True))
