@@ -70,7 +70,7 @@ class GradientTemplates:
     logg: np.ndarray
     templates: dict[str, torch.Tensor]  # group -> (n_teff * n_logg, n_window_pixels)
     # group -> (n_nodes,) log of the group's derivative norm over iron's (0 for iron)
-    log_ratio: dict[str, torch.Tensor] | None = None
+    log_ratio: dict[str, torch.Tensor]
 
     @classmethod
     def build(cls, grid: WavelengthGrid, window_pixels: np.ndarray) -> GradientTemplates:
@@ -93,9 +93,8 @@ class GradientTemplates:
         return i * self.logg.size + j
 
     def to(self, device) -> GradientTemplates:
-        ratio = None if self.log_ratio is None else {g: r.to(device) for g, r in self.log_ratio.items()}
         return GradientTemplates(self.teff, self.logg, {g: t.to(device) for g, t in self.templates.items()},
-                                 ratio)
+                                 {g: r.to(device) for g, r in self.log_ratio.items()})
 
 
 def gradient_alignment(model, z: torch.Tensor, w: torch.Tensor, node: torch.Tensor,
@@ -121,8 +120,6 @@ def gradient_alignment(model, z: torch.Tensor, w: torch.Tensor, node: torch.Tens
         loss = loss + (1.0 - cos)
         log_norm[g] = torch.log(norm.clamp_min(1e-8))
     if units_weight > 0:
-        if templates.log_ratio is None:
-            raise ValueError("these templates have no norm ratios: build them with GradientTemplates.build")
         for g in ELEMENT_GROUPS:
             if g != "fe":
                 err = log_norm[g] - log_norm["fe"] - templates.log_ratio[g][node]

@@ -527,10 +527,9 @@ def orient_axes(model: DisentangledVAE, n: int = 512, axes: tuple = (0, 1, 2)) -
         zp, zm = z0.clone(), z0.clone()
         zp[:, axis] += 0.25
         zm[:, axis] -= 0.25
-        with torch.no_grad():
-            if axis == 0:  # more metals at fixed ratios: the whole model's lines deepen
-                return float((model.decode(zm, w) - model.decode(zp, w)).mean())
-            return float((model.absorption(zp, w)[group] - model.absorption(zm, w)[group]).mean())
+        if axis == 0:  # more metals at fixed ratios: the whole model's lines deepen
+            return float((model.decode(zm, w) - model.decode(zp, w)).mean())
+        return float((model.absorption(zp, w)[group] - model.absorption(zm, w)[group]).mean())
 
     signs = [1.0 if a not in axes or deepening(a, g) >= 0 else -1.0 for a, g in enumerate(ELEMENT_GROUPS)]
     model.orient.mul_(torch.tensor(signs, device=device))

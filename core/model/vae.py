@@ -338,20 +338,14 @@ class DisentangledVAE(nn.Module):
                 "c": self.decoders["c"](s * (sg(zr) + zc), w),
                 "alpha": self.decoders["alpha"](s * (sg(zr) + za), w),
             }
-        if self.mode == "additive" and self.config.ratio_decoders_see_fe:
-            f = self._abundance
-            fe = f(sg(zr))
-            return {
-                "fe": self.decoders["fe"](torch.cat([f(zf), w], -1)),
-                "c": self.decoders["c"](torch.cat([fe, f(sg(zr) + zc), w], -1)),
-                "alpha": self.decoders["alpha"](torch.cat([fe, f(sg(zr) + za), w], -1)),
-            }
         if self.mode in ("additive", "masked"):
             f = self._abundance
+            see_fe = self.mode == "additive" and self.config.ratio_decoders_see_fe
+            fe = [f(sg(zr))] if see_fe else []  # z_fe beside the sum (ratio_decoders_see_fe)
             return {
                 "fe": self.decoders["fe"](torch.cat([f(zf), w], -1)),
-                "c": self.decoders["c"](torch.cat([f(sg(zr) + zc), w], -1)),
-                "alpha": self.decoders["alpha"](torch.cat([f(sg(zr) + za), w], -1)),
+                "c": self.decoders["c"](torch.cat([*fe, f(sg(zr) + zc), w], -1)),
+                "alpha": self.decoders["alpha"](torch.cat([*fe, f(sg(zr) + za), w], -1)),
             }
         if self.mode == "hybrid":
             return {
