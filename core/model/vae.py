@@ -35,6 +35,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from chemlatent.model.lines import (
+    LN_DAMPED,
+    LN_FLAT,
+    LN_SQRT_PI,
+    SOFT_MAX,
+    SOFT_MIN,
+    LineDecoder,
+    voigt_log_width,
+)
 from chemlatent.spectra.grid import ELEMENT_GROUPS, WavelengthGrid, window_masks
 
 COVERAGE_BIN = 30
@@ -51,7 +60,8 @@ class ModelConfig:
     decoder_mode: str = "additive"  # "separate" (the reference paper's inputs), "hybrid", "masked"
     abundance_input: str = "linear"  # "exp": decoders see exp(u), an abundance, not u
     # "logtau": absorption monotone in exp(s * u), s shared by all decoders; "cog": each pixel
-    # an effective line on a Voigt curve of growth in log10 tau0 = b(w) + s * u
+    # an effective line on a Voigt curve of growth in log10 tau0 = b(w) + s * u; "lines": the
+    # line list's lines and bands, each moved by its own element group (core/model/lines.py)
     decoder_form: str = "mlp"
     # additive mode: the carbon and alpha decoders see sg(z_fe) besides z_fe + z_x, so each can
     # model how its windows change with metallicity without spending z_x on it
@@ -150,10 +160,8 @@ class CurveOfGrowthDecoder(nn.Module):
     decoders (the chi2 needs a reconstruction) runs at ~60% of the MLP decoders' speed."""
 
     # fitted to physics.curve_of_growth_table (log10 tau0 -4..9, log10 a -3.5..0.75)
-    SOFT_MIN, SOFT_MAX = 2.3555, 2.4317
-    LN_SQRT_PI = 0.5723649429247001  # ln sqrt(pi)
-    LN_FLAT = 0.7653471805599453  # ln 2 + 0.0722 (fitted)
-    LN_DAMPED = 0.9793206599679245  # ln(2 pi^(1/4))
+    SOFT_MIN, SOFT_MAX = SOFT_MIN, SOFT_MAX
+    LN_SQRT_PI, LN_FLAT, LN_DAMPED = LN_SQRT_PI, LN_FLAT, LN_DAMPED
 
     def __init__(self, n_w: int, hidden: list, n_out: int) -> None:
         super().__init__()
@@ -173,14 +181,7 @@ class CurveOfGrowthDecoder(nn.Module):
         """ln(W / W(0, -2)) for log10 tau0 = x and log10 damping = la."""
         if not torch.is_grad_enabled():
             return self._log_width_inplace(x, la)
-        ln10 = 2.302585092994046
-        y = x * ln10  # ln tau0
-        weak = self.LN_SQRT_PI + y  # ln(sqrt(pi) tau0)
-        flat = self.LN_FLAT + 0.5 * torch.log(nn.functional.softplus(y) + 1e-12)  # ln(2 sqrt(ln(1 + tau0)))
-        damped = self.LN_DAMPED + 0.5 * (la * ln10 + y)  # ln(2 pi^(1/4) sqrt(a tau0))
-        m, n = self.SOFT_MAX, self.SOFT_MIN
-        saturated = torch.logaddexp(m * flat, m * damped) / m
-        return -torch.logaddexp(-n * weak, -n * saturated) / n - self.ref
+        return voigt_log_width(x, la) - self.ref
 
     def _log_width_inplace(self, x: torch.Tensor, la: torch.Tensor) -> torch.Tensor:
         """log_width without autograd, in place on temporaries (3x faster on a CPU)."""
@@ -275,7 +276,13 @@ class DisentangledVAE(nn.Module):
             n_in = {"fe": 1, "c": 2, "alpha": 3}
             self._part_idx["fe"] = np.nonzero(masks["fe"])[0]
         self.form = config.decoder_form
-        if self.form == "mlp":
+        if self.form == "lines":  # one line-by-line model of every window pixel (core/model/lines.py)
+            if self.mode != "additive":
+                raise ValueError("decoder_form 'lines' needs decoder_mode 'additive'")
+            self.lines = LineDecoder(grid, win_idx, nw, dh)
+            self.decoders = nn.ModuleDict()
+            self._part_idx = {g: win_idx for g in ELEMENT_GROUPS}
+        elif self.form == "mlp":
             self.decoders = nn.ModuleDict({g: _mlp([n_in[g] + nw, *dh, n_out[g]]) for g in ELEMENT_GROUPS})
         elif self.form in ("logtau", "cog"):
             if set(n_in.values()) != {1}:
@@ -331,6 +338,9 @@ class DisentangledVAE(nn.Module):
         zf, zc, za = z[:, 0:1], z[:, 1:2], z[:, 2:3]
         zr = zf if fe_for_ratios is None else fe_for_ratios * self.orient[0]
         sg = (lambda t: t.detach()) if selective else (lambda t: t)
+        if self.form == "lines":  # optical depths, not absorptions (combine takes exp(-sum))
+            tau = self.lines(torch.cat([zf, sg(zr) + zc, sg(zr) + za], -1), sg(zr), w)
+            return {g: tau[:, k] for k, g in enumerate(ELEMENT_GROUPS)}
         if self.form in ("logtau", "cog"):
             s = self.log_slope.exp()
             return {
@@ -373,6 +383,8 @@ class DisentangledVAE(nn.Module):
         additive: 1 - the sum of the absorptions; masked: 1 - the absorption of the pixel's
         own decoder; separate: each decoder's flux on its own windows, averaged where windows
         overlap."""
+        if self.form == "lines":
+            return torch.exp(-(parts["fe"] + parts["c"] + parts["alpha"]))
         if self.mode == "masked":
             b = parts["fe"].shape[0]
             total = torch.zeros(b, self.win_all.numel(), device=parts["fe"].device)

@@ -1,0 +1,220 @@
+"""Line-by-line decoders (``decoder_form="lines"``): the model spectrum built from the line list.
+
+Every atomic line of the line list is one Voigt line on the curve of growth, with centre
+optical depth
+
+    log10 tau_l = b_l(w) + s * (u_g(l) + k_ion(l) * z_fe)
+
+where w is (Teff, logg), u the abundance input of the line's element group (z_fe for the iron
+peak and the other non-alpha metals, z_fe + z_alpha for O, Mg, Si, S, Ca and Ti, z_fe + z_c
+for carbon), s one slope for every line (dex per unit of z) and k_ion one number per
+ionisation stage, shared by the lines of all groups, for how metallicity changes the
+continuous opacity and the ionisation balance. Molecular bands follow their atoms (CH:
+carbon, C2: twice carbon, CN: carbon and iron, MgH: alpha, TiO: twice alpha). Teff and logg
+alone set each line's strength at u = 0 (b_l), the Doppler width and the damping, and a term
+per window pixel that no abundance moves (continuum placement, what the line list lacks).
+The equivalent widths go through the Gaussian line-spread function (its width is learned)
+and damped lines get Lorentzian wings; the flux is exp(-sum of the optical depths).
+
+So the chemistry enters only through the line list's element assignments: z_alpha can move
+the alpha lines alone, by as many dex per unit as z_fe moves the iron lines, and a z_alpha
+that copied iron would deepen the alpha lines without the iron lines. The per-line strengths,
+widths and the Teff/logg dependence are learned, so the line list needs the right lines, not
+the right oscillator strengths (tested on surveys whose line strengths are perturbed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from chemlatent.spectra.grid import WavelengthGrid
+from chemlatent.spectra.linelist import BANDS, MOLECULES, band_templates, load_linelist, lsf_sigma_pixels
+from chemlatent.spectra.physics import ELEMENT_GROUP
+
+LN10 = math.log(10.0)
+C_KMS = 299792.458
+# the closed-form Voigt curve of growth: fitted to physics.curve_of_growth_table
+SOFT_MIN, SOFT_MAX = 2.3555, 2.4317
+LN_SQRT_PI = 0.5723649429247001  # ln sqrt(pi)
+LN_FLAT = 0.7653471805599453  # ln 2 + 0.0722 (fitted)
+LN_DAMPED = 0.9793206599679245  # ln(2 pi^(1/4))
+LSF_TAPS = 6  # pixels each side of a line centre for the Gaussian line-spread function
+WING_TAPS = 48  # pixels each side for the Lorentzian wings of damped lines
+# element group -> index of the abundance input (0: z_fe, 1: z_fe + z_c, 2: z_fe + z_alpha)
+GROUP_INPUT = {"fe": 0, "c": 1, "alpha": 2}
+
+
+def voigt_log_width(x: torch.Tensor, la: torch.Tensor) -> torch.Tensor:
+    """ln(W / Doppler width) of a Voigt line of centre optical depth 10**x and damping 10**la:
+    a soft minimum of the weak-line law and a soft maximum of the Doppler-saturated and damped
+    laws (1% rms against the tabulated curve of growth for la <= -1)."""
+    y = x * LN10
+    weak = LN_SQRT_PI + y
+    flat = LN_FLAT + 0.5 * torch.log(nn.functional.softplus(y) + 1e-12)
+    damped = LN_DAMPED + 0.5 * (la * LN10 + y)
+    saturated = torch.logaddexp(SOFT_MAX * flat, SOFT_MAX * damped) / SOFT_MAX
+    return -torch.logaddexp(-SOFT_MIN * weak, -SOFT_MIN * saturated) / SOFT_MIN
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers += [nn.Linear(sizes[i], sizes[i + 1]), nn.SiLU()]
+    return nn.Sequential(*layers)
+
+
+class LineDecoder(nn.Module):
+    """Optical depth per element group on the window pixels, from the line list."""
+
+    def __init__(self, grid: WavelengthGrid, win_idx: np.ndarray, n_w: int, hidden: list) -> None:
+        super().__init__()
+        ll = load_linelist()
+        npix = grid.npix
+        line_pix = grid.pixel_of(ll.wave)
+        groups = [ELEMENT_GROUP[e] for e in ll.element]
+        # keep the lines whose core or wings reach a window pixel
+        in_win = np.zeros(npix + 1, bool)
+        in_win[win_idx] = True
+        reach = np.where(ll.wings, WING_TAPS, LSF_TAPS)
+        keep = np.array([g in ("fe", "c", "alpha", "h") and 0 <= p < npix and in_win[
+            max(int(p) - r, 0):min(int(p) + r + 1, npix)].any()
+            for g, p, r in zip(groups, line_pix, reach)])
+        sel = np.nonzero(keep)[0]
+        if sel.size == 0:
+            raise ValueError("no line of the line list falls in the element windows")
+        self.n_lines = int(sel.size)
+        pos = np.full(npix, -1, np.int64)
+        pos[win_idx] = np.arange(win_idx.size)
+        self.n_win = int(win_idx.size)
+        pix_width = grid.wave * LN10 * grid.dloglam
+        grp = [groups[i] for i in sel]
+        # abundance input of each line: 0 z_fe, 1 carbon, 2 alpha, 3 none (hydrogen)
+        src = np.array([GROUP_INPUT.get(g, 3) for g in grp], np.int64)
+        self._const("line_src", src)
+        self._const("line_ion", ll.ion[sel].astype(np.int64) - 1)
+        self._const("line_tau0", ll.log_tau_sun[sel])
+        self._const("line_la0", ll.log_a_sun[sel])
+        self._const("line_wave", ll.wave[sel])
+        self._const("line_metal", src < 3)
+        lp = line_pix[sel]
+        self._taps("core", lp, LSF_TAPS, pos, pix_width)
+        wing = np.nonzero(ll.wings[sel])[0]
+        self.register_buffer("wing_lines", torch.from_numpy(wing.astype(np.int64)), persistent=False)
+        self._taps("wing", lp[wing], WING_TAPS, pos, pix_width)
+        # the line-to-group scatter: each line's depth goes to its group's output
+        gidx = np.array([{"fe": 0, "h": 0, "c": 1, "alpha": 2}[g] for g in grp], np.int64)
+        self.register_buffer("line_group", torch.from_numpy(gidx), persistent=False)
+        # molecular bands: templates on the window pixels, atoms per abundance input
+        tmpl = band_templates(grid)[:, win_idx].astype(np.float32)
+        self.register_buffer("band_tmpl", torch.from_numpy(tmpl), persistent=False)
+        counts = np.zeros((len(BANDS), 3), np.float32)
+        bgroup = np.zeros(len(BANDS), np.int64)
+        for b, band in enumerate(BANDS):
+            for atom in MOLECULES[band.molecule][:2]:
+                g = ELEMENT_GROUP.get(atom, "fe" if atom == "N" else "h")
+                if g in GROUP_INPUT:
+                    counts[b, GROUP_INPUT[g]] += 1.0
+            bgroup[b] = 1 if counts[b, 1] > 0 else 2 if counts[b, 2] > 0 else 0
+        self.register_buffer("band_atoms", torch.from_numpy(counts), persistent=False)
+        self.register_buffer("band_group", torch.from_numpy(bgroup), persistent=False)
+        self.register_buffer("band_tau0", torch.tensor([b.log_tau_sun for b in BANDS], dtype=torch.float32),
+                             persistent=False)
+        n_band = len(BANDS)
+        self.trunk = _mlp([n_w, *hidden])
+        # per line log tau offset, per band log tau offset, log10 Doppler width, log10 damping
+        self.head = nn.Linear(hidden[-1], self.n_lines + n_band + 2)
+        self.continuum = nn.Linear(hidden[-1], self.n_win)  # what no abundance moves
+        for lin in (self.head, self.continuum):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        with torch.no_grad():
+            self.head.bias[-2] = math.log10(2.0)  # ~2 km/s Doppler width
+        self.log_slope = nn.Parameter(torch.tensor(math.log(0.8)))  # dex per unit of z
+        self.ion_response = nn.Parameter(torch.zeros(2))  # k_ion for stages I and II
+        self.log_lsf = nn.Parameter(torch.tensor(math.log(lsf_sigma_pixels(grid))))
+
+    def _const(self, name: str, values: np.ndarray) -> None:
+        """A non-persistent buffer (rebuilt from the line list on load): int64 or float32."""
+        v = np.asarray(values)
+        t = torch.from_numpy(v.astype(np.int64 if v.dtype.kind in "iu" else np.float32))
+        self.register_buffer(name, t, persistent=False)
+
+    def _taps(self, name: str, line_pix: np.ndarray, half: int, pos: np.ndarray,
+              pix_width: np.ndarray) -> None:
+        """Buffers for the pixels around each line: their offsets from the line centre, their
+        window positions (n_win for pixels outside the windows) and 1 / pixel width."""
+        npix = pos.size
+        j = np.floor(line_pix).astype(np.int64)[:, None] + np.arange(-half + 1, half + 1)[None, :]
+        inside = (j >= 0) & (j < npix)
+        jc = np.clip(j, 0, npix - 1)
+        target = np.where(inside & (pos[jc] >= 0), pos[jc], self.n_win)
+        self.register_buffer(f"{name}_dx", torch.from_numpy((j - line_pix[:, None]).astype(np.float32)),
+                             persistent=False)
+        self.register_buffer(f"{name}_target", torch.from_numpy(target), persistent=False)
+        self.register_buffer(f"{name}_inv_width", torch.from_numpy((1.0 / pix_width[jc]).astype(np.float32)),
+                             persistent=False)
+
+    def _scatter(self, depth: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """Sum per-line, per-tap optical depths (B, L, T) into (B, 3, n_win) by group."""
+        b = depth.shape[0]
+        out = torch.zeros(b, 3, self.n_win + 1, dtype=depth.dtype, device=depth.device)
+        for g in range(3):
+            m = groups == g
+            if bool(m.any()):
+                out[:, g].index_add_(1, target[m].reshape(-1), depth[:, m].reshape(b, -1))
+        return out[:, :, : self.n_win]
+
+    def forward(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Optical depth (B, 3, n_win) of the iron (with hydrogen and the continuum term),
+        carbon and alpha groups. ``u`` (B, 3): the abundance inputs z_fe, z_fe + z_c,
+        z_fe + z_alpha; ``z_fe_sg`` (B, 1): z_fe as the carbon and alpha lines see it (detached
+        in training) in the metallicity response shared by all lines."""
+        u, z_fe_sg, w = u.float(), z_fe_sg.float(), w.float()
+        h = self.trunk(w)
+        head = self.head(h).float()
+        nl = self.n_lines
+        s = self.log_slope.exp()
+        u4 = torch.cat([u, torch.zeros_like(u[:, :1])], -1)
+        k = self.ion_response[self.line_ion] * self.line_metal
+        z_fe = torch.where(self.line_src == 0, u[:, :1], z_fe_sg)  # (B, L)
+        log_tau = self.line_tau0 + head[:, :nl] + s * (u4[:, self.line_src] + k * z_fe)
+        log_v = head[:, -2:-1]
+        la = (self.line_la0 + head[:, -1:]).clamp(-3.5, 0.5)
+        dld = self.line_wave / C_KMS * torch.pow(10.0, log_v)  # Doppler width, Angstrom
+        ln_w = voigt_log_width(log_tau, la).clamp(max=12.0)
+        width = dld * torch.exp(ln_w)  # equivalent width, Angstrom
+        sig = self.log_lsf.exp()
+        norm = self.core_inv_width / (math.sqrt(2 * math.pi) * sig)  # per unit equivalent width
+        kern = torch.exp(-0.5 * (self.core_dx / sig) ** 2) * norm
+        wl = self.wing_lines
+        if wl.numel():
+            core_w = dld[:, wl] * torch.exp(voigt_log_width(log_tau[:, wl], torch.full_like(la[:, wl], -3.5)))
+            core_w = torch.minimum(core_w, width[:, wl])
+            wing_w = width[:, wl] - core_w
+            width = width.index_copy(1, wl, core_w)
+        depth = width[:, :, None] * kern[None]
+        tau = self._scatter(depth, self.core_target, self.line_group)
+        if wl.numel():
+            # Lorentzian wings: half width g (pixels) from the damping constant and optical depth
+            g = torch.sqrt(torch.pow(10.0, log_tau[:, wl] + la[:, wl]) / math.sqrt(math.pi)) * dld[:, wl]
+            g = g / (self.line_wave[wl] * LN10 * 1e-4)
+            g2 = (g * g)[:, :, None]
+            prof = g2 / (self.wing_dx[None] ** 2 + sig * sig)
+            prof = prof / (1.0 + prof)
+            area = prof.sum(-1, keepdim=True).clamp_min(1e-12)
+            centre = self.wing_inv_width[:, WING_TAPS - 1][None, :, None]
+            d = (wing_w[:, :, None] / area * centre * prof).clamp(max=0.95)
+            tau = tau + self._scatter(-torch.log1p(-d), self.wing_target, self.line_group[wl])
+        u_band = torch.cat([z_fe_sg, u[:, 1:]], -1)  # bands train carbon's and alpha's axes only
+        band = self.band_tau0 + head[:, nl:-2] + s * (u_band @ self.band_atoms.T)
+        band_tau = torch.log1p(torch.pow(10.0, band.clamp(-8.0, 3.0)))
+        for g in range(3):
+            m = self.band_group == g
+            if bool(m.any()):
+                tau[:, g] = tau[:, g] + band_tau[:, m] @ self.band_tmpl[m]
+        tau[:, 0] = tau[:, 0] + self.continuum(h).float()
+        return tau

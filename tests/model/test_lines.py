@@ -1,0 +1,101 @@
+"""Line-by-line decoders (decoder_form="lines"): chemistry only through the line list."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from chemlatent.model.lines import voigt_log_width
+from chemlatent.model.modelio import load_model, save_model
+from chemlatent.model.training import TrainOptions, train
+from chemlatent.model.vae import DisentangledVAE, ModelConfig
+from chemlatent.spectra.grid import DEFAULT_GRID, default_windows
+from chemlatent.spectra.linelist import load_linelist
+from chemlatent.spectra.physics import ELEMENT_GROUP
+
+
+def _model(seed: int = 0) -> DisentangledVAE:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], decoder_hidden=[16, 16],
+                      windows={g: [list(w) for w in ws] for g, ws in default_windows().items()},
+                      decoder_form="lines")
+    model = DisentangledVAE(cfg)
+    with torch.no_grad():  # a non-trivial Teff/logg dependence and metallicity response
+        for p in model.lines.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _tau(model, z, w):
+    return {g: t.detach() for g, t in model.absorption(z, w, selective=False).items()}
+
+
+def test_alpha_latent_moves_only_alpha_lines_by_iron_units():
+    model = _model()
+    z = torch.randn(5, 3) * 0.5
+    w = torch.randn(5, 2) * 0.5
+    base = _tau(model, z, w)
+    more_alpha = z.clone()
+    more_alpha[:, 2] += 0.3
+    t = _tau(model, more_alpha, w)
+    assert torch.equal(t["fe"], base["fe"]) and torch.equal(t["c"], base["c"])
+    assert torch.all(t["alpha"] >= base["alpha"]) and float((t["alpha"] - base["alpha"]).max()) > 1e-3
+    # the pixels it deepens are those of the alpha lines (O, Mg, Si, S, Ca, Ti) and MgH/TiO bands
+    ll = load_linelist()
+    alpha_pix = DEFAULT_GRID.pixel_of(ll.wave[[ELEMENT_GROUP[e] == "alpha" for e in ll.element]])
+    win = model.win_all.numpy()
+    moved = win[(t["alpha"] - base["alpha"]).abs().amax(0).numpy() > 1e-3]
+    near_line = np.abs(moved[:, None] - alpha_pix[None, :]).min(1) < 60
+    assert near_line.mean() > 0.6
+    # with no metallicity response of the continuum (k_ion = 0), alpha lines see z_fe + z_alpha:
+    # trading a unit of z_alpha for a unit of z_fe leaves them unchanged, so both axes are in dex
+    with torch.no_grad():
+        model.lines.ion_response.zero_()
+    base = _tau(model, z, w)
+    swap = z.clone()
+    swap[:, 0] += 0.4
+    swap[:, 2] -= 0.4
+    t = _tau(model, swap, w)
+    torch.testing.assert_close(t["alpha"], base["alpha"], rtol=1e-5, atol=1e-6)
+    assert float((t["fe"] - base["fe"]).abs().max()) > 1e-3
+
+
+def test_selective_gradients_and_deeper_lines_with_more_metal():
+    model = _model(1)
+    z = torch.randn(4, 3, requires_grad=True)
+    w = torch.randn(4, 2)
+    parts = model.absorption(z, w)
+    (g_alpha,) = torch.autograd.grad(parts["alpha"].sum(), z, retain_graph=True)
+    (g_c,) = torch.autograd.grad(parts["c"].sum(), z, retain_graph=True)
+    assert torch.all(g_alpha[:, :2] == 0) and torch.all(g_alpha[:, 2] > 0)
+    assert torch.all(g_c[:, [0, 2]] == 0) and torch.all(g_c[:, 1] > 0)
+    with torch.no_grad():
+        zp = z.detach().clone()
+        zp[:, 0] += 0.5  # more metals at fixed ratios: no pixel gets brighter
+        assert torch.all(model.decode(zp, w) <= model.decode(z.detach(), w) + 1e-6)
+
+
+def test_closed_form_curve_of_growth_grows_like_the_voigt_law():
+    x = torch.linspace(-7.0, 12.0, 400)
+    lw = voigt_log_width(x, torch.full_like(x, -2.0))
+    assert torch.all(lw[1:] >= lw[:-1])
+    slope_weak = float(lw[1] - lw[0]) / float(x[1] - x[0]) / np.log(10.0)
+    assert abs(slope_weak - 1.0) < 0.02
+
+
+def test_line_model_trains_saves_and_loads(tiny_survey, tmp_path):
+    out = tmp_path / "lines"
+    train(tiny_survey.path, out, TrainOptions(epochs=2, decoder_form="lines", hidden=(32, 32, 16),
+                                              max_stars=1200, batch_size=128, val_fraction=0.1),
+          progress=False, log=lambda s: None)
+    model = load_model(out)
+    assert model.form == "lines"
+    hist = model.config.to_dict()
+    assert hist["decoder_form"] == "lines"
+    z, w = torch.randn(3, 3), torch.randn(3, 2)
+    again = load_model(out)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(z, w), again.decode(z, w))
+    save_model(model, tmp_path / "copy")
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "copy").decode(z, w), model.decode(z, w))
