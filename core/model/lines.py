@@ -1,26 +1,31 @@
 """Line-by-line decoders (``decoder_form="lines"``): the model spectrum built from the line list.
 
 Every atomic line of the line list is one Voigt line on the curve of growth, with centre
-optical depth
+optical depth (log10, dex)
 
-    log10 tau_l = b_l(w) + s * (u_g(l) + k_ion(l) * z_fe)
+    log10 tau_l = b_l(w) + s * u_g(l) + log10 f_ion(l)(R_sp(l)(w) - k_e m) - k_o m
 
-where w is (Teff, logg), u the abundance input of the line's element group (z_fe for the iron
-peak and the other non-alpha metals, z_fe + z_alpha for O, Mg, Si, S, Ca and Ti, z_fe + z_c
-for carbon), s one slope for every line (dex per unit of z) and k_ion one number per
-ionisation stage, shared by the lines of all groups, for how metallicity changes the
-continuous opacity and the ionisation balance. Molecular bands follow their atoms (CH:
-carbon, C2: twice carbon, CN: carbon and iron, MgH: alpha, TiO: twice alpha). Teff and logg
-alone set each line's strength at u = 0 (b_l), the Doppler width and the damping, and a term
-per window pixel that no abundance moves (continuum placement, what the line list lacks).
-The equivalent widths go through the Gaussian line-spread function (its width is learned)
-and damped lines get Lorentzian wings; the flux is exp(-sum of the optical depths).
+w is (Teff, logg); u the abundance input of the line's element group (z_fe for the iron peak
+and the other non-alpha metals, z_fe + z_alpha for O, Mg, Si, S, Ca and Ti, z_fe + z_c for
+carbon); s one slope for every line (dex per unit of z); m = s z_fe the metallicity in dex.
+The last two terms are the classical line-formation response to metallicity (Gray): more
+metals give more electrons, so the H- continuous opacity rises (-k_o m) and the ionisation
+balance shifts toward neutrals (Saha: R_sp = log N_II / N_I of the line's species at m = 0,
+f_I = 1 / (1 + 10**R), f_II = 10**R / (1 + 10**R)); k_e and k_o are two numbers shared by
+every line of every group, R_sp one function of Teff/logg per species. Molecular bands
+follow their atoms (CH: carbon, C2: twice carbon, CN: carbon and iron, MgH: alpha, TiO:
+twice alpha). Teff and logg alone set each line's strength at u = 0 (b_l), the Doppler width
+and the damping, and a term per window pixel that no abundance moves (continuum placement,
+what the line list lacks). The equivalent widths go through the Gaussian line-spread function
+(its width is learned), damped lines get Lorentzian wings, and the flux is exp(-sum of the
+optical depths).
 
-So the chemistry enters only through the line list's element assignments: z_alpha can move
-the alpha lines alone, by as many dex per unit as z_fe moves the iron lines, and a z_alpha
-that copied iron would deepen the alpha lines without the iron lines. The per-line strengths,
-widths and the Teff/logg dependence are learned, so the line list needs the right lines, not
-the right oscillator strengths (tested on surveys whose line strengths are perturbed).
+So the chemistry enters only through the line list's element assignments and physics shared
+by all lines: z_alpha can move the alpha lines alone, by as many dex per unit as z_fe moves
+the iron lines, and a z_alpha that copied iron would deepen the alpha lines without the iron
+lines. The per-line strengths, widths and the Teff/logg dependence are learned, so the line
+list needs the right lines, not the right oscillator strengths (tested on surveys whose line
+strengths are perturbed).
 """
 
 from __future__ import annotations
@@ -58,6 +63,11 @@ def voigt_log_width(x: torch.Tensor, la: torch.Tensor) -> torch.Tensor:
     damped = LN_DAMPED + 0.5 * (la * LN10 + y)
     saturated = torch.logaddexp(SOFT_MAX * flat, SOFT_MAX * damped) / SOFT_MAX
     return -torch.logaddexp(-SOFT_MIN * weak, -SOFT_MIN * saturated) / SOFT_MIN
+
+
+def softplus10(x: torch.Tensor) -> torch.Tensor:
+    """log10(1 + 10**x)."""
+    return nn.functional.softplus(x * LN10) / LN10
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -99,7 +109,9 @@ class LineDecoder(nn.Module):
         self._const("line_tau0", ll.log_tau_sun[sel])
         self._const("line_la0", ll.log_a_sun[sel])
         self._const("line_wave", ll.wave[sel])
-        self._const("line_metal", src < 3)
+        species = sorted({ll.species[i] for i in sel})
+        self._const("line_species", np.array([species.index(ll.species[i]) for i in sel]))
+        self.n_species = len(species)
         lp = line_pix[sel]
         self._taps("core", lp, LSF_TAPS, pos, pix_width)
         wing = np.nonzero(ll.wings[sel])[0]
@@ -125,8 +137,9 @@ class LineDecoder(nn.Module):
                              persistent=False)
         n_band = len(BANDS)
         self.trunk = _mlp([n_w, *hidden])
-        # per line log tau offset, per band log tau offset, log10 Doppler width, log10 damping
-        self.head = nn.Linear(hidden[-1], self.n_lines + n_band + 2)
+        # per line log tau offset, per species log N_II/N_I, per band log tau offset,
+        # log10 Doppler width, log10 damping
+        self.head = nn.Linear(hidden[-1], self.n_lines + self.n_species + n_band + 2)
         self.continuum = nn.Linear(hidden[-1], self.n_win)  # what no abundance moves
         for lin in (self.head, self.continuum):
             nn.init.zeros_(lin.weight)
@@ -134,7 +147,8 @@ class LineDecoder(nn.Module):
         with torch.no_grad():
             self.head.bias[-2] = math.log10(2.0)  # ~2 km/s Doppler width
         self.log_slope = nn.Parameter(torch.tensor(math.log(0.8)))  # dex per unit of z
-        self.ion_response = nn.Parameter(torch.zeros(2))  # k_ion for stages I and II
+        self.electron_response = nn.Parameter(torch.tensor(1.0 / 3.0))  # k_e: d log Pe / d m
+        self.opacity_response = nn.Parameter(torch.tensor(1.0 / 3.0))  # k_o: d log kappa / d m
         self.log_lsf = nn.Parameter(torch.tensor(math.log(lsf_sigma_pixels(grid))))
 
     def _const(self, name: str, values: np.ndarray) -> None:
@@ -179,9 +193,12 @@ class LineDecoder(nn.Module):
         nl = self.n_lines
         s = self.log_slope.exp()
         u4 = torch.cat([u, torch.zeros_like(u[:, :1])], -1)
-        k = self.ion_response[self.line_ion] * self.line_metal
-        z_fe = torch.where(self.line_src == 0, u[:, :1], z_fe_sg)  # (B, L)
-        log_tau = self.line_tau0 + head[:, :nl] + s * (u4[:, self.line_src] + k * z_fe)
+        m = s * torch.where(self.line_src == 0, u[:, :1], z_fe_sg)  # metallicity, dex (B, L)
+        ns = self.n_species
+        ratio = head[:, nl:nl + ns][:, self.line_species] - self.electron_response * m  # log N_II/N_I
+        log_frac = torch.where(self.line_ion == 1, ratio, torch.zeros_like(ratio)) - softplus10(ratio)
+        log_tau = (self.line_tau0 + head[:, :nl] + s * u4[:, self.line_src] + log_frac
+                   - self.opacity_response * m)
         log_v = head[:, -2:-1]
         la = (self.line_la0 + head[:, -1:]).clamp(-3.5, 0.5)
         dld = self.line_wave / C_KMS * torch.pow(10.0, log_v)  # Doppler width, Angstrom
@@ -210,7 +227,9 @@ class LineDecoder(nn.Module):
             d = (wing_w[:, :, None] / area * centre * prof).clamp(max=0.95)
             tau = tau + self._scatter(-torch.log1p(-d), self.wing_target, self.line_group[wl])
         u_band = torch.cat([z_fe_sg, u[:, 1:]], -1)  # bands train carbon's and alpha's axes only
-        band = self.band_tau0 + head[:, nl:-2] + s * (u_band @ self.band_atoms.T)
+        # molecules ~ Pg^2 / kappa: metallicity lowers them at fixed abundances like ~2 k_o m
+        band = (self.band_tau0 + head[:, nl + ns:-2] + s * (u_band @ self.band_atoms.T)
+                - 2.0 * self.opacity_response * s * z_fe_sg)
         band_tau = torch.log1p(torch.pow(10.0, band.clamp(-8.0, 3.0)))
         for g in range(3):
             m = self.band_group == g

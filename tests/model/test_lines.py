@@ -47,10 +47,12 @@ def test_alpha_latent_moves_only_alpha_lines_by_iron_units():
     moved = win[(t["alpha"] - base["alpha"]).abs().amax(0).numpy() > 1e-3]
     near_line = np.abs(moved[:, None] - alpha_pix[None, :]).min(1) < 60
     assert near_line.mean() > 0.6
-    # with no metallicity response of the continuum (k_ion = 0), alpha lines see z_fe + z_alpha:
+    # with no metallicity response of the opacity and ionisation (k_o = k_e = 0), alpha lines
+    # see z_fe + z_alpha:
     # trading a unit of z_alpha for a unit of z_fe leaves them unchanged, so both axes are in dex
     with torch.no_grad():
-        model.lines.ion_response.zero_()
+        model.lines.electron_response.zero_()
+        model.lines.opacity_response.zero_()
     base = _tau(model, z, w)
     swap = z.clone()
     swap[:, 0] += 0.4
@@ -71,8 +73,10 @@ def test_selective_gradients_and_deeper_lines_with_more_metal():
     assert torch.all(g_c[:, [0, 2]] == 0) and torch.all(g_c[:, 1] > 0)
     with torch.no_grad():
         zp = z.detach().clone()
-        zp[:, 0] += 0.5  # more metals at fixed ratios: no pixel gets brighter
-        assert torch.all(model.decode(zp, w) <= model.decode(z.detach(), w) + 1e-6)
+        zp[:, 0] += 0.5  # more metals at fixed ratios: metal lines deepen (hydrogen's may not:
+        # the continuous opacity grows with the metals)
+        darker = model.decode(zp, w) <= model.decode(z.detach(), w) + 1e-6
+        assert float(darker.float().mean()) > 0.9
 
 
 def test_closed_form_curve_of_growth_grows_like_the_voigt_law():
