@@ -34,9 +34,10 @@ class TrainOptions:
     # weight of the KL's variance part (s^2 - 1 - log s^2) per axis; 0 on an axis removes the
     # reward for wide posteriors that lets a decoder stretch that axis's units (docs/model.md)
     kl_var_weight: tuple = (1.0, 1.0, 1.0)
-    # prior on the posterior means: "star" (the per-star KL, mean part 0.5 mu^2) or
+    # prior on the posterior means: "star" (the per-star KL, mean part 0.5 mu^2),
     # "aggregate" (on the axes in aggregate_axes, the mean part is replaced by the KL of the
-    # batch's Gaussian fit of the means, N(m, v), to N(0, 1); see aggregate_kl)
+    # batch's Gaussian fit of the means, N(m, v), to N(0, 1); see aggregate_kl) or
+    # "conditional" (N(m(Teff, logg), 1), m learned: chemlatent.model.conditional_prior)
     prior: str = "star"
     aggregate_axes: tuple = (0, 1, 2)
     w_weight: float = 5.0
@@ -222,13 +223,16 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     var_part = vw * (std * std - 1.0 - logvar)
     if opts.prior == "star":
         kl = 0.5 * (mu * mu + var_part).sum(-1)
+    elif opts.prior == "conditional":
+        d = mu.float() - model.conditional_prior(y, have)
+        kl = 0.5 * (d * d + var_part).sum(-1)
     elif opts.prior == "aggregate":
         agg = torch.zeros(3, dtype=torch.bool, device=mu.device)
         agg[list(opts.aggregate_axes)] = True
         mu2 = torch.where(agg, torch.zeros((), device=mu.device), mu.float() ** 2)
         kl = 0.5 * (mu2 + var_part).sum(-1) + aggregate_kl(mu.float(), agg)
     else:
-        raise ValueError(f"unknown prior {opts.prior!r}: use 'star' or 'aggregate'")
+        raise ValueError(f"unknown prior {opts.prior!r}: use 'star', 'aggregate' or 'conditional'")
     if have.any():
         w_mse = ((w - y) ** 2).mean(-1)[have].mean()
         aw = torch.as_tensor(opts.adv_axis_weight, dtype=mu.dtype, device=mu.device)
@@ -385,6 +389,10 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         from chemlatent.model.scatter import PixelScatter
 
         model.pixel_scatter = PixelScatter(int(model.win_all.numel()))
+    if opts.prior == "conditional":
+        from chemlatent.model.conditional_prior import ConditionalPrior
+
+        model.conditional_prior = ConditionalPrior(cfg.n_w)
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = max(1, len(data) // opts.batch_size)
@@ -457,6 +465,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         del model.pixel_scatter
         log(f"learned scatter: median {scatter_summary['median']:.4f}, 90th percentile "
             f"{scatter_summary['p90']:.4f} (continuum-normalised flux)")
+    if getattr(model, "conditional_prior", None) is not None:  # a training device too
+        del model.conditional_prior
     # anchored axes already have the references' sign; the others are oriented label-free
     pinned = set(data.anchored_axes()) if opts.anchor_stars else set()
     orient_axes(model, axes=tuple(a for a in range(3) if a not in pinned))

@@ -1,0 +1,34 @@
+"""A prior on the chemical latents conditioned on the known Teff and logg (``prior="conditional"``).
+
+    p(z | w) = N(m(w), 1),   KL = 0.5 * sum (s^2 + (mu - m(w))^2 - 1 - log s^2)
+
+with m a small network of the standardised (Teff, logg) learned with the model. A real
+population's abundances depend on where a star sits in the Kiel diagram (metal-poor giants,
+the red clump, the thin disc's dwarfs): the standard N(0, 1) prior charges the part of [Fe/H]
+that Teff and logg predict, so the latents are pushed to drop it (a z_fe independent of Teff
+and logg), and the physics of the decoders must then bend to a wrong metallicity. With the
+prior's centre following Teff and logg that part costs nothing; the latents stay the
+abundances. Conditioning the prior on an observed variable is what makes a VAE's latents
+identifiable (Khemakhem et al. 2020, iVAE). It is a training device, not part of the saved
+model (the decoders and encoder do not use it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConditionalPrior(nn.Module):
+    """m(w): the prior's centre for each chemical axis, from standardised (Teff, logg)."""
+
+    def __init__(self, n_w: int = 2, hidden: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_w, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                 nn.SiLU(), nn.Linear(hidden, 3))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, w: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """Prior centres (B, 3): m(w) where Teff/logg are known (``known``), 0 elsewhere."""
+        return torch.where(known[:, None], self.net(w.float()), torch.zeros((), device=w.device))

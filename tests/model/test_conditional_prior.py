@@ -1,0 +1,51 @@
+"""The prior conditioned on Teff/logg: its centre follows the labels, unlabelled stars keep N(0, 1)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from chemlatent.model.conditional_prior import ConditionalPrior
+from chemlatent.model.modelio import load_model
+from chemlatent.model.training import TrainOptions, loss_terms, train
+from chemlatent.model.vae import DisentangledVAE, ModelConfig
+from chemlatent.spectra.grid import DEFAULT_GRID, default_windows
+
+
+def test_kl_is_measured_from_the_prior_centre_of_labelled_stars_only(monkeypatch):
+    torch.manual_seed(0)
+    windows = {g: [list(w) for w in ws] for g, ws in default_windows().items()}
+    model = DisentangledVAE(ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], windows=windows))
+    model.conditional_prior = ConditionalPrior()
+    b = 16
+    flux = 1 - 0.1 * torch.rand(b, DEFAULT_GRID.npix)
+    ivar = torch.full_like(flux, 100.0)
+    labels = torch.tensor([[5000.0, 3.0]] * (b // 2) + [[float("nan")] * 2] * (b // 2))
+    mu = torch.randn(b, 3)
+    logvar = torch.zeros(b, 3)  # posterior width 1: the variance part is 0
+    monkeypatch.setattr(model, "encode", lambda f, i: (mu, logvar, torch.zeros(b, 2)))
+    opts = TrainOptions(prior="conditional")
+    # at the start the centre is 0: the standard prior
+    kl = float(loss_terms(model, flux, ivar, labels, opts, 0.0, sample=False)["kl"])
+    assert kl == pytest.approx(0.5 * float((mu**2).sum(-1).mean()), rel=1e-5)
+    with torch.no_grad():
+        model.conditional_prior.net[-1].bias.copy_(torch.tensor([1.0, -0.5, 0.25]))
+    centre = torch.tensor([1.0, -0.5, 0.25])
+    expect = torch.cat([((mu[: b // 2] - centre) ** 2).sum(-1), (mu[b // 2:] ** 2).sum(-1)])
+    kl = float(loss_terms(model, flux, ivar, labels, opts, 0.0, sample=False)["kl"])
+    assert kl == pytest.approx(0.5 * float(expect.mean()), rel=1e-5)
+
+
+def test_conditional_prior_trains_and_stays_out_of_the_saved_model(tiny_survey, tmp_path):
+    out = tmp_path / "cond"
+    train(tiny_survey.path, out, TrainOptions(epochs=2, prior="conditional", adv_weight=0.0,
+                                              hidden=(32, 32, 16), max_stars=1200, batch_size=128,
+                                              val_fraction=0.1), progress=False, log=lambda s: None)
+    model = load_model(out)
+    assert not hasattr(model, "conditional_prior")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["options"]["prior"] == "conditional"
+    assert np.isfinite(cfg["training"]["history"][-1]["val_chi2"])
