@@ -123,23 +123,23 @@ class LineDecoder(nn.Module):
         # molecular bands: templates on the window pixels, atoms per abundance input
         tmpl = band_templates(grid)[:, win_idx].astype(np.float32)
         self.register_buffer("band_tmpl", torch.from_numpy(tmpl), persistent=False)
-        counts = np.zeros((len(BANDS), 3), np.float32)
+        counts = np.zeros((len(BANDS), 4), np.float32)  # atoms: free C, N (iron), Mg or Ti, free O
         bgroup = np.zeros(len(BANDS), np.int64)
+        channel = {"C": 0, "N": 1, "Mg": 2, "Ti": 2, "O": 3}
         for b, band in enumerate(BANDS):
             for atom in MOLECULES[band.molecule][:2]:
-                g = ELEMENT_GROUP.get(atom, "fe" if atom == "N" else "h")
-                if g in GROUP_INPUT:
-                    counts[b, GROUP_INPUT[g]] += 1.0
-            bgroup[b] = 1 if counts[b, 1] > 0 else 2 if counts[b, 2] > 0 else 0
+                if atom in channel:
+                    counts[b, channel[atom]] += 1.0
+            bgroup[b] = 1 if counts[b, 0] > 0 else 2 if counts[b, 2:].sum() > 0 else 0
         self.register_buffer("band_atoms", torch.from_numpy(counts), persistent=False)
         self.register_buffer("band_group", torch.from_numpy(bgroup), persistent=False)
         self.register_buffer("band_tau0", torch.tensor([b.log_tau_sun for b in BANDS], dtype=torch.float32),
                              persistent=False)
         n_band = len(BANDS)
         self.trunk = _mlp([n_w, *hidden])
-        # per line log tau offset, per species log N_II/N_I, per band log tau offset,
-        # log10 Doppler width, log10 damping
-        self.head = nn.Linear(hidden[-1], self.n_lines + self.n_species + n_band + 2)
+        # per line log tau offset, per species log N_II/N_I, per band log tau offset, the
+        # logit of the share of min(C, O) locked in CO, log10 Doppler width, log10 damping
+        self.head = nn.Linear(hidden[-1], self.n_lines + self.n_species + n_band + 3)
         self.continuum = nn.Linear(hidden[-1], self.n_win)  # what no abundance moves
         for lin in (self.head, self.continuum):
             nn.init.zeros_(lin.weight)
@@ -147,8 +147,12 @@ class LineDecoder(nn.Module):
         with torch.no_grad():
             self.head.bias[-2] = math.log10(2.0)  # ~2 km/s Doppler width
         self.log_slope = nn.Parameter(torch.tensor(math.log(0.8)))  # dex per unit of z
-        self.electron_response = nn.Parameter(torch.tensor(1.0 / 3.0))  # k_e: d log Pe / d m
-        self.opacity_response = nn.Parameter(torch.tensor(1.0 / 3.0))  # k_o: d log kappa / d m
+        # grey-atmosphere scalings, Pe ~ (g A)^(1/3) and kappa(H-) ~ Pe (Gray): fixed, not
+        # learned, because a learned pair would let the iron lines' response to z_fe and the
+        # alpha lines' response to z_alpha take different units (which mixes the axes)
+        self.register_buffer("electron_response", torch.tensor(1.0 / 3.0), persistent=False)  # k_e
+        self.register_buffer("opacity_response", torch.tensor(1.0 / 3.0), persistent=False)  # k_o
+        self.co_offset = nn.Parameter(torch.tensor(-0.5))  # log10 C/O at z_c = z_alpha
         self.log_lsf = nn.Parameter(torch.tensor(math.log(lsf_sigma_pixels(grid))))
 
     def _const(self, name: str, values: np.ndarray) -> None:
@@ -171,6 +175,24 @@ class LineDecoder(nn.Module):
         self.register_buffer(f"{name}_target", torch.from_numpy(target), persistent=False)
         self.register_buffer(f"{name}_inv_width", torch.from_numpy((1.0 / pix_width[jc]).astype(np.float32)),
                              persistent=False)
+
+    def _band_atoms(self, u: torch.Tensor, z_fe_sg: torch.Tensor, co_logit: torch.Tensor,
+                    s: torch.Tensor) -> torch.Tensor:
+        """sum over a band's atoms of log10 (free abundance), dex (B, n_band). Carbon and
+        oxygen first pair up into CO (a share f(Teff, logg) of min(C, O) in cool atmospheres),
+        so carbon bands grow faster than carbon once C > O and oxygen's partner abundance
+        enters them; each band trains only its own group's axis (the other inputs detached)."""
+        lc = s * u[:, 1]  # log C, up to the zero point
+        lo = s * u[:, 2]  # log O (an alpha element)
+        f = torch.sigmoid(co_logit)
+        c_over_o = (s * (u[:, 1] - u[:, 2].detach()) + self.co_offset).clamp(-3.0, 3.0)
+        o_over_c = -(s * (u[:, 1].detach() - u[:, 2]) + self.co_offset).clamp(-3.0, 3.0)
+        one = torch.ones_like(f)
+        free_c = (1.0 - f * torch.minimum(one, 0.98 * torch.pow(10.0, -c_over_o))).clamp_min(0.02)
+        free_o = (1.0 - f * torch.minimum(torch.pow(10.0, -o_over_c), 0.98 * one)).clamp_min(0.02)
+        atoms = torch.stack([lc + torch.log10(free_c), s * z_fe_sg[:, 0], lo,
+                             lo + torch.log10(free_o)], -1)
+        return atoms @ self.band_atoms.T
 
     def _scatter(self, depth: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """Sum per-line, per-tap optical depths (B, L, T) into (B, 3, n_win) by group."""
@@ -226,9 +248,8 @@ class LineDecoder(nn.Module):
             centre = self.wing_inv_width[:, WING_TAPS - 1][None, :, None]
             d = (wing_w[:, :, None] / area * centre * prof).clamp(max=0.95)
             tau = tau + self._scatter(-torch.log1p(-d), self.wing_target, self.line_group[wl])
-        u_band = torch.cat([z_fe_sg, u[:, 1:]], -1)  # bands train carbon's and alpha's axes only
         # molecules ~ Pg^2 / kappa: metallicity lowers them at fixed abundances like ~2 k_o m
-        band = (self.band_tau0 + head[:, nl + ns:-2] + s * (u_band @ self.band_atoms.T)
+        band = (self.band_tau0 + head[:, nl + ns:-3] + self._band_atoms(u, z_fe_sg, head[:, -3], s)
                 - 2.0 * self.opacity_response * s * z_fe_sg)
         band_tau = torch.log1p(torch.pow(10.0, band.clamp(-8.0, 3.0)))
         for g in range(3):
