@@ -255,7 +255,10 @@ class Encoder:
             mu = m.mu(hid).float() * m.orient
             std = torch.exp(0.5 * m.logvar(hid).float().clamp(-12, 6))
             w = m.w_head(hid).float()
-            rec_all = m.decode(mu, w, selective=False).float()
+            # line decoders emulate the continuum normalisation, which clips by the noise: the
+            # S/N is the encoder input's last column (DisentangledVAE.features)
+            sigma = torch.exp(-(x[:, -1:].float() + 3.5)) if m.form == "lines" else None
+            rec_all = m.decode(mu, w, selective=False, sigma=sigma).float()
         return mu, std, w, rec_all
 
     def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chemlatent.spectra.continuum import N_BINS, N_ITER
 from chemlatent.spectra.grid import WavelengthGrid
 from chemlatent.spectra.linelist import BANDS, MOLECULES, band_templates, load_linelist, lsf_sigma_pixels
 from chemlatent.spectra.physics import ELEMENT_GROUP
@@ -86,20 +87,17 @@ class LineDecoder(nn.Module):
         npix = grid.npix
         line_pix = grid.pixel_of(ll.wave)
         groups = [ELEMENT_GROUP[e] for e in ll.element]
-        # keep the lines whose core or wings reach a window pixel
-        in_win = np.zeros(npix + 1, bool)
-        in_win[win_idx] = True
-        reach = np.where(ll.wings, WING_TAPS, LSF_TAPS)
-        keep = np.array([g in ("fe", "c", "alpha", "h") and 0 <= p < npix and in_win[
-            max(int(p) - r, 0):min(int(p) + r + 1, npix)].any()
-            for g, p, r in zip(groups, line_pix, reach)])
+        # every line on the grid: the lines outside the windows still lower the continuum the
+        # survey's normalisation finds in their bins
+        keep = np.array([g in ("fe", "c", "alpha", "h") and 0 <= p < npix for g, p in zip(groups, line_pix)])
         sel = np.nonzero(keep)[0]
         if sel.size == 0:
-            raise ValueError("no line of the line list falls in the element windows")
+            raise ValueError("no line of the line list falls on the survey's wavelength grid")
         self.n_lines = int(sel.size)
-        pos = np.full(npix, -1, np.int64)
-        pos[win_idx] = np.arange(win_idx.size)
+        self.npix = npix
         self.n_win = int(win_idx.size)
+        self.register_buffer("win_idx", torch.from_numpy(np.asarray(win_idx, np.int64)), persistent=False)
+        self._bins(npix, win_idx)
         pix_width = grid.wave * LN10 * grid.dloglam
         grp = [groups[i] for i in sel]
         # abundance input of each line: 0 z_fe, 1 carbon, 2 alpha, 3 none (hydrogen)
@@ -113,15 +111,15 @@ class LineDecoder(nn.Module):
         self._const("line_species", np.array([species.index(ll.species[i]) for i in sel]))
         self.n_species = len(species)
         lp = line_pix[sel]
-        self._taps("core", lp, LSF_TAPS, pos, pix_width)
+        self._taps("core", lp, LSF_TAPS, pix_width)
         wing = np.nonzero(ll.wings[sel])[0]
         self.register_buffer("wing_lines", torch.from_numpy(wing.astype(np.int64)), persistent=False)
-        self._taps("wing", lp[wing], WING_TAPS, pos, pix_width)
+        self._taps("wing", lp[wing], WING_TAPS, pix_width)
         # the line-to-group scatter: each line's depth goes to its group's output
         gidx = np.array([{"fe": 0, "h": 0, "c": 1, "alpha": 2}[g] for g in grp], np.int64)
         self.register_buffer("line_group", torch.from_numpy(gidx), persistent=False)
-        # molecular bands: templates on the window pixels, atoms per abundance input
-        tmpl = band_templates(grid)[:, win_idx].astype(np.float32)
+        # molecular bands: templates on the grid, atoms per abundance input
+        tmpl = band_templates(grid).astype(np.float32)
         self.register_buffer("band_tmpl", torch.from_numpy(tmpl), persistent=False)
         counts = np.zeros((len(BANDS), 4), np.float32)  # atoms: free C, N (iron), Mg or Ti, free O
         bgroup = np.zeros(len(BANDS), np.int64)
@@ -161,15 +159,27 @@ class LineDecoder(nn.Module):
         t = torch.from_numpy(v.astype(np.int64 if v.dtype.kind in "iu" else np.float32))
         self.register_buffer(name, t, persistent=False)
 
-    def _taps(self, name: str, line_pix: np.ndarray, half: int, pos: np.ndarray,
-              pix_width: np.ndarray) -> None:
+    def _bins(self, npix: int, win_idx: np.ndarray) -> None:
+        """The continuum bins of chemlatent.spectra.continuum (N_BINS equal pixel ranges, values
+        interpolated linearly between bin centres) and each window pixel's two bins."""
+        lo = (np.arange(N_BINS) * npix) // N_BINS
+        hi = ((np.arange(N_BINS) + 1) * npix) // N_BINS
+        self._const("bin_of", np.searchsorted(hi, np.arange(npix), side="right"))
+        centre = 0.5 * (lo + hi - 1)
+        p = np.asarray(win_idx, np.float64)
+        j = np.clip(np.searchsorted(centre, p, side="right") - 1, 0, N_BINS - 2)
+        t = np.clip((p - centre[j]) / (centre[j + 1] - centre[j]), 0.0, 1.0)
+        self._const("win_bin", j)
+        self._const("win_bin_t", t)
+
+    def _taps(self, name: str, line_pix: np.ndarray, half: int, pix_width: np.ndarray) -> None:
         """Buffers for the pixels around each line: their offsets from the line centre, their
-        window positions (n_win for pixels outside the windows) and 1 / pixel width."""
-        npix = pos.size
+        grid pixels (npix for pixels off the grid) and 1 / pixel width."""
+        npix = pix_width.size
         j = np.floor(line_pix).astype(np.int64)[:, None] + np.arange(-half + 1, half + 1)[None, :]
         inside = (j >= 0) & (j < npix)
         jc = np.clip(j, 0, npix - 1)
-        target = np.where(inside & (pos[jc] >= 0), pos[jc], self.n_win)
+        target = np.where(inside, jc, npix)
         self.register_buffer(f"{name}_dx", torch.from_numpy((j - line_pix[:, None]).astype(np.float32)),
                              persistent=False)
         self.register_buffer(f"{name}_target", torch.from_numpy(target), persistent=False)
@@ -195,20 +205,52 @@ class LineDecoder(nn.Module):
         return atoms @ self.band_atoms.T
 
     def _scatter(self, depth: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """Sum per-line, per-tap optical depths (B, L, T) into (B, 3, n_win) by group."""
+        """Sum per-line, per-tap optical depths (B, L, T) into (B, 3, npix) by group."""
         b = depth.shape[0]
-        out = torch.zeros(b, 3, self.n_win + 1, dtype=depth.dtype, device=depth.device)
+        out = torch.zeros(b, 3, self.npix + 1, dtype=depth.dtype, device=depth.device)
         for g in range(3):
             m = groups == g
             if bool(m.any()):
                 out[:, g].index_add_(1, target[m].reshape(-1), depth[:, m].reshape(b, -1))
-        return out[:, :, : self.n_win]
+        return out[:, :, : self.npix]
 
-    def forward(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Optical depth (B, 3, n_win) of the iron (with hydrogen and the continuum term),
-        carbon and alpha groups. ``u`` (B, 3): the abundance inputs z_fe, z_fe + z_c,
+    def log_continuum(self, flux: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+        """log of the continuum that chemlatent.spectra.continuum would fit to the model's
+        unnormalised ``flux`` (B, npix), at the window pixels (B, n_win): per bin the mean,
+        then N_ITER asymmetrically clipped means (the clipping from the values, not their
+        gradients), ``sigma`` (B, 1) the star's typical noise (None: noiseless)."""
+        b = flux.shape[0]
+        nb = N_BINS
+        ones = torch.ones_like(flux)
+
+        def bin_mean(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            zero = torch.zeros(b, nb, dtype=flux.dtype, device=flux.device)
+            total = zero.index_add(1, self.bin_of, flux * keep)
+            count = zero.index_add(1, self.bin_of, keep)
+            return total / count.clamp_min(1.0), count
+
+        c, _ = bin_mean(ones)
+        sig = torch.zeros_like(flux[:, :1]) if sigma is None else sigma.to(flux.dtype)
+        for _ in range(N_ITER):
+            with torch.no_grad():
+                cp = c.detach()[:, self.bin_of]
+                d = flux.detach() - cp
+                keep = ((d > -sig - 0.01 * cp) & (d < 3.0 * sig + 0.05 * cp)).to(flux.dtype)
+            new, count = bin_mean(keep)
+            c = torch.where(count >= 3, new, c)
+        c = c.clamp_min(1e-3)
+        t = self.win_bin_t
+        return torch.log(c[:, self.win_bin] * (1.0 - t) + c[:, self.win_bin + 1] * t)
+
+    def forward(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor,
+                sigma: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Optical depth (B, 3, n_win) of the iron (with hydrogen and the term no abundance
+        moves), carbon and alpha groups at the window pixels, and the log of the continuum the
+        survey's normalisation divides by there (B, n_win): normalised flux = exp(-sum of the
+        depths - log continuum). ``u`` (B, 3): the abundance inputs z_fe, z_fe + z_c,
         z_fe + z_alpha; ``z_fe_sg`` (B, 1): z_fe as the carbon and alpha lines see it (detached
-        in training) in the metallicity response shared by all lines."""
+        in training) in the metallicity response shared by all lines; ``sigma`` (B, 1): each
+        star's typical noise (the normalisation's clipping; None: noiseless)."""
         u, z_fe_sg, w = u.float(), z_fe_sg.float(), w.float()
         h = self.trunk(w)
         head = self.head(h).float()
@@ -256,5 +298,7 @@ class LineDecoder(nn.Module):
             m = self.band_group == g
             if bool(m.any()):
                 tau[:, g] = tau[:, g] + band_tau[:, m] @ self.band_tmpl[m]
+        log_cont = self.log_continuum(torch.exp(-tau.sum(1)), sigma)
+        tau = tau[:, :, self.win_idx]
         tau[:, 0] = tau[:, 0] + self.continuum(h).float()
-        return tau
+        return tau, log_cont

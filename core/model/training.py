@@ -183,6 +183,14 @@ def anchor_targets(config: ModelConfig, anchors: torch.Tensor) -> torch.Tensor:
     return (anchors - mean) / float(config.anchor_scale)
 
 
+def typical_noise(ivar: torch.Tensor) -> torch.Tensor:
+    """Each star's typical noise (B, 1): 1 / its mean sqrt(ivar) over good pixels (the S/N
+    the encoder sees, DisentangledVAE.features)."""
+    valid = ivar > 0
+    sn = (ivar.clamp_min(0).sqrt() * valid).sum(-1) / valid.sum(-1).clamp_min(1)
+    return 1.0 / sn.clamp_min(1.0).unsqueeze(-1)
+
+
 PHYS_STARS = 128  # stars per batch on which the physical-gradient term is evaluated
 
 
@@ -201,7 +209,8 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     # encoder's own prediction only where a star has no labels
     w_dec = torch.where(have[:, None], y, w) if opts.teacher_forcing else w
     parts = model.absorption(z, w_dec, selective=True,
-                             fe_for_ratios=mu[:, 0:1] if opts.ratio_fe_mean and sample else None)
+                             fe_for_ratios=mu[:, 0:1] if opts.ratio_fe_mean and sample else None,
+                             sigma=typical_noise(ivar) if model.form == "lines" else None)
     out = {}
     fit_nll = None
     if model.mode in ("additive", "hybrid", "masked"):

@@ -330,7 +330,7 @@ class DisentangledVAE(nn.Module):
 
     # -- decoders ----------------------------------------------------------------------
     def absorption(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True,
-                   fe_for_ratios: torch.Tensor | None = None) -> dict:
+                   fe_for_ratios: torch.Tensor | None = None, sigma: torch.Tensor | None = None) -> dict:
         """Each decoder's absorption (1 - flux) on its pixels (see the module docstring).
         ``fe_for_ratios`` (B, 1), when given, is the z_fe the carbon and alpha decoders see
         instead of z's (training passes the posterior mean: see TrainOptions.ratio_fe_mean)."""
@@ -339,8 +339,8 @@ class DisentangledVAE(nn.Module):
         zr = zf if fe_for_ratios is None else fe_for_ratios * self.orient[0]
         sg = (lambda t: t.detach()) if selective else (lambda t: t)
         if self.form == "lines":  # optical depths, not absorptions (combine takes exp(-sum))
-            tau = self.lines(torch.cat([zf, sg(zr) + zc, sg(zr) + za], -1), sg(zr), w)
-            return {g: tau[:, k] for k, g in enumerate(ELEMENT_GROUPS)}
+            tau, log_cont = self.lines(torch.cat([zf, sg(zr) + zc, sg(zr) + za], -1), sg(zr), w, sigma)
+            return {**{g: tau[:, k] for k, g in enumerate(ELEMENT_GROUPS)}, "normalisation": log_cont}
         if self.form in ("logtau", "cog"):
             s = self.log_slope.exp()
             return {
@@ -384,7 +384,7 @@ class DisentangledVAE(nn.Module):
         own decoder; separate: each decoder's flux on its own windows, averaged where windows
         overlap."""
         if self.form == "lines":
-            return torch.exp(-(parts["fe"] + parts["c"] + parts["alpha"]))
+            return torch.exp(-(parts["fe"] + parts["c"] + parts["alpha"] + parts["normalisation"]))
         if self.mode == "masked":
             b = parts["fe"].shape[0]
             total = torch.zeros(b, self.win_all.numel(), device=parts["fe"].device)
@@ -416,9 +416,12 @@ class DisentangledVAE(nn.Module):
             count.index_add_(0, pos, torch.ones_like(pos, dtype=count.dtype))
         return 1.0 - total / count.clamp_min(1)
 
-    def decode(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True) -> torch.Tensor:
-        """Model flux on the union of the element windows (pixels ``win_all``)."""
-        return self.combine(self.absorption(z, w, selective))
+    def decode(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True,
+               sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """Model flux on the union of the element windows (pixels ``win_all``); ``sigma``
+        (B, 1), each star's typical noise, matters to line decoders only (the continuum
+        normalisation clips by it)."""
+        return self.combine(self.absorption(z, w, selective, sigma=sigma))
 
     def reconstruct(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Full-length reconstruction (B, P), NaN outside the element windows."""

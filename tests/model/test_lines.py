@@ -75,8 +75,37 @@ def test_selective_gradients_and_deeper_lines_with_more_metal():
         zp = z.detach().clone()
         zp[:, 0] += 0.5  # more metals at fixed ratios: metal lines deepen (hydrogen's may not:
         # the continuous opacity grows with the metals)
-        darker = model.decode(zp, w) <= model.decode(z.detach(), w) + 1e-6
+        def depth(zz):
+            p = model.absorption(zz, w)
+            return p["fe"] + p["c"] + p["alpha"]
+        darker = depth(zp) >= depth(z.detach()) - 1e-6
         assert float(darker.float().mean()) > 0.9
+        # and the continuum the normalisation finds sinks
+        assert float(model.absorption(zp, w)["normalisation"].mean()) < float(
+            model.absorption(z.detach(), w)["normalisation"].mean())
+
+
+def test_model_continuum_is_the_survey_normalisation():
+    """The line decoders divide by the continuum chemlatent's normaliser would fit to their own
+    spectrum: the same bins, clipping and interpolation (spectra.continuum.fit_continuum)."""
+    from chemlatent.spectra.continuum import fit_continuum
+
+    model = _model(2)
+    lines = model.lines
+    rng = np.random.default_rng(0)
+    npix = DEFAULT_GRID.npix
+    flux = 1.0 - np.zeros((3, npix))
+    for k in range(3):  # a smooth slope and a forest of lines of random depths
+        flux[k] *= 1.0 + 0.1 * np.linspace(-1, 1, npix) * (k - 1)
+        for c in rng.integers(0, npix, 300):
+            flux[k, max(c - 2, 0):c + 3] *= 1.0 - rng.uniform(0.05, 0.6)
+    for sigma in (None, 0.02):
+        ivar = np.full_like(flux, 1e12 if sigma is None else 1.0 / sigma**2)
+        cont = fit_continuum(flux.astype(np.float32), ivar.astype(np.float32))
+        want = np.log(cont)[:, model.win_all.numpy()]
+        sig = None if sigma is None else torch.full((3, 1), sigma)
+        got = lines.log_continuum(torch.from_numpy(flux).float(), sig).numpy()
+        np.testing.assert_allclose(got, want, atol=2e-4)
 
 
 def test_closed_form_curve_of_growth_grows_like_the_voigt_law():
