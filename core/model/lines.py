@@ -164,7 +164,11 @@ class LineDecoder(nn.Module):
         interpolated linearly between bin centres) and each window pixel's two bins."""
         lo = (np.arange(N_BINS) * npix) // N_BINS
         hi = ((np.arange(N_BINS) + 1) * npix) // N_BINS
-        self._const("bin_of", np.searchsorted(hi, np.arange(npix), side="right"))
+        width = int((hi - lo).max())
+        pix = lo[:, None] + np.arange(width)[None, :]
+        valid = pix < hi[:, None]
+        self._const("bin_pix", np.where(valid, pix, npix))  # row npix: padding
+        self.register_buffer("bin_valid", torch.from_numpy(valid), persistent=False)
         centre = 0.5 * (lo + hi - 1)
         p = np.asarray(win_idx, np.float64)
         j = np.clip(np.searchsorted(centre, p, side="right") - 1, 0, N_BINS - 2)
@@ -204,43 +208,99 @@ class LineDecoder(nn.Module):
                              lo + torch.log10(free_o)], -1)
         return atoms @ self.band_atoms.T
 
-    def _scatter(self, depth: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """Sum per-line, per-tap optical depths (B, L, T) into (B, 3, npix) by group."""
-        b = depth.shape[0]
-        out = torch.zeros(b, 3, self.npix + 1, dtype=depth.dtype, device=depth.device)
-        for g in range(3):
-            m = groups == g
-            if bool(m.any()):
-                out[:, g].index_add_(1, target[m].reshape(-1), depth[:, m].reshape(b, -1))
-        return out[:, :, : self.npix]
+    def _scatter(self, depth: torch.Tensor, target: torch.Tensor, lines: torch.Tensor | None) -> torch.Tensor:
+        """Sum per-line, per-tap optical depths (L, T, B) of ``lines`` (None: all) into a
+        pixel-major (npix + 1, B) array (row npix collects the taps off the grid)."""
+        if lines is not None:
+            depth, target = depth[lines], target[lines]
+        out = torch.zeros(self.npix + 1, depth.shape[-1], dtype=depth.dtype, device=depth.device)
+        return out.index_add_(0, target.reshape(-1), depth.reshape(-1, depth.shape[-1]))
 
     def log_continuum(self, flux: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
         """log of the continuum that chemlatent.spectra.continuum would fit to the model's
         unnormalised ``flux`` (B, npix), at the window pixels (B, n_win): per bin the mean,
         then N_ITER asymmetrically clipped means (the clipping from the values, not their
         gradients), ``sigma`` (B, 1) the star's typical noise (None: noiseless)."""
-        b = flux.shape[0]
-        nb = N_BINS
-        ones = torch.ones_like(flux)
+        return self._log_continuum(torch.cat([flux.T, torch.ones_like(flux[:, :1]).T]), sigma).T
 
-        def bin_mean(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            zero = torch.zeros(b, nb, dtype=flux.dtype, device=flux.device)
-            total = zero.index_add(1, self.bin_of, flux * keep)
-            count = zero.index_add(1, self.bin_of, keep)
-            return total / count.clamp_min(1.0), count
+    def _log_continuum(self, flux: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+        """log_continuum on a pixel-major flux (npix + 1, B) -> (n_win, B)."""
+        f = flux[self.bin_pix]  # (N_BINS, width, B); padding points at row npix
+        valid = self.bin_valid[:, :, None]
+        sig = 0.0 if sigma is None else sigma.to(flux.dtype).T[None]  # (1, 1, B)
 
-        c, _ = bin_mean(ones)
-        sig = torch.zeros_like(flux[:, :1]) if sigma is None else sigma.to(flux.dtype)
+        def clipped_mean(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            count = keep.sum(1)
+            return (f * keep).sum(1) / count.clamp_min(1.0), count
+
+        c, _ = clipped_mean(valid.expand_as(f).to(f.dtype))
         for _ in range(N_ITER):
             with torch.no_grad():
-                cp = c.detach()[:, self.bin_of]
-                d = flux.detach() - cp
-                keep = ((d > -sig - 0.01 * cp) & (d < 3.0 * sig + 0.05 * cp)).to(flux.dtype)
-            new, count = bin_mean(keep)
+                cp = c.detach()[:, None, :]
+                d = f.detach() - cp
+                keep = (valid & (d > -sig - 0.01 * cp) & (d < 3.0 * sig + 0.05 * cp)).to(f.dtype)
+            new, count = clipped_mean(keep)
             c = torch.where(count >= 3, new, c)
         c = c.clamp_min(1e-3)
-        t = self.win_bin_t
-        return torch.log(c[:, self.win_bin] * (1.0 - t) + c[:, self.win_bin + 1] * t)
+        t = self.win_bin_t[:, None]
+        return torch.log(c[self.win_bin] * (1.0 - t) + c[self.win_bin + 1] * t)
+
+    def _optics(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor):
+        """Per-star line optical depths and widths, band optical depths and the Teff/logg
+        trunk's output (see the module docstring)."""
+        h = self.trunk(w)
+        head = self.head(h).float()
+        nl, ns = self.n_lines, self.n_species
+        s = self.log_slope.exp()
+        u4 = torch.cat([u, torch.zeros_like(u[:, :1])], -1)
+        m = s * torch.where(self.line_src == 0, u[:, :1], z_fe_sg)  # metallicity, dex (B, L)
+        ratio = head[:, nl:nl + ns][:, self.line_species] - self.electron_response * m  # log N_II/N_I
+        log_frac = torch.where(self.line_ion == 1, ratio, torch.zeros_like(ratio)) - softplus10(ratio)
+        log_tau = (self.line_tau0 + head[:, :nl] + s * u4[:, self.line_src] + log_frac
+                   - self.opacity_response * m)
+        la = (self.line_la0 + head[:, -1:]).clamp(-3.5, 0.5)
+        dld = self.line_wave / C_KMS * torch.pow(10.0, head[:, -2:-1])  # Doppler width, Angstrom
+        width = dld * torch.exp(voigt_log_width(log_tau, la).clamp(max=12.0))  # equivalent width
+        # molecules ~ Pg^2 / kappa: metallicity lowers them at fixed abundances like ~2 k_o m
+        band = (self.band_tau0 + head[:, nl + ns:-3] + self._band_atoms(u, z_fe_sg, head[:, -3], s)
+                - 2.0 * self.opacity_response * s * z_fe_sg)
+        band_tau = torch.log1p(torch.pow(10.0, band.clamp(-8.0, 3.0)))
+        return h, log_tau, la, dld, width, band_tau
+
+    def _render(self, u, z_fe_sg, w, groups: bool):
+        """Pixel-major optical depths (npix + 1, B): the total, or one per group (a list)."""
+        h, log_tau, la, dld, width, band_tau = self._optics(u, z_fe_sg, w)
+        sig = self.log_lsf.exp()
+        norm = self.core_inv_width / (math.sqrt(2 * math.pi) * sig)  # per unit equivalent width
+        kern = torch.exp(-0.5 * (self.core_dx / sig) ** 2) * norm  # (L, T)
+        wl = self.wing_lines
+        core_w = width
+        if wl.numel():  # damped lines: the Doppler core on the taps, the rest in the wings
+            wcore = dld[:, wl] * torch.exp(voigt_log_width(log_tau[:, wl], torch.full_like(la[:, wl], -3.5)))
+            wcore = torch.minimum(wcore, width[:, wl])
+            wing_w = width[:, wl] - wcore
+            core_w = width.index_copy(1, wl, wcore)
+            # Lorentzian wings: half width g (pixels) from the damping constant and optical depth
+            g = torch.sqrt(torch.pow(10.0, log_tau[:, wl] + la[:, wl]) / math.sqrt(math.pi)) * dld[:, wl]
+            g = (g / (self.line_wave[wl] * LN10 * 1e-4)).T[:, None, :]  # (Lw, 1, B)
+            prof = g * g / (self.wing_dx[:, :, None] ** 2 + sig * sig)
+            prof = prof / (1.0 + prof)
+            area = prof.sum(1, keepdim=True).clamp_min(1e-12)
+            centre = self.wing_inv_width[:, WING_TAPS - 1][:, None, None]
+            d = (wing_w.T[:, None, :] / area * centre * prof).clamp(max=0.95)
+            wing_depth = -torch.log1p(-d)  # (Lw, Tw, B)
+        depth = core_w.T[:, None, :] * kern[:, :, None]  # (L, T, B)
+        sel = [None] if not groups else [self.line_group == k for k in range(3)]
+        out = []
+        for k, lines in enumerate(sel):
+            tau = self._scatter(depth, self.core_target, lines)
+            if wl.numel():
+                wsel = None if lines is None else lines[wl]
+                tau = tau + self._scatter(wing_depth, self.wing_target, wsel)
+            bands = slice(None) if lines is None else self.band_group == k
+            tau = tau + torch.nn.functional.pad(self.band_tmpl[bands].T @ band_tau[:, bands].T, (0, 0, 0, 1))
+            out.append(tau)
+        return h, (out if groups else out[0])
 
     def forward(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor,
                 sigma: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,53 +312,17 @@ class LineDecoder(nn.Module):
         in training) in the metallicity response shared by all lines; ``sigma`` (B, 1): each
         star's typical noise (the normalisation's clipping; None: noiseless)."""
         u, z_fe_sg, w = u.float(), z_fe_sg.float(), w.float()
-        h = self.trunk(w)
-        head = self.head(h).float()
-        nl = self.n_lines
-        s = self.log_slope.exp()
-        u4 = torch.cat([u, torch.zeros_like(u[:, :1])], -1)
-        m = s * torch.where(self.line_src == 0, u[:, :1], z_fe_sg)  # metallicity, dex (B, L)
-        ns = self.n_species
-        ratio = head[:, nl:nl + ns][:, self.line_species] - self.electron_response * m  # log N_II/N_I
-        log_frac = torch.where(self.line_ion == 1, ratio, torch.zeros_like(ratio)) - softplus10(ratio)
-        log_tau = (self.line_tau0 + head[:, :nl] + s * u4[:, self.line_src] + log_frac
-                   - self.opacity_response * m)
-        log_v = head[:, -2:-1]
-        la = (self.line_la0 + head[:, -1:]).clamp(-3.5, 0.5)
-        dld = self.line_wave / C_KMS * torch.pow(10.0, log_v)  # Doppler width, Angstrom
-        ln_w = voigt_log_width(log_tau, la).clamp(max=12.0)
-        width = dld * torch.exp(ln_w)  # equivalent width, Angstrom
-        sig = self.log_lsf.exp()
-        norm = self.core_inv_width / (math.sqrt(2 * math.pi) * sig)  # per unit equivalent width
-        kern = torch.exp(-0.5 * (self.core_dx / sig) ** 2) * norm
-        wl = self.wing_lines
-        if wl.numel():
-            core_w = dld[:, wl] * torch.exp(voigt_log_width(log_tau[:, wl], torch.full_like(la[:, wl], -3.5)))
-            core_w = torch.minimum(core_w, width[:, wl])
-            wing_w = width[:, wl] - core_w
-            width = width.index_copy(1, wl, core_w)
-        depth = width[:, :, None] * kern[None]
-        tau = self._scatter(depth, self.core_target, self.line_group)
-        if wl.numel():
-            # Lorentzian wings: half width g (pixels) from the damping constant and optical depth
-            g = torch.sqrt(torch.pow(10.0, log_tau[:, wl] + la[:, wl]) / math.sqrt(math.pi)) * dld[:, wl]
-            g = g / (self.line_wave[wl] * LN10 * 1e-4)
-            g2 = (g * g)[:, :, None]
-            prof = g2 / (self.wing_dx[None] ** 2 + sig * sig)
-            prof = prof / (1.0 + prof)
-            area = prof.sum(-1, keepdim=True).clamp_min(1e-12)
-            centre = self.wing_inv_width[:, WING_TAPS - 1][None, :, None]
-            d = (wing_w[:, :, None] / area * centre * prof).clamp(max=0.95)
-            tau = tau + self._scatter(-torch.log1p(-d), self.wing_target, self.line_group[wl])
-        # molecules ~ Pg^2 / kappa: metallicity lowers them at fixed abundances like ~2 k_o m
-        band = (self.band_tau0 + head[:, nl + ns:-3] + self._band_atoms(u, z_fe_sg, head[:, -3], s)
-                - 2.0 * self.opacity_response * s * z_fe_sg)
-        band_tau = torch.log1p(torch.pow(10.0, band.clamp(-8.0, 3.0)))
-        for g in range(3):
-            m = self.band_group == g
-            if bool(m.any()):
-                tau[:, g] = tau[:, g] + band_tau[:, m] @ self.band_tmpl[m]
-        log_cont = self.log_continuum(torch.exp(-tau.sum(1)), sigma)
-        tau = tau[:, :, self.win_idx]
+        h, taus = self._render(u, z_fe_sg, w, groups=True)
+        log_cont = self._log_continuum(torch.exp(-(taus[0] + taus[1] + taus[2])), sigma).T
+        tau = torch.stack([t[self.win_idx].T for t in taus], 1)
         tau[:, 0] = tau[:, 0] + self.continuum(h).float()
         return tau, log_cont
+
+    def flux(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor,
+             sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised model flux at the window pixels (B, n_win): the fast path of forward
+        (one total optical depth instead of one per group)."""
+        u, z_fe_sg, w = u.float(), z_fe_sg.float(), w.float()
+        h, tau = self._render(u, z_fe_sg, w, groups=False)
+        log_cont = self._log_continuum(torch.exp(-tau), sigma)
+        return torch.exp(-(tau[self.win_idx] + log_cont).T - self.continuum(h).float())

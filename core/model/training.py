@@ -208,19 +208,19 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     # conditional decoding: the decoders see the known Teff/logg (teacher forcing), the
     # encoder's own prediction only where a star has no labels
     w_dec = torch.where(have[:, None], y, w) if opts.teacher_forcing else w
-    parts = model.absorption(z, w_dec, selective=True,
-                             fe_for_ratios=mu[:, 0:1] if opts.ratio_fe_mean and sample else None,
-                             sigma=typical_noise(ivar) if model.form == "lines" else None)
+    fe_for_ratios = mu[:, 0:1] if opts.ratio_fe_mean and sample else None
     out = {}
     fit_nll = None
     if model.mode in ("additive", "hybrid", "masked"):
         idx = model.win_all
         npix = idx.numel()
-        r = flux[:, idx] - model.combine(parts)
+        sigma = typical_noise(ivar) if model.form == "lines" else None
+        r = flux[:, idx] - model.window_flux(z, w_dec, True, fe_for_ratios, sigma)
         total_nll = 0.5 * (ivar[:, idx] * r * r).sum(-1)
         if getattr(model, "pixel_scatter", None) is not None:
             fit_nll = model.pixel_scatter.nll(r, ivar[:, idx])
     else:  # each decoder's own loss on its own windows
+        parts = model.absorption(z, w_dec, selective=True, fe_for_ratios=fe_for_ratios)
         npix = 0
         total_nll = 0.0
         for g in ELEMENT_GROUPS:

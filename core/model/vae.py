@@ -421,7 +421,20 @@ class DisentangledVAE(nn.Module):
         """Model flux on the union of the element windows (pixels ``win_all``); ``sigma``
         (B, 1), each star's typical noise, matters to line decoders only (the continuum
         normalisation clips by it)."""
-        return self.combine(self.absorption(z, w, selective, sigma=sigma))
+        return self.window_flux(z, w, selective, sigma=sigma)
+
+    def window_flux(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True,
+                    fe_for_ratios: torch.Tensor | None = None,
+                    sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """combine(absorption(...)): the model flux on the window pixels; line decoders take a
+        faster path that never splits the optical depth by group."""
+        if self.form != "lines":
+            return self.combine(self.absorption(z, w, selective, fe_for_ratios))
+        z = z * self.orient
+        zf, zc, za = z[:, 0:1], z[:, 1:2], z[:, 2:3]
+        zr = zf if fe_for_ratios is None else fe_for_ratios * self.orient[0]
+        zr = zr.detach() if selective else zr
+        return self.lines.flux(torch.cat([zf, zr + zc, zr + za], -1), zr, w, sigma)
 
     def reconstruct(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Full-length reconstruction (B, P), NaN outside the element windows."""

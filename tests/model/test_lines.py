@@ -132,3 +132,13 @@ def test_line_model_trains_saves_and_loads(tiny_survey, tmp_path):
     save_model(model, tmp_path / "copy")
     with torch.no_grad():
         torch.testing.assert_close(load_model(tmp_path / "copy").decode(z, w), model.decode(z, w))
+
+
+def test_fast_path_equals_the_split_by_group():
+    model = _model(3)
+    z, w = torch.randn(6, 3), torch.randn(6, 2)
+    sigma = torch.rand(6, 1) * 0.05
+    with torch.no_grad():
+        split = model.combine(model.absorption(z, w, selective=False, sigma=sigma))
+        fast = model.decode(z, w, selective=False, sigma=sigma)
+    torch.testing.assert_close(fast, split, rtol=1e-5, atol=1e-6)
