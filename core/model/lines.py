@@ -49,7 +49,7 @@ LN_SQRT_PI = 0.5723649429247001  # ln sqrt(pi)
 LN_FLAT = 0.7653471805599453  # ln 2 + 0.0722 (fitted)
 LN_DAMPED = 0.9793206599679245  # ln(2 pi^(1/4))
 LSF_TAPS = 6  # pixels each side of a line centre for the Gaussian line-spread function
-WING_TAPS = 48  # pixels each side for the Lorentzian wings of damped lines
+WING_TAPS = 24  # pixels each side for the Lorentzian wings of damped lines
 # element group -> index of the abundance input (0: z_fe, 1: z_fe + z_c, 2: z_fe + z_alpha)
 GROUP_INPUT = {"fe": 0, "c": 1, "alpha": 2}
 
@@ -168,7 +168,7 @@ class LineDecoder(nn.Module):
         pix = lo[:, None] + np.arange(width)[None, :]
         valid = pix < hi[:, None]
         self._const("bin_pix", np.where(valid, pix, npix))  # row npix: padding
-        self.register_buffer("bin_valid", torch.from_numpy(valid), persistent=False)
+        self._const("bin_count", valid.sum(1).astype(np.float32))
         centre = 0.5 * (lo + hi - 1)
         p = np.asarray(win_idx, np.float64)
         j = np.clip(np.searchsorted(centre, p, side="right") - 1, 0, N_BINS - 2)
@@ -208,13 +208,16 @@ class LineDecoder(nn.Module):
                              lo + torch.log10(free_o)], -1)
         return atoms @ self.band_atoms.T
 
-    def _scatter(self, depth: torch.Tensor, target: torch.Tensor, lines: torch.Tensor | None) -> torch.Tensor:
+    def _scatter(self, depth: torch.Tensor, target: torch.Tensor, lines: torch.Tensor | None,
+                 into: torch.Tensor | None = None) -> torch.Tensor:
         """Sum per-line, per-tap optical depths (L, T, B) of ``lines`` (None: all) into a
-        pixel-major (npix + 1, B) array (row npix collects the taps off the grid)."""
+        pixel-major (npix + 1, B) array, new or ``into`` (row npix collects the taps off the
+        grid)."""
         if lines is not None:
             depth, target = depth[lines], target[lines]
-        out = torch.zeros(self.npix + 1, depth.shape[-1], dtype=depth.dtype, device=depth.device)
-        return out.index_add_(0, target.reshape(-1), depth.reshape(-1, depth.shape[-1]))
+        if into is None:
+            into = torch.zeros(self.npix + 1, depth.shape[-1], dtype=depth.dtype, device=depth.device)
+        return into.index_add_(0, target.reshape(-1), depth.reshape(-1, depth.shape[-1]))
 
     def log_continuum(self, flux: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
         """log of the continuum that chemlatent.spectra.continuum would fit to the model's
@@ -224,22 +227,18 @@ class LineDecoder(nn.Module):
         return self._log_continuum(torch.cat([flux.T, torch.ones_like(flux[:, :1]).T]), sigma).T
 
     def _log_continuum(self, flux: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
-        """log_continuum on a pixel-major flux (npix + 1, B) -> (n_win, B)."""
-        f = flux[self.bin_pix]  # (N_BINS, width, B); padding points at row npix
-        valid = self.bin_valid[:, :, None]
-        sig = 0.0 if sigma is None else sigma.to(flux.dtype).T[None]  # (1, 1, B)
-
-        def clipped_mean(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            count = keep.sum(1)
-            return (f * keep).sum(1) / count.clamp_min(1.0), count
-
-        c, _ = clipped_mean(valid.expand_as(f).to(f.dtype))
+        """log_continuum on a pixel-major flux (npix + 1, B) -> (n_win, B); row npix is padding."""
+        flux = torch.cat([flux[:-1], torch.zeros_like(flux[-1:])])  # padding 0: always clipped
+        f = flux[self.bin_pix]  # (N_BINS, width, B)
+        c = f.sum(1) / self.bin_count[:, None]
+        sig = 0.0 if sigma is None else sigma.to(flux.dtype).T  # (1, B)
         for _ in range(N_ITER):
-            with torch.no_grad():
-                cp = c.detach()[:, None, :]
-                d = f.detach() - cp
-                keep = (valid & (d > -sig - 0.01 * cp) & (d < 3.0 * sig + 0.05 * cp)).to(f.dtype)
-            new, count = clipped_mean(keep)
+            with torch.no_grad():  # keep -sig - 0.01 c < f - c < 3 sig + 0.05 c
+                cp = c.detach()
+                keep = ((f.detach() - (1.02 * cp + sig)[:, None]).abs_() < (2.0 * sig + 0.03 * cp)[:, None])
+                keep = keep.to(f.dtype)
+                count = keep.sum(1)
+            new = (f * keep).sum(1) / count.clamp_min(1.0)
             c = torch.where(count >= 3, new, c)
         c = c.clamp_min(1e-3)
         t = self.win_bin_t[:, None]
@@ -296,7 +295,7 @@ class LineDecoder(nn.Module):
             tau = self._scatter(depth, self.core_target, lines)
             if wl.numel():
                 wsel = None if lines is None else lines[wl]
-                tau = tau + self._scatter(wing_depth, self.wing_target, wsel)
+                tau = self._scatter(wing_depth, self.wing_target, wsel, into=tau)
             bands = slice(None) if lines is None else self.band_group == k
             tau = tau + torch.nn.functional.pad(self.band_tmpl[bands].T @ band_tau[:, bands].T, (0, 0, 0, 1))
             out.append(tau)
