@@ -7,7 +7,8 @@ optical depth (log10, dex)
 
 w is (Teff, logg); u the abundance input of the line's element group (z_fe for the iron peak
 and the other non-alpha metals, z_fe + z_alpha for O, Mg, Si, S, Ca and Ti, z_fe + z_c for
-carbon); s one slope for every line (dex per unit of z); m = s z_fe the metallicity in dex.
+carbon); s one slope for every line (dex per unit of z); m = s (z_fe + w_alpha z_alpha) the
+metallicity of the electron donors in dex (iron-peak and alpha elements, w_alpha learned).
 The last two terms are the classical line-formation response to metallicity (Gray): more
 metals give more electrons, so the H- continuous opacity rises (-k_o m) and the ionisation
 balance shifts toward neutrals (Saha: R_sp = log N_II / N_I of the line's species at m = 0,
@@ -151,6 +152,8 @@ class LineDecoder(nn.Module):
         self.register_buffer("electron_response", torch.tensor(1.0 / 3.0), persistent=False)  # k_e
         self.register_buffer("opacity_response", torch.tensor(1.0 / 3.0), persistent=False)  # k_o
         self.co_offset = nn.Parameter(torch.tensor(-0.5))  # log10 C/O at z_c = z_alpha
+        # the alpha elements' share of the electron donors: m = [Fe/H] + w_alpha [alpha/Fe]
+        self.alpha_electrons = nn.Parameter(torch.tensor(0.5))
         self.log_lsf = nn.Parameter(torch.tensor(math.log(lsf_sigma_pixels(grid))))
 
     def _const(self, name: str, values: np.ndarray) -> None:
@@ -252,7 +255,11 @@ class LineDecoder(nn.Module):
         nl, ns = self.n_lines, self.n_species
         s = self.log_slope.exp()
         u4 = torch.cat([u, torch.zeros_like(u[:, :1])], -1)
-        m = s * torch.where(self.line_src == 0, u[:, :1], z_fe_sg)  # metallicity, dex (B, L)
+        # metallicity of the electron donors, dex (B, L): each line's own group's latent with its
+        # gradient, the others' detached (a line trains only its own group's axis)
+        z_alpha = u[:, 2:3] - z_fe_sg
+        m = s * (torch.where(self.line_src == 0, u[:, :1], z_fe_sg)
+                 + self.alpha_electrons * torch.where(self.line_src == 2, z_alpha, z_alpha.detach()))
         ratio = head[:, nl:nl + ns][:, self.line_species] - self.electron_response * m  # log N_II/N_I
         log_frac = torch.where(self.line_ion == 1, ratio, torch.zeros_like(ratio)) - softplus10(ratio)
         log_tau = (self.line_tau0 + head[:, :nl] + s * u4[:, self.line_src] + log_frac
@@ -262,7 +269,7 @@ class LineDecoder(nn.Module):
         width = dld * torch.exp(voigt_log_width(log_tau, la).clamp(max=12.0))  # equivalent width
         # molecules ~ Pg^2 / kappa: metallicity lowers them at fixed abundances like ~2 k_o m
         band = (self.band_tau0 + head[:, nl + ns:-3] + self._band_atoms(u, z_fe_sg, head[:, -3], s)
-                - 2.0 * self.opacity_response * s * z_fe_sg)
+                - 2.0 * self.opacity_response * s * (z_fe_sg + self.alpha_electrons * z_alpha.detach()))
         band_tau = torch.log1p(torch.pow(10.0, band.clamp(-8.0, 3.0)))
         return h, log_tau, la, dld, width, band_tau
 
