@@ -116,6 +116,8 @@ class LineDecoder(nn.Module):
         wing = np.nonzero(ll.wings[sel])[0]
         self.register_buffer("wing_lines", torch.from_numpy(wing.astype(np.int64)), persistent=False)
         self._taps("wing", lp[wing], WING_TAPS, pix_width)
+        self._const("wing_centre", self.wing_inv_width[:, WING_TAPS - 1].numpy())  # 1 / width at the centre
+        self._band_lo = self._band_hi = None  # the bands' pixel ranges (compiled renderer)
         # the line-to-group scatter: each line's depth goes to its group's output
         gidx = np.array([{"fe": 0, "h": 0, "c": 1, "alpha": 2}[g] for g in grp], np.int64)
         self.register_buffer("line_group", torch.from_numpy(gidx), persistent=False)
@@ -273,14 +275,16 @@ class LineDecoder(nn.Module):
         band_tau = torch.log1p(torch.pow(10.0, band.clamp(-8.0, 3.0)))
         return h, log_tau, la, dld, width, band_tau
 
-    def _render(self, u, z_fe_sg, w, groups: bool):
-        """Pixel-major optical depths (npix + 1, B): the total, or one per group (a list)."""
+    def _widths(self, u, z_fe_sg, w):
+        """What rendering needs: the trunk's output, each line's core equivalent width (B, L),
+        the damped lines' wing widths and Lorentzian half widths in pixels (B, Lw), the band
+        optical depths (B, nb), the line-spread kernel (L, T) and its sigma (pixels)."""
         h, log_tau, la, dld, width, band_tau = self._optics(u, z_fe_sg, w)
         sig = self.log_lsf.exp()
         norm = self.core_inv_width / (math.sqrt(2 * math.pi) * sig)  # per unit equivalent width
         kern = torch.exp(-0.5 * (self.core_dx / sig) ** 2) * norm  # (L, T)
         wl = self.wing_lines
-        core_w = width
+        core_w, wing_w, g = width, width[:, :0], width[:, :0]
         if wl.numel():  # damped lines: the Doppler core on the taps, the rest in the wings
             wcore = dld[:, wl] * torch.exp(voigt_log_width(log_tau[:, wl], torch.full_like(la[:, wl], -3.5)))
             wcore = torch.minimum(wcore, width[:, wl])
@@ -288,12 +292,19 @@ class LineDecoder(nn.Module):
             core_w = width.index_copy(1, wl, wcore)
             # Lorentzian wings: half width g (pixels) from the damping constant and optical depth
             g = torch.sqrt(torch.pow(10.0, log_tau[:, wl] + la[:, wl]) / math.sqrt(math.pi)) * dld[:, wl]
-            g = (g / (self.line_wave[wl] * LN10 * 1e-4)).T[:, None, :]  # (Lw, 1, B)
+            g = g / (self.line_wave[wl] * LN10 * 1e-4)
+        return h, core_w, wing_w, g, band_tau, kern, sig
+
+    def _render(self, u, z_fe_sg, w, groups: bool):
+        """Pixel-major optical depths (npix + 1, B): the total, or one per group (a list)."""
+        h, core_w, wing_w, g, band_tau, kern, sig = self._widths(u, z_fe_sg, w)
+        wl = self.wing_lines
+        if wl.numel():
+            g = g.T[:, None, :]  # (Lw, 1, B)
             prof = g * g / (self.wing_dx[:, :, None] ** 2 + sig * sig)
             prof = prof / (1.0 + prof)
             area = prof.sum(1, keepdim=True).clamp_min(1e-12)
-            centre = self.wing_inv_width[:, WING_TAPS - 1][:, None, None]
-            d = (wing_w.T[:, None, :] / area * centre * prof).clamp(max=0.95)
+            d = (wing_w.T[:, None, :] / area * self.wing_centre[:, None, None] * prof).clamp(max=0.95)
             wing_depth = -torch.log1p(-d)  # (Lw, Tw, B)
         depth = core_w.T[:, None, :] * kern[:, :, None]  # (L, T, B)
         sel = [None] if not groups else [self.line_group == k for k in range(3)]
@@ -327,8 +338,29 @@ class LineDecoder(nn.Module):
     def flux(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor,
              sigma: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised model flux at the window pixels (B, n_win): the fast path of forward
-        (one total optical depth instead of one per group)."""
+        (one total optical depth instead of one per group); without gradients on a CPU the
+        compiled renderer (chemlatent.model.line_render)."""
         u, z_fe_sg, w = u.float(), z_fe_sg.float(), w.float()
-        h, tau = self._render(u, z_fe_sg, w, groups=False)
-        log_cont = self._log_continuum(torch.exp(-tau), sigma)
-        return torch.exp(-(tau[self.win_idx] + log_cont).T - self.continuum(h).float())
+        if torch.is_grad_enabled() or u.device.type != "cpu":
+            h, tau = self._render(u, z_fe_sg, w, groups=False)
+            log_cont = self._log_continuum(torch.exp(-tau), sigma)
+            return torch.exp(-(tau[self.win_idx] + log_cont).T - self.continuum(h).float())
+        return self._compiled_flux(u, z_fe_sg, w, sigma)
+
+    def _compiled_flux(self, u, z_fe_sg, w, sigma) -> torch.Tensor:
+        from chemlatent.model.line_render import band_ranges, render_window_flux
+
+        h, core_w, wing_w, g, band_tau, kern, sig = self._widths(u, z_fe_sg, w)
+        if self._band_lo is None:
+            self._band_lo, self._band_hi = band_ranges(self.band_tmpl.numpy())
+        extra = self.continuum(h).float()
+        b = u.shape[0]
+        out = np.empty((b, self.n_win), np.float32)
+        noise = np.zeros(b, np.float32) if sigma is None else sigma.float().reshape(-1).numpy()
+        arr = lambda t: np.ascontiguousarray(t.numpy())  # noqa: E731
+        render_window_flux(arr(core_w), self.core_target.numpy(), arr(kern), arr(wing_w), arr(g),
+                           self.wing_target.numpy(), self.wing_dx.numpy(), self.wing_centre.numpy(),
+                           float(sig), arr(band_tau), self.band_tmpl.numpy(), self._band_lo, self._band_hi,
+                           noise, N_ITER, self.bin_pix.numpy(), self.bin_count.numpy(), self.win_idx.numpy(),
+                           self.win_bin.numpy(), self.win_bin_t.numpy(), arr(extra), out)
+        return torch.from_numpy(out)
