@@ -41,6 +41,17 @@ def add_arguments(p) -> None:
     p.add_argument("--learned-scatter", action="store_true",
                    help="learn a per-pixel scatter added to the noise in the likelihood, so pixels "
                         "the decoders cannot model weigh less (docs/model.md)")
+    p.add_argument("--decoder", default="mlp", choices=["mlp", "lines"],
+                   help="mlp: one network per element group (the bundled model's); lines: the line "
+                        "list's lines and bands, each moved only by its own element group's "
+                        "abundance, rendered and normalised like the survey (docs/model.md)")
+    p.add_argument("--adversary", default="reverse", choices=["reverse", "confuse"],
+                   help="how the Teff/logg adversary acts on the latents: gradient reversal (the "
+                        "bundled model's) or 'confuse' (the encoder flattens the adversary's "
+                        "predictions; docs/model.md)")
+    p.add_argument("--prior", default="star", choices=["star", "conditional"],
+                   help="the latents' prior: N(0, 1) per star, or centred on a learned function "
+                        "of Teff/logg (docs/model.md)")
     p.add_argument("--recipe", default="default", choices=["default", "signor2025"],
                    help="training recipe: this project's (default) or the published one of "
                         "Signor et al. 2025 (CNN encoder, correlated prior; docs/model.md)")
@@ -118,6 +129,8 @@ def run(args) -> int:
                         max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
                         adv_weight=args.adv_weight, device=args.device, seed=args.seed,
                         anchor_stars=args.anchors, learned_scatter=args.learned_scatter,
+                        decoder_form=getattr(args, "decoder", "mlp"),
+                        adv_mode=getattr(args, "adversary", "reverse"), prior=getattr(args, "prior", "star"),
                         anchor_columns=tuple(c.strip() for c in args.anchor_columns.split(",") if c.strip()))
     with warnings.catch_warnings():
         warnings.simplefilter("always")

@@ -174,6 +174,8 @@ CASES = [
     ("train", "{good} --out {root}/m --max-stars 3", "must be from 16"),
     ("train", "{good} --out {root}/m --anchors 10 --anchor-columns mg_fe", "unknown column(s) mg_fe"),
     ("train", "{good} --out {root}/m --anchor-columns fe_h", "needs --anchors"),
+    ("train", "{good} --out {root}/m --decoder spline", "invalid choice: 'spline'"),
+    ("train", "{good} --out {root}/m --prior flat", "invalid choice: 'flat'"),
     ("train", "{good} --out {root}/m --windows {empty_dir}", "iron_regions.csv"),
     ("train", "{good} --out {root}/m --windows {win_off_grid}", "carbon windows cover fewer than 5"),
     ("train", "{good} --out {root}/m --windows {win_garbage}", "need columns wave_base,wave_top"),

@@ -145,4 +145,23 @@ def test_fast_path_equals_the_split_by_group():
     with torch.no_grad():
         split = model.combine(model.absorption(z, w, selective=False, sigma=sigma))
         fast = model.decode(z, w, selective=False, sigma=sigma)
-    torch.testing.assert_close(fast, split, rtol=1e-5, atol=1e-6)
+    # the compiled renderer cuts the band templates below 1e-4 of their peak and may clip a
+    # pixel sitting exactly on the normaliser's threshold the other way: 2e-4 of the flux
+    torch.testing.assert_close(fast, split, rtol=0, atol=2e-4)
+
+
+def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
+    import json
+
+    from chemlatent.app.cli import main
+
+    out = tmp_path / "cli_lines"
+    argv = ["train", str(tiny_survey.path), "--out", str(out), "--epochs", "1", "--hidden", "16,16,8",
+            "--max-stars", "400", "--batch-size", "128", "--device", "cpu", "--decoder", "lines",
+            "--adversary", "confuse", "--prior", "conditional"]
+    assert main(argv) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["decoder_form"] == "lines"
+    opts = cfg["training"]["options"]
+    assert opts["adv_mode"] == "confuse" and opts["prior"] == "conditional"
+    assert load_model(out).form == "lines"
