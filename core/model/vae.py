@@ -21,7 +21,9 @@ each window pixel to exactly one decoder, the group whose lines dominate it by t
 so that only the alpha decoder explains the alpha lines; decoder_form "logtau" makes each
 pixel's absorption monotone in exp(s * input) with one slope s for all decoders, and "cog"
 makes each pixel one effective line on a Voigt curve of growth whose optical depth the input
-moves (CurveOfGrowthDecoder).
+moves (CurveOfGrowthDecoder); decoder_form "lines" builds every window pixel from the line
+list's lines and bands, each moved only by its own element group's input, rendered on the whole
+grid and divided by the continuum the survey's normaliser would fit (core/model/lines.py).
 
 An adversary tries to predict (Teff, logg) from z; the encoder is trained to defeat it
 through a gradient-reversal layer.
