@@ -257,8 +257,11 @@ class Encoder:
             w = m.w_head(hid).float()
             # line decoders emulate the continuum normalisation, which clips by the noise: the
             # S/N is the encoder input's last column (DisentangledVAE.features)
-            sigma = torch.exp(-(x[:, -1:].float() + 3.5)) if m.form == "lines" else None
-            rec_all = m.decode(mu, w, selective=False, sigma=sigma).float()
+            if getattr(m, "form", None) == "lines":
+                sigma = torch.exp(-(x[:, -1:].float() + 3.5))
+                rec_all = m.decode(mu, w, selective=False, sigma=sigma).float()
+            else:
+                rec_all = m.decode(mu, w, selective=False).float()
         return mu, std, w, rec_all
 
     def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

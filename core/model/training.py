@@ -214,8 +214,11 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     if model.mode in ("additive", "hybrid", "masked"):
         idx = model.win_all
         npix = idx.numel()
-        sigma = typical_noise(ivar) if model.form == "lines" else None
-        r = flux[:, idx] - model.window_flux(z, w_dec, True, fe_for_ratios, sigma)
+        if getattr(model, "form", None) == "lines":
+            r = flux[:, idx] - model.window_flux(z, w_dec, True, fe_for_ratios, typical_noise(ivar))
+        else:
+            r = flux[:, idx] - model.combine(model.absorption(z, w_dec, selective=True,
+                                                                fe_for_ratios=fe_for_ratios))
         total_nll = 0.5 * (ivar[:, idx] * r * r).sum(-1)
         if getattr(model, "pixel_scatter", None) is not None:
             fit_nll = model.pixel_scatter.nll(r, ivar[:, idx])

@@ -423,6 +423,8 @@ class DisentangledVAE(nn.Module):
         """Model flux on the union of the element windows (pixels ``win_all``); ``sigma``
         (B, 1), each star's typical noise, matters to line decoders only (the continuum
         normalisation clips by it)."""
+        if getattr(self, "form", None) != "lines":  # (the signor2025 recipe borrows this method)
+            return self.combine(self.absorption(z, w, selective))
         return self.window_flux(z, w, selective, sigma=sigma)
 
     def window_flux(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True,
