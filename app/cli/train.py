@@ -49,9 +49,10 @@ def add_arguments(p) -> None:
                    help="how the Teff/logg adversary acts on the latents: gradient reversal (the "
                         "bundled model's) or 'confuse' (the encoder flattens the adversary's "
                         "predictions; docs/model.md)")
-    p.add_argument("--prior", default="star", choices=["star", "conditional"],
-                   help="the latents' prior: N(0, 1) per star, or centred on a learned function "
-                        "of Teff/logg (docs/model.md)")
+    p.add_argument("--prior", default="star", choices=["star", "conditional", "population"],
+                   help="the latents' prior: N(0, 1) per star; centred on a learned function of "
+                        "Teff/logg (conditional); or z_c and z_alpha centred on a learned function "
+                        "of z_fe (population; docs/model.md)")
     p.add_argument("--recipe", default="default", choices=["default", "signor2025"],
                    help="training recipe: this project's (default) or the published one of "
                         "Signor et al. 2025 (CNN encoder, correlated prior; docs/model.md)")

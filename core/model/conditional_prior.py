@@ -19,6 +19,28 @@ import torch
 from torch import nn
 
 
+class PopulationPrior(nn.Module):
+    """``prior="population"``: z_fe ~ N(0, 1); z_c and z_alpha ~ N(m(z_fe), 1), m learned.
+
+    A population's ratios follow its metallicity ([alpha/Fe] falls from the halo's plateau to
+    the thin disc, carbon-enhanced stars are metal-poor). Under N(0, 1) for every axis the
+    cheapest z_alpha mixes in some z_fe to cancel that trend (its batch variance falls), which
+    is an [alpha/Fe] axis that follows iron; with the centre of z_c and z_alpha a learned
+    function of z_fe (detached: the prior never moves iron) the trend costs nothing. The
+    paper's prior fixes the correlation (rho(Fe, alpha) = -0.3); here the curve is learned."""
+
+    def __init__(self, hidden: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(1, hidden), nn.SiLU(), nn.Linear(hidden, 2))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, mu: torch.Tensor) -> torch.Tensor:
+        """Prior centres (B, 3) for posterior means ``mu`` (B, 3)."""
+        m = self.net(mu[:, :1].detach().float())
+        return torch.cat([torch.zeros_like(m[:, :1]), m], -1)
+
+
 class ConditionalPrior(nn.Module):
     """m(w): the prior's centre for each chemical axis, from standardised (Teff, logg)."""
 

@@ -37,7 +37,8 @@ class TrainOptions:
     # prior on the posterior means: "star" (the per-star KL, mean part 0.5 mu^2),
     # "aggregate" (on the axes in aggregate_axes, the mean part is replaced by the KL of the
     # batch's Gaussian fit of the means, N(m, v), to N(0, 1); see aggregate_kl) or
-    # "conditional" (N(m(Teff, logg), 1), m learned: chemlatent.model.conditional_prior)
+    # "conditional" (N(m(Teff, logg), 1), m learned: chemlatent.model.conditional_prior) or
+    # "population" (z_c, z_alpha ~ N(m(z_fe), 1), m learned: conditional_prior.PopulationPrior)
     prior: str = "star"
     aggregate_axes: tuple = (0, 1, 2)
     w_weight: float = 5.0
@@ -238,13 +239,17 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     elif opts.prior == "conditional":
         d = mu.float() - model.conditional_prior(y, have)
         kl = 0.5 * (d * d + var_part).sum(-1)
+    elif opts.prior == "population":
+        d = mu.float() - model.population_prior(mu)
+        kl = 0.5 * (d * d + var_part).sum(-1)
     elif opts.prior == "aggregate":
         agg = torch.zeros(3, dtype=torch.bool, device=mu.device)
         agg[list(opts.aggregate_axes)] = True
         mu2 = torch.where(agg, torch.zeros((), device=mu.device), mu.float() ** 2)
         kl = 0.5 * (mu2 + var_part).sum(-1) + aggregate_kl(mu.float(), agg)
     else:
-        raise ValueError(f"unknown prior {opts.prior!r}: use 'star', 'aggregate' or 'conditional'")
+        raise ValueError(f"unknown prior {opts.prior!r}: use 'star', 'aggregate', 'conditional' or "
+                         "'population'")
     if have.any():
         w_mse = ((w - y) ** 2).mean(-1)[have].mean()
         aw = torch.as_tensor(opts.adv_axis_weight, dtype=mu.dtype, device=mu.device)
@@ -405,6 +410,10 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         from chemlatent.model.conditional_prior import ConditionalPrior
 
         model.conditional_prior = ConditionalPrior(cfg.n_w)
+    if opts.prior == "population":
+        from chemlatent.model.conditional_prior import PopulationPrior
+
+        model.population_prior = PopulationPrior()
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = max(1, len(data) // opts.batch_size)
@@ -477,8 +486,9 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         del model.pixel_scatter
         log(f"learned scatter: median {scatter_summary['median']:.4f}, 90th percentile "
             f"{scatter_summary['p90']:.4f} (continuum-normalised flux)")
-    if getattr(model, "conditional_prior", None) is not None:  # a training device too
-        del model.conditional_prior
+    for device_only in ("conditional_prior", "population_prior"):  # training devices too
+        if getattr(model, device_only, None) is not None:
+            delattr(model, device_only)
     # anchored axes already have the references' sign; the others are oriented label-free
     pinned = set(data.anchored_axes()) if opts.anchor_stars else set()
     orient_axes(model, axes=tuple(a for a in range(3) if a not in pinned))

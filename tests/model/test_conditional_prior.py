@@ -49,3 +49,35 @@ def test_conditional_prior_trains_and_stays_out_of_the_saved_model(tiny_survey, 
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["training"]["options"]["prior"] == "conditional"
     assert np.isfinite(cfg["training"]["history"][-1]["val_chi2"])
+
+
+def test_population_prior_centres_the_ratios_on_iron_without_moving_iron(monkeypatch):
+    from chemlatent.model.conditional_prior import PopulationPrior
+
+    torch.manual_seed(1)
+    windows = {g: [list(w) for w in ws] for g, ws in default_windows().items()}
+    model = DisentangledVAE(ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], windows=windows))
+    model.population_prior = PopulationPrior()
+    with torch.no_grad():  # centre of z_c: 0.5 + 0, of z_alpha: -0.3 - 0.4 z_fe (a linear trend)
+        net = model.population_prior.net
+        net[0].weight.fill_(0.0)
+        net[0].weight[0, 0] = 1.0
+        net[0].bias.fill_(5.0)  # SiLU(x + 5) ~ x + 5 over |x| < 1
+        net[2].weight.zero_()
+        net[2].weight[1, 0] = -0.4
+        net[2].bias.copy_(torch.tensor([0.5, -0.3 + 0.4 * 5.0]))
+    b = 8
+    flux = 1 - 0.1 * torch.rand(b, DEFAULT_GRID.npix)
+    ivar = torch.full_like(flux, 100.0)
+    labels = torch.full((b, 2), float("nan"))
+    mu = (torch.rand(b, 3) - 0.5).requires_grad_(True)
+    logvar = torch.zeros(b, 3)
+    monkeypatch.setattr(model, "encode", lambda f, i: (mu, logvar, torch.zeros(b, 2)))
+    kl = loss_terms(model, flux, ivar, labels, TrainOptions(prior="population"), 0.0, sample=False)["kl"]
+    silu5 = torch.nn.functional.silu(mu[:, 0].detach() + 5.0)
+    centre = torch.stack([torch.zeros(b), torch.full((b,), 0.5), -0.3 + 0.4 * 5.0 - 0.4 * silu5], -1)
+    expect = 0.5 * ((mu.detach() - centre) ** 2).sum(-1).mean()
+    assert float(kl) == pytest.approx(float(expect), rel=1e-5)
+    (g,) = torch.autograd.grad(kl, mu)
+    # iron's gradient is its own N(0, 1) pull only: the centres are functions of a detached z_fe
+    torch.testing.assert_close(g[:, 0], mu.detach()[:, 0] / b)
