@@ -14,7 +14,7 @@ import numba as nb
 import numpy as np
 
 
-@nb.njit(parallel=True, fastmath=False, cache=True, nogil=True)
+@nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def render_window_flux(core_w, core_target, kern, wing_w, wing_g, wing_target, wing_dx, wing_centre,
                        sig, band_tau, band_tmpl, band_lo, band_hi, sigma, niter, bin_pix, bin_count,
                        win_idx, win_bin, win_bin_t, extra, out):
@@ -29,7 +29,7 @@ def render_window_flux(core_w, core_target, kern, wing_w, wing_g, wing_target, w
     npix = band_tmpl.shape[1]
     n_lines, n_taps = kern.shape
     n_wing, n_wtaps = wing_dx.shape
-    n_bins, width = bin_pix.shape
+    n_bins = bin_pix.shape[0]
     sig2 = sig * sig
     for k in nb.prange(n):
         tau = np.zeros(npix + 1, dtype=np.float32)
@@ -60,17 +60,19 @@ def render_window_flux(core_w, core_target, kern, wing_w, wing_g, wing_target, w
         cont = np.empty(n_bins, dtype=np.float32)
         s_k = sigma[k]
         for b in range(n_bins):
+            lo = bin_pix[b, 0]  # a bin is a contiguous pixel range
+            hi = lo + int(bin_count[b])
             c = 0.0
-            for q in range(width):
-                c += flux[bin_pix[b, q]]
-            c /= bin_count[b]
+            for j in range(lo, hi):
+                c += flux[j]
+            c /= hi - lo
             for _ in range(niter):
                 mid = 1.02 * c + s_k
                 half = 2.0 * s_k + 0.03 * c
                 s = 0.0
                 cnt = 0
-                for q in range(width):
-                    f = flux[bin_pix[b, q]]
+                for j in range(lo, hi):
+                    f = flux[j]
                     if abs(f - mid) < half:
                         s += f
                         cnt += 1
