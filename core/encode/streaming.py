@@ -31,7 +31,7 @@ from chemlatent.io.store import LATENTS_DIR, Survey
 from chemlatent.model.devicefeatures import DeviceBlock, chi2_torch, features_torch, pixel_sigma, upload
 from chemlatent.model.features import chi2_from_raw, features_from_raw
 from chemlatent.model.modelio import check_grid
-from chemlatent.model.vae import DisentangledVAE
+from chemlatent.model.vae import DisentangledVAE, noise_from_features
 
 LATENT_COLUMNS = ["z_fe", "z_c", "z_alpha"]
 META_KEY = "chemlatent"
@@ -255,13 +255,9 @@ class Encoder:
             mu = m.mu(hid).float() * m.orient
             std = torch.exp(0.5 * m.logvar(hid).float().clamp(-12, 6))
             w = m.w_head(hid).float()
-            # line decoders emulate the continuum normalisation, which clips by the noise: the
-            # S/N is the encoder input's last column (DisentangledVAE.features)
-            if getattr(m, "form", None) == "lines":
-                sigma = torch.exp(-(x[:, -1:].float() + 3.5))
-                rec_all = m.decode(mu, w, selective=False, sigma=sigma).float()
-            else:
-                rec_all = m.decode(mu, w, selective=False).float()
+            # line decoders emulate the continuum normalisation, which clips by the noise
+            sigma = noise_from_features(x) if getattr(m, "form", None) == "lines" else None
+            rec_all = m.decode(mu, w, selective=False, sigma=sigma).float()
         return mu, std, w, rec_all
 
     def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

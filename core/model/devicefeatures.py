@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from chemlatent.model.features import COVERAGE_BIN, n_coverage_bins
+from chemlatent.model.features import COVERAGE_BIN, LOG_SN_OFFSET, n_coverage_bins
 
 
 @dataclass
@@ -85,7 +85,7 @@ def features_torch(b: DeviceBlock, sqrt_profile: torch.Tensor | None) -> torch.T
     pad = n_cov * COVERAGE_BIN - npix
     cov = torch.nn.functional.pad(g, (0, pad)) if pad else g
     out[:, npix:npix + n_cov] = cov.view(n, n_cov, COVERAGE_BIN).sum(-1) / COVERAGE_BIN
-    out[:, -1] = torch.log(sn.clamp_min(1.0)) - 3.5
+    out[:, -1] = torch.log(sn.clamp_min(1.0)) - LOG_SN_OFFSET
     return out
 
 

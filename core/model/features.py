@@ -14,6 +14,7 @@ import numba as nb
 import numpy as np
 
 COVERAGE_BIN = 30
+LOG_SN_OFFSET = 3.5  # the encoder's last input is log(S/N) - LOG_SN_OFFSET
 
 
 @lru_cache(maxsize=1)
@@ -43,7 +44,7 @@ def _features_scaled(bits, mask, scale, sqrt_prof, lut, n_cov, out):
             out[k, P + b] = cnt / COVERAGE_BIN
             nvalid += cnt
         sn = sk * sn_sum / max(nvalid, 1)
-        out[k, P + n_cov] = math.log(max(sn, 1.0)) - 3.5
+        out[k, P + n_cov] = math.log(max(sn, 1.0)) - LOG_SN_OFFSET
 
 
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
@@ -68,7 +69,7 @@ def _features_full(bits, ivar, lut, n_cov, out):
         for b in range(n_cov):
             out[k, P + b] /= COVERAGE_BIN
         sn = sn_sum / max(nvalid, 1)
-        out[k, P + n_cov] = math.log(max(sn, 1.0)) - 3.5
+        out[k, P + n_cov] = math.log(max(sn, 1.0)) - LOG_SN_OFFSET
 
 
 def n_coverage_bins(npix: int) -> int:

@@ -97,7 +97,7 @@ class LineDecoder(nn.Module):
         self.n_lines = int(sel.size)
         self.npix = npix
         self.n_win = int(win_idx.size)
-        self.register_buffer("win_idx", torch.from_numpy(np.asarray(win_idx, np.int64)), persistent=False)
+        self._const("win_idx", np.asarray(win_idx, np.int64))
         self._bins(npix, win_idx)
         pix_width = grid.wave * LN10 * grid.dloglam
         grp = [groups[i] for i in sel]
@@ -114,16 +114,15 @@ class LineDecoder(nn.Module):
         lp = line_pix[sel]
         self._taps("core", lp, LSF_TAPS, pix_width)
         wing = np.nonzero(ll.wings[sel])[0]
-        self.register_buffer("wing_lines", torch.from_numpy(wing.astype(np.int64)), persistent=False)
+        self._const("wing_lines", wing)
         self._taps("wing", lp[wing], WING_TAPS, pix_width)
         self._const("wing_centre", self.wing_inv_width[:, WING_TAPS - 1].numpy())  # 1 / width at the centre
         self._band_lo = self._band_hi = None  # the bands' pixel ranges (compiled renderer)
         # the line-to-group scatter: each line's depth goes to its group's output
         gidx = np.array([{"fe": 0, "h": 0, "c": 1, "alpha": 2}[g] for g in grp], np.int64)
-        self.register_buffer("line_group", torch.from_numpy(gidx), persistent=False)
+        self._const("line_group", gidx)
         # molecular bands: templates on the grid, atoms per abundance input
-        tmpl = band_templates(grid).astype(np.float32)
-        self.register_buffer("band_tmpl", torch.from_numpy(tmpl), persistent=False)
+        self._const("band_tmpl", band_templates(grid))
         counts = np.zeros((len(BANDS), 4), np.float32)  # atoms: free C, N (iron), Mg or Ti, free O
         bgroup = np.zeros(len(BANDS), np.int64)
         channel = {"C": 0, "N": 1, "Mg": 2, "Ti": 2, "O": 3}
@@ -132,10 +131,9 @@ class LineDecoder(nn.Module):
                 if atom in channel:
                     counts[b, channel[atom]] += 1.0
             bgroup[b] = 1 if counts[b, 0] > 0 else 2 if counts[b, 2:].sum() > 0 else 0
-        self.register_buffer("band_atoms", torch.from_numpy(counts), persistent=False)
-        self.register_buffer("band_group", torch.from_numpy(bgroup), persistent=False)
-        self.register_buffer("band_tau0", torch.tensor([b.log_tau_sun for b in BANDS], dtype=torch.float32),
-                             persistent=False)
+        self._const("band_atoms", counts)
+        self._const("band_group", bgroup)
+        self._const("band_tau0", [b.log_tau_sun for b in BANDS])
         n_band = len(BANDS)
         self.trunk = _mlp([n_w, *hidden])
         # per line log tau offset, per species log N_II/N_I, per band log tau offset, the
@@ -189,11 +187,9 @@ class LineDecoder(nn.Module):
         inside = (j >= 0) & (j < npix)
         jc = np.clip(j, 0, npix - 1)
         target = np.where(inside, jc, npix)
-        self.register_buffer(f"{name}_dx", torch.from_numpy((j - line_pix[:, None]).astype(np.float32)),
-                             persistent=False)
-        self.register_buffer(f"{name}_target", torch.from_numpy(target), persistent=False)
-        self.register_buffer(f"{name}_inv_width", torch.from_numpy((1.0 / pix_width[jc]).astype(np.float32)),
-                             persistent=False)
+        self._const(f"{name}_dx", j - line_pix[:, None])
+        self._const(f"{name}_target", target)
+        self._const(f"{name}_inv_width", 1.0 / pix_width[jc])
 
     def _band_atoms(self, u: torch.Tensor, z_fe_sg: torch.Tensor, co_logit: torch.Tensor,
                     s: torch.Tensor) -> torch.Tensor:

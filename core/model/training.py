@@ -16,7 +16,7 @@ from chemlatent.errors import ChemlatentError
 from chemlatent.io.store import Survey, write_json_atomic
 from chemlatent.model.device import pick_device
 from chemlatent.model.modelio import flatten_state, save_model, unflatten_state, write_json
-from chemlatent.model.vae import DisentangledVAE, ModelConfig, pixel_groups_from_linelist
+from chemlatent.model.vae import DisentangledVAE, ModelConfig, pixel_groups_from_linelist, signal_to_noise
 from chemlatent.spectra.grid import ELEMENT_GROUPS, default_windows, load_windows
 
 CHECKPOINT = "checkpoint"
@@ -184,14 +184,6 @@ def anchor_targets(config: ModelConfig, anchors: torch.Tensor) -> torch.Tensor:
     return (anchors - mean) / float(config.anchor_scale)
 
 
-def typical_noise(ivar: torch.Tensor) -> torch.Tensor:
-    """Each star's typical noise (B, 1): 1 / its mean sqrt(ivar) over good pixels (the S/N
-    the encoder sees, DisentangledVAE.features)."""
-    valid = ivar > 0
-    sn = (ivar.clamp_min(0).sqrt() * valid).sum(-1) / valid.sum(-1).clamp_min(1)
-    return 1.0 / sn.clamp_min(1.0).unsqueeze(-1)
-
-
 PHYS_STARS = 128  # stars per batch on which the physical-gradient term is evaluated
 
 
@@ -215,11 +207,9 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     if model.mode in ("additive", "hybrid", "masked"):
         idx = model.win_all
         npix = idx.numel()
-        if getattr(model, "form", None) == "lines":
-            r = flux[:, idx] - model.window_flux(z, w_dec, True, fe_for_ratios, typical_noise(ivar))
-        else:
-            r = flux[:, idx] - model.combine(model.absorption(z, w_dec, selective=True,
-                                                                fe_for_ratios=fe_for_ratios))
+        # line decoders emulate the continuum normalisation, which clips by the star's noise
+        sigma = 1.0 / signal_to_noise(ivar)[:, None] if getattr(model, "form", None) == "lines" else None
+        r = flux[:, idx] - model.decode(z, w_dec, True, sigma=sigma, fe_for_ratios=fe_for_ratios)
         total_nll = 0.5 * (ivar[:, idx] * r * r).sum(-1)
         if getattr(model, "pixel_scatter", None) is not None:
             fit_nll = model.pixel_scatter.nll(r, ivar[:, idx])

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chemlatent.model.features import COVERAGE_BIN, LOG_SN_OFFSET
 from chemlatent.model.lines import (
     LN_DAMPED,
     LN_FLAT,
@@ -48,7 +49,16 @@ from chemlatent.model.lines import (
 )
 from chemlatent.spectra.grid import ELEMENT_GROUPS, WavelengthGrid, window_masks
 
-COVERAGE_BIN = 30
+
+def signal_to_noise(ivar: torch.Tensor) -> torch.Tensor:
+    """Each star's S/N (B,): its mean sqrt(ivar) over good pixels, at least 1."""
+    valid = ivar > 0
+    return ((ivar.clamp_min(0).sqrt() * valid).sum(-1) / valid.sum(-1).clamp_min(1)).clamp_min(1.0)
+
+
+def noise_from_features(x: torch.Tensor) -> torch.Tensor:
+    """Each star's typical noise 1 / S/N (B, 1) from encoder input rows (their last column)."""
+    return torch.exp(-(x[:, -1:].float() + LOG_SN_OFFSET))
 
 
 @dataclass
@@ -161,10 +171,6 @@ class CurveOfGrowthDecoder(nn.Module):
     a dozen vectorised operations per pixel (in place at inference). Encoding with these
     decoders (the chi2 needs a reconstruction) runs at ~60% of the MLP decoders' speed."""
 
-    # fitted to physics.curve_of_growth_table (log10 tau0 -4..9, log10 a -3.5..0.75)
-    SOFT_MIN, SOFT_MAX = SOFT_MIN, SOFT_MAX
-    LN_SQRT_PI, LN_FLAT, LN_DAMPED = LN_SQRT_PI, LN_FLAT, LN_DAMPED
-
     def __init__(self, n_w: int, hidden: list, n_out: int) -> None:
         super().__init__()
         self.trunk = _mlp([n_w, *hidden], out_act=True)
@@ -188,12 +194,12 @@ class CurveOfGrowthDecoder(nn.Module):
     def _log_width_inplace(self, x: torch.Tensor, la: torch.Tensor) -> torch.Tensor:
         """log_width without autograd, in place on temporaries (3x faster on a CPU)."""
         ln10 = 2.302585092994046
-        m, n = self.SOFT_MAX, self.SOFT_MIN
+        m, n = SOFT_MAX, SOFT_MIN
         y = x * ln10
-        flat = nn.functional.softplus(y).add_(1e-12).log_().mul_(0.5 * m).add_(m * self.LN_FLAT)
-        damped = (la * (0.5 * m * ln10)).add_(y, alpha=0.5 * m).add_(m * self.LN_DAMPED)
+        flat = nn.functional.softplus(y).add_(1e-12).log_().mul_(0.5 * m).add_(m * LN_FLAT)
+        damped = (la * (0.5 * m * ln10)).add_(y, alpha=0.5 * m).add_(m * LN_DAMPED)
         saturated = torch.logaddexp(flat, damped, out=flat).mul_(-n / m)
-        weak = y.mul_(-n).add_(-n * self.LN_SQRT_PI)
+        weak = y.mul_(-n).add_(-n * LN_SQRT_PI)
         return torch.logaddexp(weak, saturated, out=weak).mul_(-1.0 / n).sub_(self.ref)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -321,8 +327,7 @@ class DisentangledVAE(nn.Module):
         if pad:
             v = torch.nn.functional.pad(v, (0, pad))
         cov = v.view(b, self.n_cov, COVERAGE_BIN).mean(-1)
-        sn = (ivar.clamp_min(0).sqrt() * valid).sum(-1) / valid.sum(-1).clamp_min(1)
-        lsn = (torch.log(sn.clamp_min(1.0)) - 3.5).unsqueeze(-1)
+        lsn = (torch.log(signal_to_noise(ivar)) - LOG_SN_OFFSET).unsqueeze(-1)
         return torch.cat([depth, cov, lsn], dim=-1)
 
     def encode(self, flux: torch.Tensor, ivar: torch.Tensor):
@@ -341,7 +346,7 @@ class DisentangledVAE(nn.Module):
         zr = zf if fe_for_ratios is None else fe_for_ratios * self.orient[0]
         sg = (lambda t: t.detach()) if selective else (lambda t: t)
         if self.form == "lines":  # optical depths, not absorptions (combine takes exp(-sum))
-            tau, log_cont = self.lines(torch.cat([zf, sg(zr) + zc, sg(zr) + za], -1), sg(zr), w, sigma)
+            tau, log_cont = self.lines(*self._line_inputs(z, fe_for_ratios, selective), w, sigma)
             return {**{g: tau[:, k] for k, g in enumerate(ELEMENT_GROUPS)}, "normalisation": log_cont}
         if self.form in ("logtau", "cog"):
             s = self.log_slope.exp()
@@ -419,26 +424,25 @@ class DisentangledVAE(nn.Module):
         return 1.0 - total / count.clamp_min(1)
 
     def decode(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True,
-               sigma: torch.Tensor | None = None) -> torch.Tensor:
-        """Model flux on the union of the element windows (pixels ``win_all``); ``sigma``
-        (B, 1), each star's typical noise, matters to line decoders only (the continuum
-        normalisation clips by it)."""
-        if getattr(self, "form", None) != "lines":  # (the signor2025 recipe borrows this method)
+               sigma: torch.Tensor | None = None, fe_for_ratios: torch.Tensor | None = None) -> torch.Tensor:
+        """Model flux on the union of the element windows (pixels ``win_all``): combine of
+        absorption, or for line decoders a faster path that never splits the optical depth by
+        group. ``sigma`` (B, 1), each star's typical noise, matters to line decoders only (the
+        continuum normalisation clips by it); ``fe_for_ratios`` as in absorption."""
+        if getattr(self, "form", None) == "lines":  # (the signor2025 recipe borrows this method)
+            return self.lines.flux(*self._line_inputs(z * self.orient, fe_for_ratios, selective), w, sigma)
+        if fe_for_ratios is None:
             return self.combine(self.absorption(z, w, selective))
-        return self.window_flux(z, w, selective, sigma=sigma)
+        return self.combine(self.absorption(z, w, selective, fe_for_ratios))
 
-    def window_flux(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True,
-                    fe_for_ratios: torch.Tensor | None = None,
-                    sigma: torch.Tensor | None = None) -> torch.Tensor:
-        """combine(absorption(...)): the model flux on the window pixels; line decoders take a
-        faster path that never splits the optical depth by group."""
-        if self.form != "lines":
-            return self.combine(self.absorption(z, w, selective, fe_for_ratios))
-        z = z * self.orient
-        zf, zc, za = z[:, 0:1], z[:, 1:2], z[:, 2:3]
+    def _line_inputs(self, z: torch.Tensor, fe_for_ratios: torch.Tensor | None,
+                     selective: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The line decoders' abundance inputs (z_fe, z_fe + z_c, z_fe + z_alpha) and the z_fe
+        the carbon and alpha lines see (detached when ``selective``), from internal-frame z."""
+        zf = z[:, 0:1]
         zr = zf if fe_for_ratios is None else fe_for_ratios * self.orient[0]
         zr = zr.detach() if selective else zr
-        return self.lines.flux(torch.cat([zf, zr + zc, zr + za], -1), zr, w, sigma)
+        return torch.cat([zf, zr + z[:, 1:2], zr + z[:, 2:3]], -1), zr
 
     def reconstruct(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Full-length reconstruction (B, P), NaN outside the element windows."""
