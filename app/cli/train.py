@@ -53,6 +53,13 @@ def add_arguments(p) -> None:
                    help="the latents' prior: N(0, 1) per star; centred on a learned function of "
                         "Teff/logg (conditional); or z_c and z_alpha centred on a learned function "
                         "of z_fe (population; docs/model.md)")
+    p.add_argument("--refine-encoder", type=bounded_int(0, 10_000), default=0, metavar="EPOCHS",
+                   help="after training, refine the latents of --refine-stars training stars against "
+                        "the decoders and train the encoder EPOCHS epochs to predict them (0 = off; "
+                        "docs/model.md, 'Refined encoder')")
+    p.add_argument("--refine-stars", type=bounded_int(1, 10**9), default=20_000,
+                   help="with --refine-encoder: how many training stars to refine (about 10 ms each "
+                        "on 2 CPU cores with the line decoders)")
     p.add_argument("--recipe", default="default", choices=["default", "signor2025"],
                    help="training recipe: this project's (default) or the published one of "
                         "Signor et al. 2025 (CNN encoder, correlated prior; docs/model.md)")
@@ -132,6 +139,8 @@ def run(args) -> int:
                         anchor_stars=args.anchors, learned_scatter=args.learned_scatter,
                         decoder_form=getattr(args, "decoder", "mlp"),
                         adv_mode=getattr(args, "adversary", "reverse"), prior=getattr(args, "prior", "star"),
+                        refine_epochs=getattr(args, "refine_encoder", 0),
+                        refine_stars=getattr(args, "refine_stars", 20_000),
                         anchor_columns=tuple(c.strip() for c in args.anchor_columns.split(",") if c.strip()))
     with warnings.catch_warnings():
         warnings.simplefilter("always")

@@ -85,6 +85,13 @@ class TrainOptions:
     # gets a variance s^2 added to the noise, learned with the model, so pixels the decoders
     # cannot model stop steering the latents (chemlatent.model.scatter; False = off)
     learned_scatter: bool = False
+    # after training, refine the z of up to refine_stars training stars against the decoders
+    # (refine_steps Adam steps each, chemlatent.model.refine) and train the encoder for
+    # refine_epochs epochs to predict them: encoding keeps its speed and gets the refined axes
+    # (0 = off)
+    refine_epochs: int = 0
+    refine_steps: int = 60
+    refine_stars: int = 20_000
 
 
 class InMemoryData:
@@ -479,6 +486,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     for device_only in ("conditional_prior", "population_prior"):  # training devices too
         if getattr(model, device_only, None) is not None:
             delattr(model, device_only)
+    if opts.refine_epochs > 0:
+        refit_encoder_on_refined(model, data, opts, device, log)
     # anchored axes already have the references' sign; the others are oriented label-free
     pinned = set(data.anchored_axes()) if opts.anchor_stars else set()
     orient_axes(model, axes=tuple(a for a in range(3) if a not in pinned))
@@ -493,6 +502,22 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                      **({"learned_scatter": scatter_summary} if scatter_summary else {})}})
     plot_history(history, out / "loss.png")
     return out
+
+
+def refit_encoder_on_refined(model: DisentangledVAE, data: InMemoryData, opts: TrainOptions,
+                             device, log=print) -> None:
+    """Refine the latents of ``refine_stars`` random training stars (all when <= 0) against
+    the trained decoders and refit the encoder's mean to them."""
+    from chemlatent.model.refine import RefineOptions, refine_rows, refit_encoder
+
+    n = min(len(data), opts.refine_stars) if opts.refine_stars > 0 else len(data)
+    rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(opts.seed + 1))[:n]
+    t0 = time.perf_counter()
+    targets = refine_rows(model, data.batch, rows, RefineOptions(steps=opts.refine_steps), device, log)
+    log(f"refined the latents of {n} training stars ({opts.refine_steps} steps) in "
+        f"{time.perf_counter() - t0:.0f} s")
+    refit_encoder(model, data.batch, rows, targets, epochs=opts.refine_epochs, seed=opts.seed,
+                  device=device, log=log)
 
 
 @torch.no_grad()

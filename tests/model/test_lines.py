@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from model_helpers import line_model
 
 from chemlatent.model.lines import voigt_log_width
 from chemlatent.model.modelio import load_model, save_model
 from chemlatent.model.training import TrainOptions, train
-from chemlatent.model.vae import DisentangledVAE, ModelConfig
-from chemlatent.spectra.grid import DEFAULT_GRID, default_windows
+from chemlatent.spectra.grid import DEFAULT_GRID
 from chemlatent.spectra.linelist import load_linelist
 from chemlatent.spectra.physics import ELEMENT_GROUP
 
-
-def _model(seed: int = 0) -> DisentangledVAE:
-    torch.manual_seed(seed)
-    cfg = ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], decoder_hidden=[16, 16],
-                      windows={g: [list(w) for w in ws] for g, ws in default_windows().items()},
-                      decoder_form="lines")
-    model = DisentangledVAE(cfg)
-    with torch.no_grad():  # a non-trivial Teff/logg dependence and metallicity response
-        for p in model.lines.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+_model = line_model
 
 
 def _tau(model, z, w):

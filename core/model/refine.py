@@ -1,0 +1,150 @@
+"""Per-star refinement of the chemical latents against the model's own decoders.
+
+The encoder is amortised: one network guesses every star's z in a single pass. Where a
+group's lines are weak (alpha lines in metal-poor stars) that guess is attenuated: the
+encoder's z_alpha moves 0.3 units per dex of [alpha/Fe] below [Fe/H] = -2 while the
+decoders' best-fitting z_alpha moves about one unit per dex in every metallicity bin
+(docs/model.md, "Refined encoder"). Refinement closes that gap: starting from the encoder's
+mean, a few Adam steps on each star's z minimise the maximum-a-posteriori objective
+
+    0.5 * chi2(flux, decode(z, w)) + 0.5 * prior_weight * |z|^2
+
+over the element-window pixels, with the nuisance w held at the encoder's value (the
+decoders see every group at once: ``selective=False``). ``refit_encoder`` then trains the
+encoder to predict the refined z, so that encoding keeps its speed and gets the refined
+axes (``TrainOptions.refine_epochs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from chemlatent.errors import ChemlatentError
+from chemlatent.model.vae import DisentangledVAE, signal_to_noise
+
+
+@dataclass
+class RefineOptions:
+    """How far each star's z is refined (steps of Adam at ``lr``) and how strongly the unit
+    Gaussian prior holds it (``prior_weight`` 1 = the ELBO's own prior)."""
+
+    steps: int = 60
+    lr: float = 0.05
+    prior_weight: float = 1.0
+    batch: int = 2000
+
+    def check(self) -> None:
+        if self.steps < 1 or not (self.lr > 0) or not (self.prior_weight >= 0) or self.batch < 1:
+            raise ChemlatentError(
+                f"refinement needs steps >= 1, lr > 0, prior_weight >= 0 and batch >= 1, got "
+                f"steps={self.steps}, lr={self.lr}, prior_weight={self.prior_weight}, batch={self.batch}")
+
+
+def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tensor,
+                   opts: RefineOptions | None = None) -> torch.Tensor:
+    """Refined z (B, 3) for one batch of spectra (flux, ivar on the model's full grid)."""
+    opts = opts or RefineOptions()
+    opts.check()
+    was_training = model.training
+    model.eval()
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            mu, _, w = model.encode(flux, ivar)
+        sigma = 1.0 / signal_to_noise(ivar)[:, None]
+        idx = model.win_all
+        f, iv = flux[:, idx].float(), ivar[:, idx].float()
+        z = mu.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=opts.lr)
+        for _ in range(opts.steps):
+            opt.zero_grad(set_to_none=True)
+            model_flux = model.decode(z, w, selective=False, sigma=sigma)
+            chi2 = (iv * (f - model_flux) ** 2).sum(-1)
+            loss = (0.5 * chi2 + 0.5 * opts.prior_weight * (z * z).sum(-1)).sum()
+            loss.backward()
+            opt.step()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
+    return z.detach()
+
+
+def refine_rows(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,
+                opts: RefineOptions | None = None, device: torch.device | str = "cpu",
+                log: Callable[[str], None] | None = None) -> np.ndarray:
+    """Refined z (len(rows), 3) for ``rows`` of a data source whose ``batch(rows)`` returns
+    (flux, ivar, ...) as InMemoryData does."""
+    opts = opts or RefineOptions()
+    n = len(rows)
+    out = np.empty((n, 3), np.float32)
+    for b0 in range(0, n, opts.batch):
+        flux, ivar = (t.to(device) for t in batch(rows[b0:b0 + opts.batch])[:2])
+        out[b0:b0 + opts.batch] = refine_latents(model, flux, ivar, opts).cpu().numpy()
+        if log is not None and (b0 // opts.batch) % 10 == 9:
+            log(f"refined {min(n, b0 + opts.batch)} of {n} stars")
+    return out
+
+
+def refit_encoder(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple],
+                  rows: torch.Tensor, targets: np.ndarray, *, epochs: int, lr: float = 3e-4,
+                  batch_size: int = 256, holdout: float = 0.1, seed: int = 0,
+                  device: torch.device | str = "cpu",
+                  log: Callable[[str], None] | None = None) -> list[float]:
+    """Train the encoder trunk and its mean head to predict ``targets`` (len(rows), 3) for
+    ``rows`` (mean squared error); decoders, nuisance head and log-variance head unchanged.
+    A random ``holdout`` share of the rows is not trained on: the encoder kept is the one of
+    the epoch with the lowest mean squared error on them. Returns that error per epoch."""
+    if epochs < 1:
+        raise ChemlatentError(f"refit epochs must be >= 1, got {epochs}")
+    params = list(model.encoder.parameters()) + list(model.mu.parameters())
+    trainable = {id(p) for p in params}
+    frozen = [p for p in model.parameters() if id(p) not in trainable and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    target = torch.from_numpy(np.ascontiguousarray(targets, np.float32))
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(target), generator=gen)
+    n_hold = int(round(holdout * len(target))) if len(target) >= 10 else 0
+    held, fit = order[:n_hold], order[n_hold:]
+    opt = torch.optim.Adam(params, lr=lr)
+    losses: list[float] = []
+    best: tuple[float, dict] | None = None
+    try:
+        for epoch in range(epochs):
+            model.train()
+            for pos in fit[torch.randperm(len(fit), generator=gen)].split(batch_size):
+                loss = _mean_sq_error(model, batch, rows[pos], target[pos], device)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                check = held if n_hold else fit
+                err = sum(float(_mean_sq_error(model, batch, rows[pos], target[pos], device)) * len(pos)
+                          for pos in check.split(4096)) / len(check)
+            losses.append(err)
+            if best is None or err < best[0]:
+                best = (err, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            if log is not None:
+                log(f"encoder refit {epoch + 1}/{epochs}: held-out mse {err:.4f}")
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        if best is not None:
+            model.load_state_dict(best[1])
+        model.eval()
+    return losses
+
+
+def _mean_sq_error(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,
+                   target: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    flux, ivar = (t.to(device) for t in batch(rows)[:2])
+    mu, _, _ = model.encode(flux, ivar)
+    return ((mu - target.to(device)) ** 2).mean()
