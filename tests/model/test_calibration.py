@@ -120,3 +120,19 @@ def test_fit_errors():
     const = pd.DataFrame({"star_id": lat["star_id"], "z_fe": 1.0, "z_c": 0.0, "z_alpha": 0.0})
     with pytest.raises(ChemlatentError, match="constant"):
         fit_calibration(const, cat, {"fe": "fe_h"})
+
+
+def test_calibrated_r_is_that_of_the_dex_values_whatever_the_slopes_sign():
+    from chemlatent.model.calibration import AxisCalibration, Calibration
+    from chemlatent.model.evaluation import evaluate
+    from chemlatent.synth.latents import SIM_CALIBRATION, simulate_tables
+
+    lat, cat = simulate_tables(3000, seed=5)
+    flipped = lat.assign(z_alpha=-lat["z_alpha"])  # an axis whose latent falls as alpha rises
+    cal = Calibration({**SIM_CALIBRATION.axes,
+                       "alpha": AxisCalibration("alpha_fe", -0.15, 0.15, 0.05, 0, "simulation")})
+    same = evaluate(lat, cat, SIM_CALIBRATION)["pearson_r_calibrated"]["alpha_fe"]
+    out = evaluate(flipped, cat, cal)
+    assert out["pearson_r_calibrated"]["alpha_fe"] > 0.5
+    assert abs(out["pearson_r_calibrated"]["alpha_fe"] - same) < 1e-9
+    assert out["pearson_r"]["alpha_fe"] < -0.5  # the raw latent's r keeps its sign
