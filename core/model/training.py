@@ -94,6 +94,9 @@ class TrainOptions:
     refine_stars: int = 20_000
 
 
+IVAR_MAX_F16 = 65504.0  # the largest finite float16
+
+
 class InMemoryData:
     """Training spectra held as float16 flux plus compact ivar, batches built on the fly."""
 
@@ -106,7 +109,10 @@ class InMemoryData:
         self.flux = torch.from_numpy(np.concatenate([b.flux16 for b in blocks]))
         self.layout = survey.ivar_layout
         if self.layout == "full":
-            self.ivar = torch.from_numpy(np.concatenate([b.ivar.astype(np.float16) for b in blocks]))
+            # float16 holds ivar up to 65504 (per-pixel S/N 256): higher S/N is capped there,
+            # not turned into inf (real high-S/N spectra, e.g. MILES, reach S/N 1000)
+            self.ivar = torch.from_numpy(np.concatenate(
+                [np.minimum(b.ivar, IVAR_MAX_F16).astype(np.float16) for b in blocks]))
         else:
             self.mask = torch.from_numpy(np.concatenate([b.mask for b in blocks]))
             self.scale = torch.from_numpy(np.concatenate([b.scale for b in blocks]))

@@ -91,3 +91,21 @@ def test_training_with_a_refined_encoder_records_it(tiny_survey, tmp_path):
     with pytest.raises(SystemExit):
         main(["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-encoder", "-1"])
 
+
+
+def test_training_data_caps_very_high_snr_instead_of_overflowing(tmp_path):
+    import pandas as pd
+
+    from chemlatent.io.store import SurveyWriter
+    from chemlatent.model.training import IVAR_MAX_F16
+    from chemlatent.spectra.grid import DEFAULT_GRID
+
+    n, p = 4, DEFAULT_GRID.npix
+    ivar = np.full((n, p), 1e6, np.float32)  # S/N 1000 per pixel, as in MILES
+    ivar[:, :10] = 0.0
+    with SurveyWriter(tmp_path / "hi", DEFAULT_GRID, chunk_stars=8) as w:
+        w.append(np.ones((n, p), np.float32), ivar=ivar)
+        survey = w.finish(pd.DataFrame({"star_id": np.arange(n)}))
+    got = InMemoryData(survey, np.arange(n)).batch(torch.arange(n))[1]
+    assert torch.isfinite(got).all()
+    assert float(got.max()) == IVAR_MAX_F16 and float(got[:, :10].abs().max()) == 0.0
