@@ -82,7 +82,8 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 class LineDecoder(nn.Module):
     """Optical depth per element group on the window pixels, from the line list."""
 
-    def __init__(self, grid: WavelengthGrid, win_idx: np.ndarray, n_w: int, hidden: list) -> None:
+    def __init__(self, grid: WavelengthGrid, win_idx: np.ndarray, n_w: int, hidden: list,
+                 pressure_damping: bool = False) -> None:
         super().__init__()
         ll = load_linelist()
         npix = grid.npix
@@ -155,6 +156,14 @@ class LineDecoder(nn.Module):
         # the alpha elements' share of the electron donors: m = [Fe/H] + w_alpha [alpha/Fe]
         self.alpha_electrons = nn.Parameter(torch.tensor(0.5))
         self.log_lsf = nn.Parameter(torch.tensor(math.log(lsf_sigma_pixels(grid))))
+        # pressure damping: log10 of each line's damping moves by c * m, with one learned c for
+        # the metal lines (van der Waals broadening by neutral hydrogen, ~ Pg, which falls as
+        # metallicity rises) and one for hydrogen (Stark broadening, ~ Pe, which rises with it);
+        # both start at 0 (no pressure dependence beyond Teff/logg)
+        self.pressure_damping = pressure_damping
+        if pressure_damping:
+            self.damping_response = nn.Parameter(torch.zeros(2))
+            self._const("line_is_h", (src == 3).astype(np.int64))
 
     def _const(self, name: str, values: np.ndarray) -> None:
         """A non-persistent buffer (rebuilt from the line list on load): int64 or float32."""
@@ -262,7 +271,10 @@ class LineDecoder(nn.Module):
         log_frac = torch.where(self.line_ion == 1, ratio, torch.zeros_like(ratio)) - softplus10(ratio)
         log_tau = (self.line_tau0 + head[:, :nl] + s * u4[:, self.line_src] + log_frac
                    - self.opacity_response * m)
-        la = (self.line_la0 + head[:, -1:]).clamp(-3.5, 0.5)
+        la = self.line_la0 + head[:, -1:]
+        if self.pressure_damping:
+            la = la + self.damping_response[self.line_is_h] * m
+        la = la.clamp(-3.5, 0.5)
         dld = self.line_wave / C_KMS * torch.pow(10.0, head[:, -2:-1])  # Doppler width, Angstrom
         width = dld * torch.exp(voigt_log_width(log_tau, la).clamp(max=12.0))  # equivalent width
         # molecules ~ Pg^2 / kappa: metallicity lowers them at fixed abundances like ~2 k_o m

@@ -60,6 +60,7 @@ class TrainOptions:
     decoder_form: str = "mlp"
     ratio_decoders_see_fe: bool = False  # see ModelConfig.ratio_decoders_see_fe
     carbon_on_all_windows: bool = False  # see ModelConfig.carbon_on_all_windows
+    line_pressure_damping: bool = False  # see ModelConfig.line_pressure_damping
     # the carbon and alpha decoders see z_fe's posterior mean instead of its sample, so their
     # metallicity input is not blurred by z_fe's sampling noise (z_x then has no reason to
     # amplify iron; docs/model.md "What the third latent holds")
@@ -385,7 +386,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                       hidden=list(opts.hidden), label_mean=mean, label_std=std,
                       decoder_mode=opts.decoder_mode, abundance_input=opts.abundance_input,
                       decoder_form=opts.decoder_form, ratio_decoders_see_fe=opts.ratio_decoders_see_fe,
-                      carbon_on_all_windows=opts.carbon_on_all_windows, name=opts.name or out.name)
+                      carbon_on_all_windows=opts.carbon_on_all_windows,
+                      line_pressure_damping=opts.line_pressure_damping, name=opts.name or out.name)
     if opts.decoder_form == "cog":  # the trunk maps only (Teff, logg): a narrow one suffices
         cfg.decoder_hidden = [64, 64]
     if opts.decoder_mode == "masked":

@@ -82,6 +82,9 @@ class ModelConfig:
     # does), so carbon bands inside the iron and alpha windows (C2 Swan under Mg b, CN, CH) are
     # carbon's to model, not a reason for z_fe or z_alpha to carry carbon
     carbon_on_all_windows: bool = False
+    # line decoders: the damping of every line follows the pressure the metallicity sets
+    # (lines.LineDecoder, pressure_damping)
+    line_pressure_damping: bool = False
     pixel_groups: list | None = None  # "masked": per window pixel, the group whose lines dominate it
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
@@ -287,7 +290,7 @@ class DisentangledVAE(nn.Module):
         if self.form == "lines":  # one line-by-line model of every window pixel (core/model/lines.py)
             if self.mode != "additive":
                 raise ValueError("decoder_form 'lines' needs decoder_mode 'additive'")
-            self.lines = LineDecoder(grid, win_idx, nw, dh)
+            self.lines = LineDecoder(grid, win_idx, nw, dh, pressure_damping=config.line_pressure_damping)
             self.decoders = nn.ModuleDict()
             self._part_idx = {g: win_idx for g in ELEMENT_GROUPS}
         elif self.form == "mlp":

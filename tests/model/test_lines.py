@@ -9,7 +9,8 @@ from model_helpers import line_model
 from chemlatent.model.lines import voigt_log_width
 from chemlatent.model.modelio import load_model, save_model
 from chemlatent.model.training import TrainOptions, train
-from chemlatent.spectra.grid import DEFAULT_GRID
+from chemlatent.model.vae import DisentangledVAE, ModelConfig
+from chemlatent.spectra.grid import DEFAULT_GRID, default_windows
 from chemlatent.spectra.linelist import load_linelist
 from chemlatent.spectra.physics import ELEMENT_GROUP
 
@@ -155,3 +156,28 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
     opts = cfg["training"]["options"]
     assert opts["adv_mode"] == "confuse" and opts["prior"] == "conditional"
     assert load_model(out).form == "lines"
+
+
+def test_pressure_damping_moves_metal_and_hydrogen_damping_separately():
+    torch.manual_seed(0)
+    cfg = ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], decoder_hidden=[16, 16],
+                      windows={g: [list(w) for w in ws] for g, ws in default_windows().items()},
+                      decoder_form="lines", line_pressure_damping=True)
+    dec = DisentangledVAE(cfg).lines
+    u = torch.tensor([[-1.0, -0.6, -0.7], [0.3, 0.4, 0.35]])
+    zf, w = u[:, :1], torch.zeros(2, 2)
+    with torch.no_grad():
+        base = dec._optics(u, zf, w)[2]
+        dec.damping_response.copy_(torch.tensor([-0.2, 0.3]))
+        moved = dec._optics(u, zf, w)[2]
+    is_h = dec.line_is_h.bool()
+    assert is_h.any() and (~is_h).any()
+    free = (base > -3.4) & (base < 0.4) & (moved > -3.4) & (moved < 0.4)  # not at the clamps
+    shift = (moved - base)[free]
+    # metal lines: -0.2 per dex of m, so metal-poor stars (row 0) get more damping than metal-rich
+    metal_shift = (moved - base)[:, ~is_h]
+    assert float(metal_shift[0].max()) > 0.0 > float(metal_shift[1].min())
+    assert torch.all((moved - base)[:, is_h][0] < 0) and torch.all((moved - base)[:, is_h][1] > 0)
+    assert shift.abs().max() < 1.0
+    # the flag is off by default, so models saved before it load unchanged
+    assert not ModelConfig(grid=DEFAULT_GRID.to_dict(), windows={}).line_pressure_damping
