@@ -136,3 +136,20 @@ def test_calibrated_r_is_that_of_the_dex_values_whatever_the_slopes_sign():
     assert out["pearson_r_calibrated"]["alpha_fe"] > 0.5
     assert abs(out["pearson_r_calibrated"]["alpha_fe"] - same) < 1e-9
     assert out["pearson_r"]["alpha_fe"] < -0.5  # the raw latent's r keeps its sign
+
+
+def test_calibration_keeps_the_chemically_peculiar_tail():
+    from chemlatent.model.calibration import robust_line
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    y = rng.normal(0.0, 0.1, n)  # normal stars' [C/Fe]
+    tail = rng.random(n) < 0.03
+    y[tail] = rng.uniform(0.8, 2.5, tail.sum())  # CEMP stars
+    z = y + rng.normal(0, 0.15, n)  # a latent that follows every star, noisier than the normal spread
+    y[:100] += rng.uniform(2.0, 4.0, 100)  # and a few bad cross-matches
+    slope, intercept, _, n_used = robust_line(z, y)
+    found = np.mean(intercept + slope * z[tail] > 0.7)
+    assert found > 0.8 and n_used < n - 80  # the tail kept, the bad references clipped
+    s3, i3, _, _ = robust_line(z, y, clip=3.0)  # iterated 3-sigma clipping loses the tail
+    assert np.mean(i3 + s3 * z[tail] > 0.7) < 0.3
