@@ -3,7 +3,7 @@
 Refines the latents of every star of VAL_DIR against RUN's decoders
 (chemlatent.model.refine, from the encoder's guess), puts them in place of z in
 RUN/val.parquet (the encoded VAL_DIR, written by tools/screen.py) and prints the
-tools/screen.py row of the refined latents. About 10 ms per star on 2 CPU cores with line
+tools/screen.py row of the refined latents. About 12 ms per star on 2 CPU cores with line
 decoders.
 """
 import sys

@@ -58,7 +58,7 @@ def add_arguments(p) -> None:
                         "the decoders and train the encoder EPOCHS epochs to predict them (0 = off; "
                         "docs/model.md, 'Refined encoder')")
     p.add_argument("--refine-stars", type=bounded_int(1, 10**9), default=20_000,
-                   help="with --refine-encoder: how many training stars to refine (about 10 ms each "
+                   help="with --refine-encoder: how many training stars to refine (about 12 ms each "
                         "on 2 CPU cores with the line decoders)")
     p.add_argument("--recipe", default="default", choices=["default", "signor2025"],
                    help="training recipe: this project's (default) or the published one of "
