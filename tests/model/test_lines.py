@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from model_helpers import line_model
 
@@ -149,12 +150,16 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
     out = tmp_path / "cli_lines"
     argv = ["train", str(tiny_survey.path), "--out", str(out), "--epochs", "1", "--hidden", "16,16,8",
             "--max-stars", "400", "--batch-size", "128", "--device", "cpu", "--decoder", "lines",
-            "--adversary", "confuse", "--prior", "conditional"]
+            "--adversary", "confuse", "--prior", "conditional",
+            "--refine-encoder", "2", "--refine-stars", "50"]
     assert main(argv) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["decoder_form"] == "lines"
     opts = cfg["training"]["options"]
     assert opts["adv_mode"] == "confuse" and opts["prior"] == "conditional"
+    assert opts["refine_epochs"] == 2 and opts["refine_stars"] == 50
+    with pytest.raises(SystemExit):
+        main(["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-encoder", "-1"])
     assert load_model(out).form == "lines"
 
 

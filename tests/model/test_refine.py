@@ -76,23 +76,6 @@ def test_bad_refinement_settings_are_one_line_errors(tiny_survey):
         refit_encoder(model, lambda idx: (flux[idx], ivar[idx]), torch.arange(4), np.zeros((4, 3)), epochs=0)
 
 
-def test_training_with_a_refined_encoder_records_it(tiny_survey, tmp_path):
-    import json
-
-    from chemlatent.app.cli import main
-
-    out = tmp_path / "refined"
-    argv = ["train", str(tiny_survey.path), "--out", str(out), "--epochs", "1", "--hidden", "16,16,8",
-            "--max-stars", "300", "--batch-size", "128", "--device", "cpu", "--decoder", "lines",
-            "--refine-encoder", "2", "--refine-stars", "50"]
-    assert main(argv) == 0
-    opts = json.loads((out / "config.json").read_text())["training"]["options"]
-    assert opts["refine_epochs"] == 2 and opts["refine_stars"] == 50
-    with pytest.raises(SystemExit):
-        main(["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-encoder", "-1"])
-
-
-
 def test_training_data_caps_very_high_snr_instead_of_overflowing(tmp_path):
     import pandas as pd
 
