@@ -13,6 +13,11 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", default=None, help="directory for figures (default DIR/evaluation/MODEL)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--calibration", default="model", choices=["model", "regression", "classical"],
+                   help="latent -> dex map for the flags: the model's calibration.json (else a "
+                        "regression fit on half the survey), or always fit one on half the survey "
+                        "by regression (mean abundance at a given z) or classical (z on the "
+                        "abundance, inverted: unbiased tails; docs/flags.md)")
     p.add_argument("--allow-training-survey", action="store_true",
                    help="evaluate even if this is the model's training survey (numbers are then biased)")
 
@@ -21,7 +26,8 @@ def run(args) -> int:
     from chemlatent.model.survey_evaluation import evaluate_survey
 
     metrics = evaluate_survey(args.dir, args.model, device=args.device, plots=args.plots,
-                              allow_training_survey=args.allow_training_survey)
+                              allow_training_survey=args.allow_training_survey,
+                              calibration=args.calibration)
     if args.json:
         print(json.dumps(metrics))
     else:

@@ -51,6 +51,9 @@ def add_arguments(p) -> None:
                         "columns first (saved in the model directory when known)")
     p.add_argument("--calibrate-columns", default=None, metavar="AXIS=COL,...",
                    help="reference columns for --calibrate (default fe=fe_h,c=c_fe,alpha=alpha_fe)")
+    p.add_argument("--calibrate-method", default="regression", choices=["regression", "classical"],
+                   help="with --calibrate: regress the abundance on z (default; the mean abundance "
+                        "at a given z) or z on the abundance, inverted (unbiased tails; docs/flags.md)")
     p.add_argument("--db", default=None,
                    help="annotations database (SQLAlchemy URL; default DIR/annotations.sqlite)")
     p.add_argument("--save-list", default=None, metavar="NAME",
@@ -87,6 +90,7 @@ def run(args) -> int:
                       fe_sigma=args.fe_sigma, fdr=args.fdr, null=args.null, model=args.model,
                       calibrate=args.calibrate,
                       calibrate_columns=_columns(args.calibrate_columns) if args.calibrate else None,
+                      calibrate_method=args.calibrate_method,
                       db=args.db, save_list=args.save_list)
     res, store = flag_survey(req, note=_note)
     try:

@@ -139,6 +139,7 @@ class FlagRequest:
     model: str | None = None
     calibrate: bool = False
     calibrate_columns: dict[str, str] | None = None
+    calibrate_method: str = "regression"  # chemlatent.model.calibration.METHODS
     db: str | None = None
     save_list: str | None = None
 
@@ -175,7 +176,8 @@ def flag_survey(req: FlagRequest, note: Callable[[str], None] = lambda text: Non
     if req.calibrate:
         if catalog is None:
             raise ChemlatentError(f"--calibrate needs {cat_path} with reference abundances")
-        calibration = fit_calibration(latents, catalog, req.calibrate_columns, source=f"{cat_path}")
+        calibration = fit_calibration(latents, catalog, req.calibrate_columns, source=f"{cat_path}",
+                                      method=req.calibrate_method)
         if info.model_dir is not None:
             note(f"calibration saved to {calibration.save(info.model_dir)}")
         else:

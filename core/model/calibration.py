@@ -8,7 +8,13 @@ the robust scatter (1.4826 * MAD), on the stars that have the reference column. 
 a few per cent) sit 3-5 sigma off the line whenever the normal stars' latent scatter is
 wide, and iterated 3-sigma clipping removes them, flattens the slope and so hides the very
 tail the calibration is for (docs/model.md, "Refined encoder"); gross outliers (bad
-cross-matches) are still clipped. The
+cross-matches) are still clipped.
+
+Two estimators (``method``): "regression" (the default) fits the reference on z, the mean
+abundance at a given z, which pulls a noisy axis's tails toward the population mean (high
+precision, lower recall for tail flags); "classical" fits z on the reference and inverts it,
+unbiased in dex at every abundance (the tails keep their dex values; noise then scatters
+normal stars across a threshold: higher recall, lower precision). Both store the same form. The
 reference is the synthetic truth in the catalog or an external table already merged into it.
 
 Optional Teff/logg zero point (``gauge``): a self-supervised latent is identifiable only up
@@ -59,6 +65,7 @@ class AxisCalibration:
     source: str = ""
     fitted: str = ""
     gauge: list[float] | None = None  # coefficients of gauge_features(), latent units
+    method: str = "regression"  # or "classical" (module docstring)
 
     def to_dex(self, z: np.ndarray | float) -> np.ndarray | float:
         return self.intercept + self.slope * np.asarray(z)
@@ -138,6 +145,7 @@ class Calibration:
                     n=int(c.get("n", 0)), source=str(c.get("source", "")),
                     fitted=str(c.get("fitted", "")),
                     gauge=[float(v) for v in c["gauge"]] if c.get("gauge") else None,
+                    method=str(c.get("method", "regression")),
                 )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ChemlatentError(f"calibration is malformed ({exc})") from None
@@ -168,6 +176,7 @@ def load_calibration(model_dir: str | Path | None) -> Calibration | None:
 
 
 CLIP_SIGMA = 5.0  # residuals beyond this many robust sigma leave the fit (module docstring)
+METHODS = ("regression", "classical")
 GAUGE_FEATURES = ("t", "g", "t2", "tg", "g2")
 ELEMENT_FEATURES = ("zfe", "zfe2", "z_zfe", "z_zfe2")
 
@@ -214,6 +223,37 @@ def robust_gauge_fit(z: np.ndarray, feats: np.ndarray, y: np.ndarray, clip: floa
     return slope, intercept, coef[2:] / slope, scatter, int(keep.sum())
 
 
+def classical_fit(z: np.ndarray, y: np.ndarray, feats: np.ndarray | None = None,
+                  clip: float = CLIP_SIGMA, max_iter: int = 20
+                  ) -> tuple[float, float, np.ndarray, float, int]:
+    """Clipped least squares of the latent on the reference, z = alpha + beta y - feats @ c,
+    inverted to the stored form y = b + a (z + feats @ c) with a = 1 / beta, b = -alpha / beta:
+    (slope a, intercept b, c, scatter in dex, n). ``feats`` must not involve z."""
+    f = np.zeros((len(z), 0)) if feats is None else feats
+    keep = np.isfinite(z) & np.isfinite(y) & np.isfinite(f).all(1)
+    if keep.sum() < max(3, f.shape[1] + 3):
+        raise ChemlatentError(f"need more reference stars to calibrate, got {keep.sum()}")
+    design = np.column_stack([np.ones_like(y), y, f])
+    coef = np.zeros(design.shape[1])
+    for _ in range(max_iter):
+        coef, *_ = np.linalg.lstsq(design[keep], z[keep], rcond=None)
+        resid = z - design @ coef
+        r = resid[keep]
+        spread = max(float(np.median(np.abs(r - np.median(r)))) * MAD_TO_SIGMA, 1e-12)
+        new = np.isfinite(resid) & (np.abs(resid) <= clip * spread)
+        if new.sum() < 3 or np.array_equal(new, keep):
+            break
+        keep = new
+    beta = float(coef[1])
+    if abs(beta) < 1e-9:
+        raise ChemlatentError("the latent axis does not follow the reference: cannot calibrate")
+    slope, intercept, c = 1.0 / beta, -float(coef[0]) / beta, -coef[2:]
+    dex = y - (intercept + slope * (z + f @ c))
+    r = dex[keep]
+    scatter = max(float(np.median(np.abs(r - np.median(r)))) * MAD_TO_SIGMA, 1e-12)
+    return slope, intercept, c, scatter, int(keep.sum())
+
+
 def robust_line(x: np.ndarray, y: np.ndarray, clip: float = CLIP_SIGMA, max_iter: int = 20
                 ) -> tuple[float, float, float, int]:
     """Iteratively clipped least squares y = b + a x: (slope, intercept, scatter, n_used)."""
@@ -245,6 +285,7 @@ def fit_calibration(
     source: str = "catalog truth labels",
     clip: float = CLIP_SIGMA,
     gauge: bool = False,
+    method: str = "regression",
 ) -> Calibration:
     """Fit dex = intercept + slope * z per axis against reference columns of ``catalog``.
 
@@ -252,6 +293,8 @@ def fit_calibration(
     column is absent or has fewer than 3 values are skipped; none at all is an error.
     Rows are matched on ``star_id``.
     """
+    if method not in METHODS:
+        raise ChemlatentError(f"unknown calibration method {method!r}: use {' or '.join(METHODS)}")
     targets = dict(DEFAULT_TARGETS if columns is None else columns)
     bad = [a for a in targets if a not in AXES]
     if bad:
@@ -278,7 +321,16 @@ def fit_calibration(
         if n_ref < 3:
             continue
         what = f"{source}: column {col}, {n_ref} stars with a value"
-        if gauge:
+        if method == "classical":
+            # the zero point's features that do not involve z itself (Teff/logg, and z_fe)
+            feats = gauge_features(merged, axis)[:, :len(GAUGE_FEATURES) + (2 if axis != "fe" else 0)] \
+                if gauge else None
+            slope, intercept, coefs, scatter, n_used = classical_fit(x, y, feats, clip=clip)
+            axes[axis] = AxisCalibration(col, slope, intercept, scatter, n_used,
+                                         what + ("; with a Teff/logg zero point" if gauge else "")
+                                         + "; classical", now,
+                                         [float(v) for v in coefs] if gauge else None, method)
+        elif gauge:
             slope, intercept, coefs, scatter, n_used = robust_gauge_fit(
                 x, gauge_features(merged, axis), y, clip=clip)
             axes[axis] = AxisCalibration(col, slope, intercept, scatter, n_used,

@@ -53,11 +53,13 @@ def leakage(z: np.ndarray, truth: np.ndarray, target: np.ndarray, max_stars: int
 
 
 def evaluate(latents: pd.DataFrame, catalog: pd.DataFrame, calibration: Calibration | None,
-             *, calibrate_fraction: float = 0.5, seed: int = 0) -> dict:
+             *, calibrate_fraction: float = 0.5, seed: int = 0,
+             calibration_method: str = "regression") -> dict:
     """Metrics dict (see module docstring). Latents and catalog are matched on star_id.
 
     Without a calibration, one is fitted on a random ``calibrate_fraction`` of the stars and
-    the flags are scored on the rest (so no star is both calibrated on and scored).
+    the flags are scored on the rest (so no star is both calibrated on and scored), with
+    ``calibration_method`` (chemlatent.model.calibration: "regression" or "classical").
     """
     missing = [c for c in ("fe_h", "c_fe", "alpha_fe", "teff", "logg") if c not in catalog.columns]
     if missing:
@@ -79,9 +81,10 @@ def evaluate(latents: pd.DataFrame, catalog: pd.DataFrame, calibration: Calibrat
         calibration = fit_calibration(df.loc[cal_rows, ["star_id", "z_fe", "z_c", "z_alpha",
                                                         "teff_pred", "logg_pred"]],
                                       df.loc[cal_rows], source="half of the evaluated survey",
-                                      gauge=True)
+                                      gauge=True, method=calibration_method)
         score_rows = ~cal_rows
-        out["calibration"] = "fitted on a random half of this survey; flags scored on the other half"
+        out["calibration"] = (f"fitted ({calibration_method}) on a random half of this survey; "
+                              "flags scored on the other half")
     else:
         out["calibration"] = "the model's calibration.json"
     out["calibration_scatter_dex"] = {TRUTH[a]: calibration.axes[a].scatter

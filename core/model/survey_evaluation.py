@@ -36,9 +36,14 @@ def check_latents_model(lat_path, model_dir, survey_dir) -> None:
 
 
 def evaluate_survey(survey_dir, model: str | None = None, *, device: str = "auto",
-                    plots: str | None = None, allow_training_survey: bool = False) -> dict:
+                    plots: str | None = None, allow_training_survey: bool = False,
+                    calibration: str = "model") -> dict:
     """Metrics (JSON-safe) of ``model`` on a survey it was not trained on, with the paths of
-    the figures written under ``plots`` (default ``DIR/evaluation/<model>``)."""
+    the figures written under ``plots`` (default ``DIR/evaluation/<model>``). ``calibration``:
+    "model" uses the model's calibration.json when it has one (else a regression fit on half
+    the survey); "regression" or "classical" always fit one on half the survey that way."""
+    if calibration not in ("model", "regression", "classical"):
+        raise ChemlatentError(f"unknown calibration {calibration!r}: use model, regression or classical")
     survey = Survey(survey_dir)
     model_dir, cfg = load_config(model)
     trained_on = (cfg.get("training") or {}).get("survey")
@@ -58,8 +63,9 @@ def evaluate_survey(survey_dir, model: str | None = None, *, device: str = "auto
     else:
         encode_survey(survey, loaded, device=str(dev))
     latents = read_latents(lat_path)
-    cal = load_calibration(model_dir)
-    metrics = evaluate(latents, survey.catalog, cal)
+    cal = load_calibration(model_dir) if calibration == "model" else None
+    method = "regression" if calibration == "model" else calibration
+    metrics = evaluate(latents, survey.catalog, cal, calibration_method=method)
     metrics["model"] = name
     metrics["survey"] = str(survey.path)
     figures = plot_evaluation(latents, survey.catalog, cal, plots_dir)

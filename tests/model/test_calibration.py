@@ -153,3 +153,33 @@ def test_calibration_keeps_the_chemically_peculiar_tail():
     assert found > 0.8 and n_used < n - 80  # the tail kept, the bad references clipped
     s3, i3, _, _ = robust_line(z, y, clip=3.0)  # iterated 3-sigma clipping loses the tail
     assert np.mean(i3 + s3 * z[tail] > 0.7) < 0.3
+
+
+def test_classical_calibration_keeps_the_tails_dex_values():
+    from chemlatent.model.calibration import classical_fit
+
+    rng = np.random.default_rng(4)
+    n = 20_000
+    y = rng.normal(0.0, 0.1, n)
+    tail = rng.random(n) < 0.03
+    y[tail] = rng.uniform(0.8, 2.5, tail.sum())
+    z = 0.4 + 2.0 * y + rng.normal(0, 0.3, n)  # latent units: 2 per dex, offset 0.4
+    slope, intercept, c, scatter, used = classical_fit(z, y)
+    assert slope == pytest.approx(0.5, rel=0.03) and intercept == pytest.approx(-0.2, abs=0.02)
+    assert c.size == 0 and used > 0.99 * n
+    dex = intercept + slope * z
+    assert abs(float(np.mean(dex[tail] - y[tail]))) < 0.03  # unbiased in the tail
+    s_r, i_r, _, _ = robust_line(z, y)  # the regression pulls the tail toward the mean
+    assert float(np.mean(i_r + s_r * z[tail] - y[tail])) < -0.05
+    # with a Teff/logg zero point, on the simulated survey: same storage form, sensible map
+    lat, cat = simulate_tables(20_000, seed=2)
+    cal = fit_calibration(lat, cat, gauge=True, method="classical")
+    assert all(cal.axes[a].method == "classical" for a in ("fe", "c", "alpha"))
+    assert len(cal.axes["fe"].gauge) == 5 and len(cal.axes["c"].gauge) == 7
+    got = cal.dex_columns(lat)["c_fe_cal"].to_numpy()
+    cemp = cat["c_fe"].to_numpy() > 0.7
+    assert abs(float(np.mean(got[cemp] - cat["c_fe"].to_numpy()[cemp]))) < 0.1
+    again = type(cal).from_dict(cal.to_dict())
+    assert again.axes["c"].method == "classical"
+    with pytest.raises(ChemlatentError, match="unknown calibration method"):
+        fit_calibration(lat, cat, method="best")

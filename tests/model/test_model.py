@@ -428,6 +428,12 @@ def test_evaluate_command(tiny_survey, tiny_model, tmp_path, capsys):
     assert set(res["flags"]) == {"cemp", "apmp"}
     assert all(set(v) >= {"precision", "recall"} for v in res["flags"].values())
     assert res["n_stars"] == 800
+    assert main(["evaluate", str(other.path), "--model", str(tiny_model), "--json", "--device", "cpu",
+                 "--calibration", "classical"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert "classical" in res["calibration"] and set(res["flags"]) == {"cemp", "apmp"}
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(other.path), "--model", str(tiny_model), "--calibration", "best"])
 
 
 def test_curve_of_growth_decoder_has_the_voigt_growth_law():
