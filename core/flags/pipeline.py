@@ -66,7 +66,8 @@ def candidate_frame(latents: pd.DataFrame, rows: np.ndarray, reference: Referenc
 
 def calibration_text(calibration: Calibration) -> str:
     """One line per axis of the calibration, for provenance."""
-    return ", ".join(f"{c.target} = {c.intercept:+.4f} {c.slope:+.4f} z (scatter {c.scatter:.3f})"
+    return ", ".join(f"{c.target} = {c.intercept:+.4f} {c.slope:+.4f} z (scatter {c.scatter:.3f}"
+                     + ("" if c.method == "regression" else f", {c.method}") + ")"
                      for c in calibration.axes.values())
 
 

@@ -181,5 +181,9 @@ def test_classical_calibration_keeps_the_tails_dex_values():
     assert abs(float(np.mean(got[cemp] - cat["c_fe"].to_numpy()[cemp]))) < 0.1
     again = type(cal).from_dict(cal.to_dict())
     assert again.axes["c"].method == "classical"
+    from chemlatent.flags.pipeline import calibration_text
+
+    assert calibration_text(cal).count("classical") == 3  # exports record which estimator
+    assert "classical" not in calibration_text(fit_calibration(lat, cat))
     with pytest.raises(ChemlatentError, match="unknown calibration method"):
         fit_calibration(lat, cat, method="best")
