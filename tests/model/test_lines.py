@@ -158,6 +158,8 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
     opts = cfg["training"]["options"]
     assert opts["adv_mode"] == "confuse" and opts["prior"] == "conditional"
     assert opts["refine_epochs"] == 2 and opts["refine_stars"] == 50
+    refit = cfg["training"]["encoder_refit"]
+    assert refit["stars"] == 50 and len(refit["heldout_mse"]) == 2
     with pytest.raises(SystemExit):
         main(["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-encoder", "-1"])
     assert load_model(out).form == "lines"
