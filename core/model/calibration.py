@@ -198,6 +198,28 @@ def gauge_features(latents: pd.DataFrame, axis: str = "fe") -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
+def _robust_scatter(r: np.ndarray) -> float:
+    """1.4826 * MAD of the residuals r (at least 1e-12)."""
+    return max(float(np.median(np.abs(r - np.median(r)))) * MAD_TO_SIGMA, 1e-12)
+
+
+def _clipped_lstsq(design: np.ndarray, target: np.ndarray, keep: np.ndarray, clip: float,
+                   max_iter: int, min_keep: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Least squares target ~ design, refitted without residuals beyond ``clip`` robust sigma
+    until the kept set stops changing: (coefficients, kept rows, residual scatter)."""
+    coef = np.zeros(design.shape[1])
+    scatter = float("nan")
+    for _ in range(max_iter):
+        coef, *_ = np.linalg.lstsq(design[keep], target[keep], rcond=None)
+        resid = target - design @ coef
+        scatter = _robust_scatter(resid[keep])
+        new = np.isfinite(resid) & (np.abs(resid) <= clip * scatter)
+        if new.sum() < min_keep or np.array_equal(new, keep):
+            break
+        keep = new
+    return coef, keep, scatter
+
+
 def robust_gauge_fit(z: np.ndarray, feats: np.ndarray, y: np.ndarray, clip: float = CLIP_SIGMA,
                      max_iter: int = 20) -> tuple[float, float, np.ndarray, float, int]:
     """Clipped least squares y = b + a (z + feats @ c): (slope a, intercept b, c, scatter, n)."""
@@ -206,17 +228,7 @@ def robust_gauge_fit(z: np.ndarray, feats: np.ndarray, y: np.ndarray, clip: floa
         raise ChemlatentError(
             f"need at least 20 reference stars for a Teff/logg zero point, got {keep.sum()}")
     design = np.column_stack([np.ones_like(z), z, feats])
-    coef = np.zeros(design.shape[1])
-    scatter = float("nan")
-    for _ in range(max_iter):
-        coef, *_ = np.linalg.lstsq(design[keep], y[keep], rcond=None)
-        resid = y - design @ coef
-        r = resid[keep]
-        scatter = max(float(np.median(np.abs(r - np.median(r)))) * MAD_TO_SIGMA, 1e-12)
-        new = np.isfinite(resid) & (np.abs(resid) <= clip * scatter)
-        if new.sum() < 20 or np.array_equal(new, keep):
-            break
-        keep = new
+    coef, keep, scatter = _clipped_lstsq(design, y, keep, clip, max_iter, 20)
     intercept, slope = float(coef[0]), float(coef[1])
     if slope == 0:
         raise ChemlatentError("the latent axis has no slope against the reference: cannot calibrate")
@@ -234,24 +246,13 @@ def classical_fit(z: np.ndarray, y: np.ndarray, feats: np.ndarray | None = None,
     if keep.sum() < max(3, f.shape[1] + 3):
         raise ChemlatentError(f"need more reference stars to calibrate, got {keep.sum()}")
     design = np.column_stack([np.ones_like(y), y, f])
-    coef = np.zeros(design.shape[1])
-    for _ in range(max_iter):
-        coef, *_ = np.linalg.lstsq(design[keep], z[keep], rcond=None)
-        resid = z - design @ coef
-        r = resid[keep]
-        spread = max(float(np.median(np.abs(r - np.median(r)))) * MAD_TO_SIGMA, 1e-12)
-        new = np.isfinite(resid) & (np.abs(resid) <= clip * spread)
-        if new.sum() < 3 or np.array_equal(new, keep):
-            break
-        keep = new
+    coef, keep, _ = _clipped_lstsq(design, z, keep, clip, max_iter, 3)
     beta = float(coef[1])
     if abs(beta) < 1e-9:
         raise ChemlatentError("the latent axis does not follow the reference: cannot calibrate")
     slope, intercept, c = 1.0 / beta, -float(coef[0]) / beta, -coef[2:]
     dex = y - (intercept + slope * (z + f @ c))
-    r = dex[keep]
-    scatter = max(float(np.median(np.abs(r - np.median(r)))) * MAD_TO_SIGMA, 1e-12)
-    return slope, intercept, c, scatter, int(keep.sum())
+    return slope, intercept, c, _robust_scatter(dex[keep]), int(keep.sum())
 
 
 def robust_line(x: np.ndarray, y: np.ndarray, clip: float = CLIP_SIGMA, max_iter: int = 20

@@ -17,6 +17,7 @@ axes (``TrainOptions.refine_epochs``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -148,3 +149,22 @@ def _mean_sq_error(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple
     flux, ivar = (t.to(device) for t in batch(rows)[:2])
     mu, _, _ = model.encode(flux, ivar)
     return ((mu - target.to(device)) ** 2).mean()
+
+
+def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], n_data: int, *,
+                     stars: int, steps: int, epochs: int, seed: int = 0,
+                     device: torch.device | str = "cpu",
+                     log: Callable[[str], None] = print) -> dict:
+    """Refine the latents of ``stars`` random rows of a data source of ``n_data`` rows (all
+    when ``stars`` <= 0) against the model's decoders and refit the encoder's mean to them
+    (``TrainOptions.refine_epochs``); returns what was done (stars, steps, seconds, held-out
+    error per epoch) for the model's config."""
+    n = min(n_data, stars) if stars > 0 else n_data
+    rows = torch.randperm(n_data, generator=torch.Generator().manual_seed(seed + 1))[:n]
+    t0 = time.perf_counter()
+    targets = refine_rows(model, batch, rows, RefineOptions(steps=steps), device, log)
+    seconds = round(time.perf_counter() - t0, 1)
+    log(f"refined the latents of {n} training stars ({steps} steps) in {seconds:.0f} s")
+    losses = refit_encoder(model, batch, rows, targets, epochs=epochs, seed=seed, device=device, log=log)
+    return {"stars": int(n), "steps": steps, "refine_seconds": seconds,
+            "heldout_mse": [round(v, 6) for v in losses]}

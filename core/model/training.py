@@ -494,7 +494,13 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     for device_only in ("conditional_prior", "population_prior"):  # training devices too
         if getattr(model, device_only, None) is not None:
             delattr(model, device_only)
-    refit = refit_encoder_on_refined(model, data, opts, device, log) if opts.refine_epochs > 0 else None
+    refit = None
+    if opts.refine_epochs > 0:
+        from chemlatent.model.refine import refine_and_refit
+
+        refit = refine_and_refit(model, data.batch, len(data), stars=opts.refine_stars,
+                                 steps=opts.refine_steps, epochs=opts.refine_epochs, seed=opts.seed,
+                                 device=device, log=log)
     # anchored axes already have the references' sign; the others are oriented label-free
     pinned = set(data.anchored_axes()) if opts.anchor_stars else set()
     orient_axes(model, axes=tuple(a for a in range(3) if a not in pinned))
@@ -510,26 +516,6 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                      **({"encoder_refit": refit} if refit else {})}})
     plot_history(history, out / "loss.png")
     return out
-
-
-def refit_encoder_on_refined(model: DisentangledVAE, data: InMemoryData, opts: TrainOptions,
-                             device, log=print) -> dict:
-    """Refine the latents of ``refine_stars`` random training stars (all when <= 0) against
-    the trained decoders and refit the encoder's mean to them; returns what was done (stars,
-    steps, seconds, held-out error per epoch) for the model's config."""
-    from chemlatent.model.refine import RefineOptions, refine_rows, refit_encoder
-
-    n = min(len(data), opts.refine_stars) if opts.refine_stars > 0 else len(data)
-    rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(opts.seed + 1))[:n]
-    t0 = time.perf_counter()
-    targets = refine_rows(model, data.batch, rows, RefineOptions(steps=opts.refine_steps), device, log)
-    log(f"refined the latents of {n} training stars ({opts.refine_steps} steps) in "
-        f"{time.perf_counter() - t0:.0f} s")
-    seconds = round(time.perf_counter() - t0, 1)
-    losses = refit_encoder(model, data.batch, rows, targets, epochs=opts.refine_epochs, seed=opts.seed,
-                           device=device, log=log)
-    return {"stars": int(n), "steps": opts.refine_steps, "refine_seconds": seconds,
-            "heldout_mse": [round(v, 6) for v in losses]}
 
 
 @torch.no_grad()
