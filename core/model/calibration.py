@@ -179,6 +179,7 @@ CLIP_SIGMA = 5.0  # residuals beyond this many robust sigma leave the fit (modul
 METHODS = ("regression", "classical")
 GAUGE_FEATURES = ("t", "g", "t2", "tg", "g2")
 ELEMENT_FEATURES = ("zfe", "zfe2", "z_zfe", "z_zfe2")
+Z_FREE_ELEMENT_FEATURES = 2  # the first ELEMENT_FEATURES (zfe, zfe2) do not involve the axis's own z
 
 
 def gauge_features(latents: pd.DataFrame, axis: str = "fe") -> np.ndarray:
@@ -322,24 +323,19 @@ def fit_calibration(
         if n_ref < 3:
             continue
         what = f"{source}: column {col}, {n_ref} stars with a value"
+        what += "; with a Teff/logg zero point" if gauge else ""
+        feats = gauge_features(merged, axis) if gauge else None
         if method == "classical":
-            # the zero point's features that do not involve z itself (Teff/logg, and z_fe)
-            feats = gauge_features(merged, axis)[:, :len(GAUGE_FEATURES) + (2 if axis != "fe" else 0)] \
-                if gauge else None
+            what += "; classical"
+            if feats is not None:  # only the zero point's features that do not involve z itself
+                feats = feats[:, :len(GAUGE_FEATURES) + (Z_FREE_ELEMENT_FEATURES if axis != "fe" else 0)]
             slope, intercept, coefs, scatter, n_used = classical_fit(x, y, feats, clip=clip)
-            axes[axis] = AxisCalibration(col, slope, intercept, scatter, n_used,
-                                         what + ("; with a Teff/logg zero point" if gauge else "")
-                                         + "; classical", now,
-                                         [float(v) for v in coefs] if gauge else None, method)
-        elif gauge:
-            slope, intercept, coefs, scatter, n_used = robust_gauge_fit(
-                x, gauge_features(merged, axis), y, clip=clip)
-            axes[axis] = AxisCalibration(col, slope, intercept, scatter, n_used,
-                                         what + "; with a Teff/logg zero point", now,
-                                         [float(v) for v in coefs])
+        elif feats is not None:
+            slope, intercept, coefs, scatter, n_used = robust_gauge_fit(x, feats, y, clip=clip)
         else:
             slope, intercept, scatter, n_used = robust_line(x, y, clip=clip)
-            axes[axis] = AxisCalibration(col, slope, intercept, scatter, n_used, what, now)
+        axes[axis] = AxisCalibration(col, slope, intercept, scatter, n_used, what, now,
+                                     [float(v) for v in coefs] if feats is not None else None, method)
     if not axes:
         raise ChemlatentError("no reference column has 3 or more stars with values: cannot calibrate")
     return Calibration(axes)

@@ -101,12 +101,12 @@ def evaluate(latents: pd.DataFrame, catalog: pd.DataFrame, calibration: Calibrat
                        "n_flagged": int(flagged[sel].sum()), "n_true": pr["n_true"]}
     out["flags"] = flags
     zc = calibration.corrected_latents(df)[["z_fe", "z_c", "z_alpha"]].to_numpy(np.float64)
-    out["dex_scatter"] = {TRUTH[a]: float(np.nanstd(calibration.to_dex(a, zc[:, i]) - truth[:, i]))
-                          for i, a in enumerate(TRUTH) if calibration.has(a)}
+    dex = {a: np.asarray(calibration.to_dex(a, zc[:, i])) for i, a in enumerate(TRUTH) if calibration.has(a)}
+    out["dex_scatter"] = {TRUTH[a]: float(np.nanstd(dex[a] - truth[:, i]))
+                          for i, a in enumerate(TRUTH) if a in dex}
     # r of the calibrated dex values (a negative slope flips the corrected latent, not the dex)
-    out["pearson_r_calibrated"] = {
-        TRUTH[a]: pearson(np.asarray(calibration.to_dex(a, zc[:, i])) if calibration.has(a) else zc[:, i],
-                          truth[:, i]) for i, a in enumerate(TRUTH)}
+    out["pearson_r_calibrated"] = {TRUTH[a]: pearson(dex.get(a, zc[:, i]), truth[:, i])
+                                   for i, a in enumerate(TRUTH)}
     return out
 
 

@@ -18,7 +18,8 @@ axes (``TrainOptions.refine_epochs``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,21 @@ class RefineOptions:
                 f"steps={self.steps}, lr={self.lr}, prior_weight={self.prior_weight}, batch={self.batch}")
 
 
+@contextmanager
+def _frozen(model: DisentangledVAE, keep: tuple = ()) -> Iterator[None]:
+    """Every trainable parameter of ``model`` but those in ``keep`` frozen inside the block
+    (their gradients off), unfrozen after it whatever happens."""
+    kept = {id(p) for p in keep}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in kept]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
 def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tensor,
                    opts: RefineOptions | None = None) -> torch.Tensor:
     """Refined z (B, 3) for one batch of spectra (flux, ivar on the model's full grid)."""
@@ -52,27 +68,23 @@ def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tenso
     opts.check()
     was_training = model.training
     model.eval()
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
     try:
-        with torch.no_grad():
-            mu, _, w = model.encode(flux, ivar)
-        sigma = 1.0 / signal_to_noise(ivar)[:, None]
-        idx = model.win_all
-        f, iv = flux[:, idx].float(), ivar[:, idx].float()
-        z = mu.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=opts.lr)
-        for _ in range(opts.steps):
-            opt.zero_grad(set_to_none=True)
-            model_flux = model.decode(z, w, selective=False, sigma=sigma)
-            chi2 = (iv * (f - model_flux) ** 2).sum(-1)
-            loss = (0.5 * chi2 + 0.5 * opts.prior_weight * (z * z).sum(-1)).sum()
-            loss.backward()
-            opt.step()
+        with _frozen(model):
+            with torch.no_grad():
+                mu, _, w = model.encode(flux, ivar)
+            sigma = 1.0 / signal_to_noise(ivar)[:, None]
+            idx = model.win_all
+            f, iv = flux[:, idx].float(), ivar[:, idx].float()
+            z = mu.detach().clone().requires_grad_(True)
+            opt = torch.optim.Adam([z], lr=opts.lr)
+            for _ in range(opts.steps):
+                opt.zero_grad(set_to_none=True)
+                model_flux = model.decode(z, w, selective=False, sigma=sigma)
+                chi2 = (iv * (f - model_flux) ** 2).sum(-1)
+                loss = (0.5 * chi2 + 0.5 * opts.prior_weight * (z * z).sum(-1)).sum()
+                loss.backward()
+                opt.step()
     finally:
-        for p in frozen:
-            p.requires_grad_(True)
         model.train(was_training)
     return z.detach()
 
@@ -105,10 +117,6 @@ def refit_encoder(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple]
     if epochs < 1:
         raise ChemlatentError(f"refit epochs must be >= 1, got {epochs}")
     params = list(model.encoder.parameters()) + list(model.mu.parameters())
-    trainable = {id(p) for p in params}
-    frozen = [p for p in model.parameters() if id(p) not in trainable and p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
     target = torch.from_numpy(np.ascontiguousarray(targets, np.float32))
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(target), generator=gen)
@@ -117,30 +125,29 @@ def refit_encoder(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple]
     opt = torch.optim.Adam(params, lr=lr)
     losses: list[float] = []
     best: tuple[float, dict] | None = None
-    try:
-        for epoch in range(epochs):
-            model.train()
-            for pos in fit[torch.randperm(len(fit), generator=gen)].split(batch_size):
-                loss = _mean_sq_error(model, batch, rows[pos], target[pos], device)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+    with _frozen(model, keep=tuple(params)):
+        try:
+            for epoch in range(epochs):
+                model.train()
+                for pos in fit[torch.randperm(len(fit), generator=gen)].split(batch_size):
+                    loss = _mean_sq_error(model, batch, rows[pos], target[pos], device)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                model.eval()
+                with torch.no_grad():
+                    check = held if n_hold else fit
+                    err = sum(float(_mean_sq_error(model, batch, rows[pos], target[pos], device)) * len(pos)
+                              for pos in check.split(4096)) / len(check)
+                losses.append(err)
+                if best is None or err < best[0]:
+                    best = (err, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                if log is not None:
+                    log(f"encoder refit {epoch + 1}/{epochs}: held-out mse {err:.4f}")
+        finally:
+            if best is not None:
+                model.load_state_dict(best[1])
             model.eval()
-            with torch.no_grad():
-                check = held if n_hold else fit
-                err = sum(float(_mean_sq_error(model, batch, rows[pos], target[pos], device)) * len(pos)
-                          for pos in check.split(4096)) / len(check)
-            losses.append(err)
-            if best is None or err < best[0]:
-                best = (err, {k: v.detach().clone() for k, v in model.state_dict().items()})
-            if log is not None:
-                log(f"encoder refit {epoch + 1}/{epochs}: held-out mse {err:.4f}")
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-        if best is not None:
-            model.load_state_dict(best[1])
-        model.eval()
     return losses
 
 
