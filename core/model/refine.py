@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from chemlatent.errors import ChemlatentError
-from chemlatent.model.vae import DisentangledVAE, signal_to_noise
+from chemlatent.model.vae import DisentangledVAE, star_noise
 
 
 @dataclass
@@ -72,7 +72,7 @@ def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tenso
         with _frozen(model):
             with torch.no_grad():
                 mu, _, w = model.encode(flux, ivar)
-            sigma = 1.0 / signal_to_noise(ivar)[:, None]
+            sigma = star_noise(ivar)
             idx = model.win_all
             f, iv = flux[:, idx].float(), ivar[:, idx].float()
             z = mu.detach().clone().requires_grad_(True)

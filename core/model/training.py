@@ -16,7 +16,7 @@ from chemlatent.errors import ChemlatentError
 from chemlatent.io.store import Survey, write_json_atomic
 from chemlatent.model.device import pick_device
 from chemlatent.model.modelio import flatten_state, save_model, unflatten_state, write_json
-from chemlatent.model.vae import DisentangledVAE, ModelConfig, pixel_groups_from_linelist, signal_to_noise
+from chemlatent.model.vae import DisentangledVAE, ModelConfig, pixel_groups_from_linelist, star_noise
 from chemlatent.spectra.grid import ELEMENT_GROUPS, default_windows, load_windows
 
 CHECKPOINT = "checkpoint"
@@ -222,7 +222,7 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
         idx = model.win_all
         npix = idx.numel()
         # line decoders emulate the continuum normalisation, which clips by the star's noise
-        sigma = 1.0 / signal_to_noise(ivar)[:, None] if getattr(model, "form", None) == "lines" else None
+        sigma = star_noise(ivar) if getattr(model, "form", None) == "lines" else None
         r = flux[:, idx] - model.decode(z, w_dec, True, sigma=sigma, fe_for_ratios=fe_for_ratios)
         total_nll = 0.5 * (ivar[:, idx] * r * r).sum(-1)
         if getattr(model, "pixel_scatter", None) is not None:

@@ -56,6 +56,12 @@ def signal_to_noise(ivar: torch.Tensor) -> torch.Tensor:
     return ((ivar.clamp_min(0).sqrt() * valid).sum(-1) / valid.sum(-1).clamp_min(1)).clamp_min(1.0)
 
 
+def star_noise(ivar: torch.Tensor) -> torch.Tensor:
+    """Each star's typical noise 1 / S/N (B, 1): what the line decoders' emulated continuum
+    normalisation clips by."""
+    return 1.0 / signal_to_noise(ivar)[:, None]
+
+
 def noise_from_features(x: torch.Tensor) -> torch.Tensor:
     """Each star's typical noise 1 / S/N (B, 1) from encoder input rows (their last column)."""
     return torch.exp(-(x[:, -1:].float() + LOG_SN_OFFSET))
