@@ -1,5 +1,7 @@
 """Score per-star refined latents: tools/refine_scores.py RUN VAL_DIR [STEPS] [PRIOR_WEIGHT].
 
+PRIOR_WEIGHT: one number, or three (z_fe, z_c, z_alpha) separated by commas.
+
 Refines the latents of every star of VAL_DIR against RUN's decoders
 (chemlatent.model.refine, from the encoder's guess), puts them in place of z in
 RUN/val.parquet (the encoded VAL_DIR, written by tools/screen.py) and prints the
@@ -21,7 +23,7 @@ from chemlatent.model.refine import RefineOptions, refine_rows
 from chemlatent.model.training import InMemoryData
 
 
-def main(run: Path, val_dir: Path, steps: int = 60, prior_weight: float = 1.0) -> None:
+def main(run: Path, val_dir: Path, steps: int = 60, prior_weight: float | tuple = 1.0) -> None:
     survey = Survey(val_dir)
     model = load_model(run).eval()
     n = len(survey.catalog)
@@ -33,9 +35,10 @@ def main(run: Path, val_dir: Path, steps: int = 60, prior_weight: float = 1.0) -
     refined = pd.DataFrame({"star_id": sid, "z_fe": z[:, 0], "z_c": z[:, 1], "z_alpha": z[:, 2]})
     lat = pd.read_parquet(run / "val.parquet").drop(columns=["z_fe", "z_c", "z_alpha"])
     lat = lat.merge(refined, on="star_id")
-    print(row(f"{run.name} refined {steps} steps, prior {prior_weight:g}", score(lat, survey.catalog)))
+    print(row(f"{run.name} refined {steps} steps, prior {prior_weight}", score(lat, survey.catalog)))
 
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    main(Path(a[0]), Path(a[1]), int(a[2]) if len(a) > 2 else 60, float(a[3]) if len(a) > 3 else 1.0)
+    pw = tuple(float(v) for v in a[3].split(",")) if len(a) > 3 else (1.0,)
+    main(Path(a[0]), Path(a[1]), int(a[2]) if len(a) > 2 else 60, pw[0] if len(pw) == 1 else pw)

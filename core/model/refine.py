@@ -32,15 +32,23 @@ from chemlatent.model.vae import DisentangledVAE, star_noise
 @dataclass
 class RefineOptions:
     """How far each star's z is refined (steps of Adam at ``lr``) and how strongly the unit
-    Gaussian prior holds it (``prior_weight`` 1 = the ELBO's own prior)."""
+    Gaussian prior holds it (``prior_weight`` 1 = the ELBO's own prior; one number for every
+    axis or three, for z_fe, z_c, z_alpha)."""
 
     steps: int = 60
     lr: float = 0.05
-    prior_weight: float = 1.0
+    prior_weight: float | tuple[float, float, float] = 1.0
     batch: int = 2000
 
+    def prior_weights(self) -> torch.Tensor:
+        """The prior's weight per axis (3,)."""
+        w = torch.as_tensor(self.prior_weight, dtype=torch.float32).flatten()
+        return w.expand(3).clone() if w.numel() == 1 else w
+
     def check(self) -> None:
-        if self.steps < 1 or not (self.lr > 0) or not (self.prior_weight >= 0) or self.batch < 1:
+        w = torch.as_tensor(self.prior_weight, dtype=torch.float32).flatten()
+        ok_w = w.numel() in (1, 3) and bool((w >= 0).all())
+        if self.steps < 1 or not (self.lr > 0) or not ok_w or self.batch < 1:
             raise ChemlatentError(
                 f"refinement needs steps >= 1, lr > 0, prior_weight >= 0 and batch >= 1, got "
                 f"steps={self.steps}, lr={self.lr}, prior_weight={self.prior_weight}, batch={self.batch}")
@@ -76,12 +84,13 @@ def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tenso
             idx = model.win_all
             f, iv = flux[:, idx].float(), ivar[:, idx].float()
             z = mu.detach().clone().requires_grad_(True)
+            prior = opts.prior_weights().to(z.device)
             opt = torch.optim.Adam([z], lr=opts.lr)
             for _ in range(opts.steps):
                 opt.zero_grad(set_to_none=True)
                 model_flux = model.decode(z, w, selective=False, sigma=sigma)
                 chi2 = (iv * (f - model_flux) ** 2).sum(-1)
-                loss = (0.5 * chi2 + 0.5 * opts.prior_weight * (z * z).sum(-1)).sum()
+                loss = (0.5 * chi2 + 0.5 * (prior * z * z).sum(-1)).sum()
                 loss.backward()
                 opt.step()
     finally:

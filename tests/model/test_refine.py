@@ -45,6 +45,10 @@ def test_refinement_lowers_each_stars_objective_and_leaves_the_model_alone(tiny_
     # the prior holds z: with a heavy prior weight the refined z is closer to the origin
     held = refine_latents(model, flux, ivar, RefineOptions(steps=25, lr=0.05, prior_weight=50.0))
     assert float(held.norm(dim=1).mean()) < float(z.norm(dim=1).mean())
+    # a prior on one axis alone holds that axis and the others much less than a prior on all
+    one = refine_latents(model, flux, ivar, RefineOptions(steps=25, lr=0.05, prior_weight=(1.0, 1.0, 50.0)))
+    assert float(one[:, 2].abs().mean()) < float(z[:, 2].abs().mean())
+    assert float((one[:, :2] - z[:, :2]).abs().mean()) < 0.5 * float((held[:, :2] - z[:, :2]).abs().mean())
     # batches give the same answer as one call over the same rows
     rows = torch.arange(len(flux))
     parts = refine_rows(model, data.batch, rows, RefineOptions(steps=25, lr=0.05, batch=10))
@@ -72,6 +76,10 @@ def test_bad_refinement_settings_are_one_line_errors(tiny_survey):
     _, flux, ivar = _spectra(tiny_survey, 4)
     with pytest.raises(ChemlatentError, match="steps >= 1"):
         refine_latents(model, flux, ivar, RefineOptions(steps=0))
+    with pytest.raises(ChemlatentError, match="prior_weight >= 0"):
+        refine_latents(model, flux, ivar, RefineOptions(prior_weight=(1.0, 1.0)))
+    with pytest.raises(ChemlatentError, match="prior_weight >= 0"):
+        refine_latents(model, flux, ivar, RefineOptions(prior_weight=-1.0))
     with pytest.raises(ChemlatentError, match="epochs must be >= 1"):
         refit_encoder(model, lambda idx: (flux[idx], ivar[idx]), torch.arange(4), np.zeros((4, 3)), epochs=0)
 
