@@ -1,6 +1,7 @@
 """Score per-star refined latents: tools/refine_scores.py RUN VAL_DIR [STEPS] [PRIOR_WEIGHT].
 
-PRIOR_WEIGHT: one number, or three (z_fe, z_c, z_alpha) separated by commas.
+PRIOR_WEIGHT: one number, or three (z_fe, z_c, z_alpha) separated by commas;
+NUISANCE_SIGMA=S in the environment refines Teff/logg too (RefineOptions.nuisance_sigma).
 
 Refines the latents of every star of VAL_DIR against RUN's decoders
 (chemlatent.model.refine, from the encoder's guess), puts them in place of z in
@@ -8,6 +9,7 @@ RUN/val.parquet (the encoded VAL_DIR, written by tools/screen.py) and prints the
 tools/screen.py row of the refined latents. About 12 ms per star on 2 CPU cores with line
 decoders.
 """
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,8 @@ from chemlatent.model.modelio import load_model
 from chemlatent.model.refine import RefineOptions, refine_rows
 from chemlatent.model.training import InMemoryData
 
+NUISANCE_SIGMA = float(os.environ.get("NUISANCE_SIGMA", "0"))  # > 0: refine Teff/logg too
+
 
 def main(run: Path, val_dir: Path, steps: int = 60, prior_weight: float | tuple = 1.0) -> None:
     survey = Survey(val_dir)
@@ -29,13 +33,15 @@ def main(run: Path, val_dir: Path, steps: int = 60, prior_weight: float | tuple 
     n = len(survey.catalog)
     data = InMemoryData(survey, np.arange(n))
     t0 = time.time()
-    z = refine_rows(model, data.batch, torch.arange(n), RefineOptions(steps=steps, prior_weight=prior_weight))
+    z = refine_rows(model, data.batch, torch.arange(n), RefineOptions(steps=steps, prior_weight=prior_weight,
+                                                                    nuisance_sigma=NUISANCE_SIGMA))
     print(f"refined {n} stars in {time.time() - t0:.0f} s", flush=True)
     sid = survey.catalog.star_id.to_numpy()[data.rows]
     refined = pd.DataFrame({"star_id": sid, "z_fe": z[:, 0], "z_c": z[:, 1], "z_alpha": z[:, 2]})
     lat = pd.read_parquet(run / "val.parquet").drop(columns=["z_fe", "z_c", "z_alpha"])
     lat = lat.merge(refined, on="star_id")
-    print(row(f"{run.name} refined {steps} steps, prior {prior_weight}", score(lat, survey.catalog)))
+    name = f"{run.name} refined {steps} steps, prior {prior_weight}, nuisance {NUISANCE_SIGMA:g}"
+    print(row(name, score(lat, survey.catalog)))
 
 
 if __name__ == "__main__":

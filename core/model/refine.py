@@ -39,6 +39,9 @@ class RefineOptions:
     lr: float = 0.05
     prior_weight: float | tuple[float, float, float] = 1.0
     batch: int = 2000
+    # > 0: refine the nuisance w (Teff/logg) too, held to the encoder's by a Gaussian of this
+    # width (w units); 0: w stays the encoder's
+    nuisance_sigma: float = 0.0
 
     def prior_weights(self) -> torch.Tensor:
         """The prior's weight per axis (3,)."""
@@ -48,10 +51,12 @@ class RefineOptions:
     def check(self) -> None:
         w = torch.as_tensor(self.prior_weight, dtype=torch.float32).flatten()
         ok_w = w.numel() in (1, 3) and bool((w >= 0).all())
-        if self.steps < 1 or not (self.lr > 0) or not ok_w or self.batch < 1:
+        if (self.steps < 1 or not (self.lr > 0) or not ok_w or self.batch < 1
+                or not (self.nuisance_sigma >= 0)):
             raise ChemlatentError(
-                f"refinement needs steps >= 1, lr > 0, prior_weight >= 0 and batch >= 1, got "
-                f"steps={self.steps}, lr={self.lr}, prior_weight={self.prior_weight}, batch={self.batch}")
+                f"refinement needs steps >= 1, lr > 0, prior_weight >= 0, batch >= 1 and "
+                f"nuisance_sigma >= 0, got steps={self.steps}, lr={self.lr}, "
+                f"prior_weight={self.prior_weight}, batch={self.batch}, nuisance_sigma={self.nuisance_sigma}")
 
 
 @contextmanager
@@ -85,12 +90,15 @@ def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tenso
             f, iv = flux[:, idx].float(), ivar[:, idx].float()
             z = mu.detach().clone().requires_grad_(True)
             prior = opts.prior_weights().to(z.device)
-            opt = torch.optim.Adam([z], lr=opts.lr)
+            # the nuisance as w0 + nuisance_sigma * e, e ~ N(0, 1): Adam's steps in e
+            w0, ns = w.detach(), opts.nuisance_sigma
+            e = torch.zeros_like(w0, requires_grad=ns > 0)
+            opt = torch.optim.Adam([z, e] if ns > 0 else [z], lr=opts.lr)
             for _ in range(opts.steps):
                 opt.zero_grad(set_to_none=True)
-                model_flux = model.decode(z, w, selective=False, sigma=sigma)
+                model_flux = model.decode(z, w0 + ns * e, selective=False, sigma=sigma)
                 chi2 = (iv * (f - model_flux) ** 2).sum(-1)
-                loss = (0.5 * chi2 + 0.5 * (prior * z * z).sum(-1)).sum()
+                loss = (0.5 * chi2 + 0.5 * (prior * z * z).sum(-1) + 0.5 * (e * e).sum(-1)).sum()
                 loss.backward()
                 opt.step()
     finally:

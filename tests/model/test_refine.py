@@ -55,6 +55,17 @@ def test_refinement_lowers_each_stars_objective_and_leaves_the_model_alone(tiny_
     np.testing.assert_allclose(parts, z.numpy(), atol=1e-4)
 
 
+def test_refining_the_nuisance_too_fits_better_and_a_tight_hold_changes_nothing(tiny_survey):
+    model = _model()
+    _, flux, ivar = _spectra(tiny_survey)
+    held = refine_latents(model, flux, ivar, RefineOptions(steps=25, lr=0.05))
+    free = refine_latents(model, flux, ivar, RefineOptions(steps=25, lr=0.05, nuisance_sigma=1.0))
+    tight = refine_latents(model, flux, ivar, RefineOptions(steps=25, lr=0.05, nuisance_sigma=1e-5))
+    assert not torch.allclose(free, held, atol=1e-3)
+    np.testing.assert_allclose(tight.numpy(), held.numpy(), atol=2e-3)
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_encoder_refit_learns_the_targets_and_keeps_decoders_and_nuisance(tiny_survey):
     model = _model()
     data, flux, ivar = _spectra(tiny_survey, 200)
@@ -80,6 +91,8 @@ def test_bad_refinement_settings_are_one_line_errors(tiny_survey):
         refine_latents(model, flux, ivar, RefineOptions(prior_weight=(1.0, 1.0)))
     with pytest.raises(ChemlatentError, match="prior_weight >= 0"):
         refine_latents(model, flux, ivar, RefineOptions(prior_weight=-1.0))
+    with pytest.raises(ChemlatentError, match="nuisance_sigma >= 0"):
+        refine_latents(model, flux, ivar, RefineOptions(nuisance_sigma=-0.1))
     with pytest.raises(ChemlatentError, match="epochs must be >= 1"):
         refit_encoder(model, lambda idx: (flux[idx], ivar[idx]), torch.arange(4), np.zeros((4, 3)), epochs=0)
 
