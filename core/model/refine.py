@@ -7,7 +7,7 @@ decoders' best-fitting z_alpha moves about one unit per dex in every metallicity
 (docs/model.md, "Refined encoder"). Refinement closes that gap: starting from the encoder's
 mean, a few Adam steps on each star's z minimise the maximum-a-posteriori objective
 
-    0.5 * chi2(flux, decode(z, w)) + 0.5 * prior_weight * |z|^2
+    0.5 * chi2(flux, decode(z, w)) + 0.5 * prior_weight * |z - prior_mean|^2
 
 over the element-window pixels, with the nuisance w held at the encoder's value (the
 decoders see every group at once: ``selective=False``). ``refit_encoder`` then trains the
@@ -42,6 +42,10 @@ class RefineOptions:
     # > 0: refine the nuisance w (Teff/logg) too, held to the encoder's by a Gaussian of this
     # width (w units); 0: w stays the encoder's
     nuisance_sigma: float = 0.0
+    # the prior's centre (z_fe, z_c, z_alpha); None: the origin. A population whose encoder
+    # means sit away from the origin is pulled toward it star by star, the weakly measured
+    # stars the most: centring on the population's mean avoids that (see encoder_mean)
+    prior_mean: tuple[float, float, float] | None = None
 
     def prior_weights(self) -> torch.Tensor:
         """The prior's weight per axis (3,)."""
@@ -90,6 +94,7 @@ def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tenso
             f, iv = flux[:, idx].float(), ivar[:, idx].float()
             z = mu.detach().clone().requires_grad_(True)
             prior = opts.prior_weights().to(z.device)
+            centre = torch.as_tensor(opts.prior_mean or (0.0, 0.0, 0.0), dtype=torch.float32).to(z.device)
             # the nuisance as w0 + nuisance_sigma * e, e ~ N(0, 1): Adam's steps in e
             w0, ns = w.detach(), opts.nuisance_sigma
             e = torch.zeros_like(w0, requires_grad=ns > 0)
@@ -98,12 +103,30 @@ def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tenso
                 opt.zero_grad(set_to_none=True)
                 model_flux = model.decode(z, w0 + ns * e, selective=False, sigma=sigma)
                 chi2 = (iv * (f - model_flux) ** 2).sum(-1)
-                loss = (0.5 * chi2 + 0.5 * (prior * z * z).sum(-1) + 0.5 * (e * e).sum(-1)).sum()
+                loss = (0.5 * chi2 + 0.5 * (prior * (z - centre) ** 2).sum(-1) + 0.5 * (e * e).sum(-1)).sum()
                 loss.backward()
                 opt.step()
     finally:
         model.train(was_training)
     return z.detach()
+
+
+def encoder_mean(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,
+                 device: torch.device | str = "cpu", chunk: int = 4000) -> tuple[float, float, float]:
+    """The mean of the encoder's z over ``rows``: the centre of RefineOptions.prior_mean for
+    a population (computed once over every row, so no star's refinement depends on its batch)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(3, dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            for b0 in range(0, len(rows), chunk):
+                flux, ivar = (t.to(device) for t in batch(rows[b0:b0 + chunk])[:2])
+                total += model.encode(flux, ivar)[0].double().sum(0).cpu()
+    finally:
+        model.train(was_training)
+    m = total / max(len(rows), 1)
+    return float(m[0]), float(m[1]), float(m[2])
 
 
 def refine_rows(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,

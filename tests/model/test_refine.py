@@ -8,7 +8,7 @@ import torch
 from model_helpers import line_model as _model
 
 from chemlatent.errors import ChemlatentError
-from chemlatent.model.refine import RefineOptions, refine_latents, refine_rows, refit_encoder
+from chemlatent.model.refine import RefineOptions, encoder_mean, refine_latents, refine_rows, refit_encoder
 from chemlatent.model.training import InMemoryData
 from chemlatent.model.vae import signal_to_noise
 
@@ -64,6 +64,22 @@ def test_refining_the_nuisance_too_fits_better_and_a_tight_hold_changes_nothing(
     assert not torch.allclose(free, held, atol=1e-3)
     np.testing.assert_allclose(tight.numpy(), held.numpy(), atol=2e-3)
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_centred_prior_holds_z_at_the_population_mean(tiny_survey):
+    model = _model()
+    data, flux, ivar = _spectra(tiny_survey)
+    rows = torch.arange(len(flux))
+    centre = encoder_mean(model, data.batch, rows, chunk=7)  # chunked: the same mean
+    with torch.no_grad():
+        np.testing.assert_allclose(centre, model.encode(flux, ivar)[0].mean(0).numpy(), atol=1e-5)
+    shifted = (centre[0] + 2.0, centre[1] - 1.0, centre[2] + 0.5)
+    opts = {"steps": 25, "lr": 0.05, "prior_weight": 50.0}
+    there = refine_latents(model, flux, ivar, RefineOptions(**opts, prior_mean=shifted))
+    origin = refine_latents(model, flux, ivar, RefineOptions(**opts))
+    target = torch.tensor(shifted)
+    assert float((there - target).norm(dim=1).mean()) < float((origin - target).norm(dim=1).mean())
+    assert float(origin.norm(dim=1).mean()) < float(there.norm(dim=1).mean())
 
 
 def test_encoder_refit_learns_the_targets_and_keeps_decoders_and_nuisance(tiny_survey):
