@@ -49,10 +49,11 @@ def add_arguments(p) -> None:
                    help="how the Teff/logg adversary acts on the latents: gradient reversal (the "
                         "bundled model's) or 'confuse' (the encoder flattens the adversary's "
                         "predictions; docs/model.md)")
-    p.add_argument("--prior", default="star", choices=["star", "conditional", "population"],
+    p.add_argument("--prior", default="star", choices=["star", "conditional", "population", "centred"],
                    help="the latents' prior: N(0, 1) per star; centred on a learned function of "
-                        "Teff/logg (conditional); or z_c and z_alpha centred on a learned function "
-                        "of z_fe (population; docs/model.md)")
+                        "Teff/logg (conditional); z_c and z_alpha centred on a learned function "
+                        "of z_fe (population); or N(m, 1) with one learned centre m (centred; "
+                        "docs/model.md)")
     p.add_argument("--refine-encoder", type=bounded_int(0, 10_000), default=0, metavar="EPOCHS",
                    help="after training, refine the latents of --refine-stars training stars against "
                         "the decoders and train the encoder EPOCHS epochs to predict them (0 = off; "
@@ -60,6 +61,9 @@ def add_arguments(p) -> None:
     p.add_argument("--refine-stars", type=bounded_int(1, 10**9), default=20_000,
                    help="with --refine-encoder: how many training stars to refine (about 12 ms each "
                         "on 2 CPU cores with the line decoders)")
+    p.add_argument("--refine-centred", action="store_true",
+                   help="with --refine-encoder: centre the refinement's prior on the encoder's mean z "
+                        "over the refined stars, not on the origin (docs/model.md)")
     p.add_argument("--recipe", default="default", choices=["default", "signor2025"],
                    help="training recipe: this project's (default) or the published one of "
                         "Signor et al. 2025 (CNN encoder, correlated prior; docs/model.md)")
@@ -141,6 +145,7 @@ def run(args) -> int:
                         adv_mode=getattr(args, "adversary", "reverse"), prior=getattr(args, "prior", "star"),
                         refine_epochs=getattr(args, "refine_encoder", 0),
                         refine_stars=getattr(args, "refine_stars", 20_000),
+                        refine_centred=getattr(args, "refine_centred", False),
                         anchor_columns=tuple(c.strip() for c in args.anchor_columns.split(",") if c.strip()))
     with warnings.catch_warnings():
         warnings.simplefilter("always")

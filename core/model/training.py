@@ -39,6 +39,7 @@ class TrainOptions:
     # batch's Gaussian fit of the means, N(m, v), to N(0, 1); see aggregate_kl) or
     # "conditional" (N(m(Teff, logg), 1), m learned: chemlatent.model.conditional_prior) or
     # "population" (z_c, z_alpha ~ N(m(z_fe), 1), m learned: conditional_prior.PopulationPrior)
+    # or "centred" (N(m, 1), one learned centre m: conditional_prior.CentredPrior)
     prior: str = "star"
     aggregate_axes: tuple = (0, 1, 2)
     w_weight: float = 5.0
@@ -93,6 +94,9 @@ class TrainOptions:
     refine_epochs: int = 0
     refine_steps: int = 60
     refine_stars: int = 20_000
+    # refinement's prior centred on the encoder's mean z over the refined stars (instead of the
+    # origin): see conditional_prior.CentredPrior for why
+    refine_centred: bool = False
 
 
 IVAR_MAX_F16 = 65504.0  # the largest finite float16
@@ -243,8 +247,8 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     elif opts.prior == "conditional":
         d = mu.float() - model.conditional_prior(y, have)
         kl = 0.5 * (d * d + var_part).sum(-1)
-    elif opts.prior == "population":
-        d = mu.float() - model.population_prior(mu)
+    elif opts.prior in ("population", "centred"):
+        d = mu.float() - model.prior_centre(mu)
         kl = 0.5 * (d * d + var_part).sum(-1)
     elif opts.prior == "aggregate":
         agg = torch.zeros(3, dtype=torch.bool, device=mu.device)
@@ -252,8 +256,8 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
         mu2 = torch.where(agg, torch.zeros((), device=mu.device), mu.float() ** 2)
         kl = 0.5 * (mu2 + var_part).sum(-1) + aggregate_kl(mu.float(), agg)
     else:
-        raise ValueError(f"unknown prior {opts.prior!r}: use 'star', 'aggregate', 'conditional' or "
-                         "'population'")
+        raise ValueError(f"unknown prior {opts.prior!r}: use 'star', 'aggregate', 'conditional', "
+                         "'population' or 'centred'")
     if have.any():
         w_mse = ((w - y) ** 2).mean(-1)[have].mean()
         aw = torch.as_tensor(opts.adv_axis_weight, dtype=mu.dtype, device=mu.device)
@@ -415,10 +419,10 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         from chemlatent.model.conditional_prior import ConditionalPrior
 
         model.conditional_prior = ConditionalPrior(cfg.n_w)
-    if opts.prior == "population":
-        from chemlatent.model.conditional_prior import PopulationPrior
+    if opts.prior in ("population", "centred"):  # both centre each star's prior on mu
+        from chemlatent.model.conditional_prior import CentredPrior, PopulationPrior
 
-        model.population_prior = PopulationPrior()
+        model.prior_centre = PopulationPrior() if opts.prior == "population" else CentredPrior()
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = max(1, len(data) // opts.batch_size)
@@ -491,7 +495,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         del model.pixel_scatter
         log(f"learned scatter: median {scatter_summary['median']:.4f}, 90th percentile "
             f"{scatter_summary['p90']:.4f} (continuum-normalised flux)")
-    for device_only in ("conditional_prior", "population_prior"):  # training devices too
+    for device_only in ("conditional_prior", "prior_centre"):  # training devices too
         if getattr(model, device_only, None) is not None:
             delattr(model, device_only)
     refit = None
@@ -500,7 +504,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
 
         refit = refine_and_refit(model, data.batch, len(data), stars=opts.refine_stars,
                                  steps=opts.refine_steps, epochs=opts.refine_epochs, seed=opts.seed,
-                                 device=device, log=log)
+                                 centred=opts.refine_centred, device=device, log=log)
     # anchored axes already have the references' sign; the others are oriented label-free
     pinned = set(data.anchored_axes()) if opts.anchor_stars else set()
     orient_axes(model, axes=tuple(a for a in range(3) if a not in pinned))

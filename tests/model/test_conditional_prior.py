@@ -57,9 +57,9 @@ def test_population_prior_centres_the_ratios_on_iron_without_moving_iron(monkeyp
     torch.manual_seed(1)
     windows = {g: [list(w) for w in ws] for g, ws in default_windows().items()}
     model = DisentangledVAE(ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], windows=windows))
-    model.population_prior = PopulationPrior()
+    model.prior_centre = PopulationPrior()
     with torch.no_grad():  # centre of z_c: 0.5 + 0, of z_alpha: -0.3 - 0.4 z_fe (a linear trend)
-        net = model.population_prior.net
+        net = model.prior_centre.net
         net[0].weight.fill_(0.0)
         net[0].weight[0, 0] = 1.0
         net[0].bias.fill_(5.0)  # SiLU(x + 5) ~ x + 5 over |x| < 1
@@ -81,3 +81,26 @@ def test_population_prior_centres_the_ratios_on_iron_without_moving_iron(monkeyp
     (g,) = torch.autograd.grad(kl, mu)
     # iron's gradient is its own N(0, 1) pull only: the centres are functions of a detached z_fe
     torch.testing.assert_close(g[:, 0], mu.detach()[:, 0] / b)
+
+
+def test_centred_prior_pulls_each_star_to_a_learned_centre_not_the_origin(monkeypatch):
+    from chemlatent.model.conditional_prior import CentredPrior
+
+    torch.manual_seed(2)
+    windows = {g: [list(w) for w in ws] for g, ws in default_windows().items()}
+    model = DisentangledVAE(ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], windows=windows))
+    model.prior_centre = CentredPrior()
+    with torch.no_grad():
+        model.prior_centre.centre.copy_(torch.tensor([-2.0, 1.0, 0.5]))
+    b = 8
+    flux = 1 - 0.1 * torch.rand(b, DEFAULT_GRID.npix)
+    ivar = torch.full_like(flux, 100.0)
+    labels = torch.full((b, 2), float("nan"))
+    mu = (torch.rand(b, 3) - 2.0).requires_grad_(True)
+    monkeypatch.setattr(model, "encode", lambda f, i: (mu, torch.zeros(b, 3), torch.zeros(b, 2)))
+    kl = loss_terms(model, flux, ivar, labels, TrainOptions(prior="centred"), 0.0, sample=False)["kl"]
+    expect = 0.5 * ((mu.detach() - torch.tensor([-2.0, 1.0, 0.5])) ** 2).sum(-1).mean()
+    assert float(kl) == pytest.approx(float(expect), rel=1e-5)
+    kl.backward()  # the centre learns: it moves toward the means
+    step = -model.prior_centre.centre.grad
+    assert torch.all(torch.sign(step) == torch.sign(mu.detach().mean(0) - torch.tensor([-2.0, 1.0, 0.5])))
