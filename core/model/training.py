@@ -97,6 +97,9 @@ class TrainOptions:
     # refinement's prior centred on the encoder's mean z over the refined stars (instead of the
     # origin): see conditional_prior.CentredPrior for why
     refine_centred: bool = False
+    # > 0: refinement fits Teff/logg too, held to the encoder's by this width (standardised
+    # units; RefineOptions.nuisance_sigma); 0: held at the encoder's
+    refine_nuisance_sigma: float = 0.0
 
 
 IVAR_MAX_F16 = 65504.0  # the largest finite float16
@@ -504,7 +507,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
 
         refit = refine_and_refit(model, data.batch, len(data), stars=opts.refine_stars,
                                  steps=opts.refine_steps, epochs=opts.refine_epochs, seed=opts.seed,
-                                 centred=opts.refine_centred, device=device, log=log)
+                                 centred=opts.refine_centred, nuisance_sigma=opts.refine_nuisance_sigma,
+                                 device=device, log=log)
     # anchored axes already have the references' sign; the others are oriented label-free
     pinned = set(data.anchored_axes()) if opts.anchor_stars else set()
     orient_axes(model, axes=tuple(a for a in range(3) if a not in pinned))

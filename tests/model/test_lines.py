@@ -150,18 +150,23 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
     out = tmp_path / "cli_lines"
     argv = ["train", str(tiny_survey.path), "--out", str(out), "--epochs", "1", "--hidden", "16,16,8",
             "--max-stars", "400", "--batch-size", "128", "--device", "cpu", "--decoder", "lines",
-            "--adversary", "confuse", "--prior", "conditional",
-            "--refine-encoder", "2", "--refine-stars", "50"]
+            "--adversary", "confuse", "--prior", "centred",
+            "--refine-encoder", "2", "--refine-stars", "50", "--refine-centred", "--refine-nuisance", "0.1"]
     assert main(argv) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["decoder_form"] == "lines"
     opts = cfg["training"]["options"]
-    assert opts["adv_mode"] == "confuse" and opts["prior"] == "conditional"
+    assert opts["adv_mode"] == "confuse" and opts["prior"] == "centred"
     assert opts["refine_epochs"] == 2 and opts["refine_stars"] == 50
+    assert opts["refine_centred"] is True and opts["refine_nuisance_sigma"] == 0.1
     refit = cfg["training"]["encoder_refit"]
     assert refit["stars"] == 50 and len(refit["heldout_mse"]) == 2
+    assert len(refit["prior_mean"]) == 3 and refit["nuisance_sigma"] == 0.1
+    assert not any(k.startswith("prior_centre") for k in load_model(out).state_dict())  # training only
     with pytest.raises(SystemExit):
         main(["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-encoder", "-1"])
+    with pytest.raises(SystemExit):
+        main(["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-nuisance", "-0.1"])
     assert load_model(out).form == "lines"
 
 
