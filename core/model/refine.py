@@ -50,13 +50,13 @@ class RefineOptions:
     prior_mean: tuple[float, float, float] | None = None
 
     def prior_weights(self) -> torch.Tensor:
-        """The prior's weight per axis (3,)."""
+        """The prior's weight per axis (3,; as given when it is neither one number nor three)."""
         w = torch.as_tensor(self.prior_weight, dtype=torch.float32).flatten()
         return w.expand(3).clone() if w.numel() == 1 else w
 
     def check(self) -> None:
-        w = torch.as_tensor(self.prior_weight, dtype=torch.float32).flatten()
-        ok_w = w.numel() in (1, 3) and bool((w >= 0).all())
+        w = self.prior_weights()
+        ok_w = w.numel() == 3 and bool((w >= 0).all())
         if (self.steps < 1 or not (self.lr > 0) or not ok_w or self.batch < 1
                 or not (self.nuisance_sigma >= 0)):
             raise ChemlatentError(
@@ -80,36 +80,42 @@ def _frozen(model: DisentangledVAE, keep: tuple = ()) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+@contextmanager
+def _evaluating(model: DisentangledVAE) -> Iterator[None]:
+    """``model`` in eval mode inside the block, back in the mode it had after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tensor,
                    opts: RefineOptions | None = None) -> torch.Tensor:
     """Refined z (B, 3) for one batch of spectra (flux, ivar on the model's full grid)."""
     opts = opts or RefineOptions()
     opts.check()
-    was_training = model.training
-    model.eval()
-    try:
-        with _frozen(model):
-            with torch.no_grad():
-                mu, _, w = model.encode(flux, ivar)
-            sigma = star_noise(ivar)
-            idx = model.win_all
-            f, iv = flux[:, idx].float(), ivar[:, idx].float()
-            z = mu.detach().clone().requires_grad_(True)
-            prior = opts.prior_weights().to(z.device)
-            centre = torch.as_tensor(opts.prior_mean or (0.0, 0.0, 0.0), dtype=torch.float32).to(z.device)
-            # the nuisance as w0 + nuisance_sigma * e, e ~ N(0, 1): Adam's steps in e
-            w0, ns = w.detach(), opts.nuisance_sigma
-            e = torch.zeros_like(w0, requires_grad=ns > 0)
-            opt = torch.optim.Adam([z, e] if ns > 0 else [z], lr=opts.lr)
-            for _ in range(opts.steps):
-                opt.zero_grad(set_to_none=True)
-                model_flux = model.decode(z, w0 + ns * e, selective=False, sigma=sigma)
-                chi2 = (iv * (f - model_flux) ** 2).sum(-1)
-                loss = (0.5 * chi2 + 0.5 * (prior * (z - centre) ** 2).sum(-1) + 0.5 * (e * e).sum(-1)).sum()
-                loss.backward()
-                opt.step()
-    finally:
-        model.train(was_training)
+    with _evaluating(model), _frozen(model):
+        with torch.no_grad():
+            mu, _, w = model.encode(flux, ivar)
+        sigma = star_noise(ivar)
+        idx = model.win_all
+        f, iv = flux[:, idx].float(), ivar[:, idx].float()
+        z = mu.detach().clone().requires_grad_(True)
+        prior = opts.prior_weights().to(z.device)
+        centre = torch.as_tensor(opts.prior_mean or (0.0, 0.0, 0.0), dtype=torch.float32).to(z.device)
+        # the nuisance as w0 + nuisance_sigma * e, e ~ N(0, 1): Adam's steps in e
+        w0, ns = w.detach(), opts.nuisance_sigma
+        e = torch.zeros_like(w0, requires_grad=ns > 0)
+        opt = torch.optim.Adam([z, e] if ns > 0 else [z], lr=opts.lr)
+        for _ in range(opts.steps):
+            opt.zero_grad(set_to_none=True)
+            model_flux = model.decode(z, w0 + ns * e, selective=False, sigma=sigma)
+            chi2 = (iv * (f - model_flux) ** 2).sum(-1)
+            loss = (0.5 * chi2 + 0.5 * (prior * (z - centre) ** 2).sum(-1) + 0.5 * (e * e).sum(-1)).sum()
+            loss.backward()
+            opt.step()
     return z.detach()
 
 
@@ -117,16 +123,11 @@ def encoder_mean(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple],
                  device: torch.device | str = "cpu", chunk: int = 4000) -> tuple[float, float, float]:
     """The mean of the encoder's z over ``rows``: the centre of RefineOptions.prior_mean for
     a population (computed once over every row, so no star's refinement depends on its batch)."""
-    was_training = model.training
-    model.eval()
     total = torch.zeros(3, dtype=torch.float64)
-    try:
-        with torch.no_grad():
-            for b0 in range(0, len(rows), chunk):
-                flux, ivar = (t.to(device) for t in batch(rows[b0:b0 + chunk])[:2])
-                total += model.encode(flux, ivar)[0].double().sum(0).cpu()
-    finally:
-        model.train(was_training)
+    with _evaluating(model), torch.no_grad():
+        for b0 in range(0, len(rows), chunk):
+            flux, ivar = (t.to(device) for t in batch(rows[b0:b0 + chunk])[:2])
+            total += model.encode(flux, ivar)[0].double().sum(0).cpu()
     m = total / max(len(rows), 1)
     return float(m[0]), float(m[1]), float(m[2])
 

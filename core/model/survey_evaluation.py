@@ -10,7 +10,7 @@ from chemlatent.encode.streaming import encode_survey
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.latents import latents_metadata, read_latents
 from chemlatent.io.store import Survey
-from chemlatent.model.calibration import load_calibration
+from chemlatent.model.calibration import METHODS, load_calibration
 from chemlatent.model.device import pick_device
 from chemlatent.model.evaluation import evaluate, plot_evaluation
 from chemlatent.model.modelio import check_grid, json_safe, load_config, load_model
@@ -42,8 +42,8 @@ def evaluate_survey(survey_dir, model: str | None = None, *, device: str = "auto
     the figures written under ``plots`` (default ``DIR/evaluation/<model>``). ``calibration``:
     "model" uses the model's calibration.json when it has one (else a regression fit on half
     the survey); "regression" or "classical" always fit one on half the survey that way."""
-    if calibration not in ("model", "regression", "classical"):
-        raise ChemlatentError(f"unknown calibration {calibration!r}: use model, regression or classical")
+    if calibration not in ("model", *METHODS):
+        raise ChemlatentError(f"unknown calibration {calibration!r}: use model, {' or '.join(METHODS)}")
     survey = Survey(survey_dir)
     model_dir, cfg = load_config(model)
     trained_on = (cfg.get("training") or {}).get("survey")
