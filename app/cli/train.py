@@ -67,6 +67,9 @@ def add_arguments(p) -> None:
     p.add_argument("--refine-nuisance", type=nonneg_float, default=0.0, metavar="SIGMA",
                    help="with --refine-encoder: refine each star's Teff/logg too, held to the "
                         "encoder's within SIGMA (standardised units, e.g. 0.1; 0 = held fixed)")
+    p.add_argument("--no-latent-range", action="store_true",
+                   help="do not clamp encodings into the training stars' latent range (by default "
+                        "a star unlike the training set cannot get latents far outside it)")
     p.add_argument("--recipe", default="default", choices=["default", "signor2025"],
                    help="training recipe: this project's (default) or the published one of "
                         "Signor et al. 2025 (CNN encoder, correlated prior; docs/model.md)")
@@ -150,6 +153,7 @@ def run(args) -> int:
                         refine_stars=getattr(args, "refine_stars", 20_000),
                         refine_centred=getattr(args, "refine_centred", False),
                         refine_nuisance_sigma=getattr(args, "refine_nuisance", 0.0),
+                        latent_range=not getattr(args, "no_latent_range", False),
                         anchor_columns=tuple(c.strip() for c in args.anchor_columns.split(",") if c.strip()))
     with warnings.catch_warnings():
         warnings.simplefilter("always")

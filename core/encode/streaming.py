@@ -252,7 +252,7 @@ class Encoder:
         m = self.model
         with torch.inference_mode(), self._autocast():
             hid = m.encoder(x)
-            mu = m.mu(hid).float() * m.orient
+            mu = m.bound(m.mu(hid).float() * m.orient)
             std = torch.exp(0.5 * m.logvar(hid).float().clamp(-12, 6))
             w = m.w_head(hid).float()
             # line decoders emulate the continuum normalisation, which clips by the noise
@@ -265,7 +265,7 @@ class Encoder:
         m = self.model
         with torch.inference_mode(), self._autocast():
             hid = m.encoder(x)
-            mu = m.mu(hid).float() * m.orient
+            mu = m.bound(m.mu(hid).float() * m.orient)
             sd = torch.exp(0.5 * m.logvar(hid).float().clamp(-12, 6))
         return mu, sd
 

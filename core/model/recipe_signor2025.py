@@ -226,10 +226,15 @@ class Signor2025VAE(nn.Module):
         hid = self.encoder(x)
         return self.mu(hid), self.logvar.cholesky(hid), self.w_head(hid)
 
-    def encode(self, flux: torch.Tensor, ivar: torch.Tensor):
-        """Posterior mean (reported frame), log marginal variance and w, like DisentangledVAE."""
+    def encode(self, flux: torch.Tensor, ivar: torch.Tensor, bounded: bool = True):
+        """Posterior mean (reported frame), log marginal variance and w, like DisentangledVAE
+        (the published recipe records no latent range, so ``bounded`` changes nothing)."""
         hid = self.encoder(self.features(flux, ivar))
         return self.mu(hid) * self.orient, self.logvar(hid).clamp(-12.0, 6.0), self.w_head(hid)
+
+    def bound(self, mu: torch.Tensor) -> torch.Tensor:
+        """The recipe keeps its encoder's means as they are (no latent range)."""
+        return mu
 
     # -- decoders ----------------------------------------------------------------------
     def absorption(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True) -> dict:

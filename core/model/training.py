@@ -15,6 +15,7 @@ import torch
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.store import Survey, write_json_atomic
 from chemlatent.model.device import pick_device
+from chemlatent.model.latent_range import bound_to_training_range
 from chemlatent.model.modelio import flatten_state, save_model, unflatten_state, write_json
 from chemlatent.model.vae import DisentangledVAE, ModelConfig, pixel_groups_from_linelist, star_noise
 from chemlatent.spectra.grid import ELEMENT_GROUPS, default_windows, load_windows
@@ -97,9 +98,11 @@ class TrainOptions:
     # refinement's prior centred on the encoder's mean z over the refined stars (instead of the
     # origin): see conditional_prior.CentredPrior for why
     refine_centred: bool = False
-    # > 0: refinement fits Teff/logg too, held to the encoder's by this width (standardised
-    # units; RefineOptions.nuisance_sigma); 0: held at the encoder's
+    # > 0: refinement fits Teff/logg too, within this width (RefineOptions.nuisance_sigma)
     refine_nuisance_sigma: float = 0.0
+    # record the training stars' latent range and clamp every encoding into it (a few stars
+    # unlike the training set otherwise get latents far outside it; model.latent_range)
+    latent_range: bool = True
 
 
 IVAR_MAX_F16 = 65504.0  # the largest finite float16
@@ -512,6 +515,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     # anchored axes already have the references' sign; the others are oriented label-free
     pinned = set(data.anchored_axes()) if opts.anchor_stars else set()
     orient_axes(model, axes=tuple(a for a in range(3) if a not in pinned))
+    if opts.latent_range:
+        bound_to_training_range(model, data.batch, len(data), val.batch, len(val), device, log)
     diagnostics = validation_diagnostics(model, val, device)
     for msg in diagnostics["warnings"]:
         log(f"warning: {msg}")

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from chemlatent.model.features import COVERAGE_BIN, LOG_SN_OFFSET
+from chemlatent.model.latent_range import range_tensors
 from chemlatent.model.lines import (
     LN_DAMPED,
     LN_FLAT,
@@ -99,6 +100,9 @@ class ModelConfig:
     # anchored training: z = (abundance - anchor_mean) / anchor_scale on anchored stars
     anchor_mean: list | None = None
     anchor_scale: float | None = None
+    # per axis [lo, hi] (reported units) that encoding clamps the posterior means into: the
+    # training stars' range (chemlatent.model.latent_range); None = unbounded
+    latent_range: list | None = None
     name: str = "model"
 
     def to_dict(self) -> dict:
@@ -315,6 +319,9 @@ class DisentangledVAE(nn.Module):
         self.adversary = _mlp([3, 64, 64, 2])
         # +-1 per chemical axis: reported z = orient * internal z (see training.orient_axes)
         self.register_buffer("orient", torch.ones(3))
+        lo, hi = range_tensors(config.latent_range)
+        self.register_buffer("z_lo", lo, persistent=False)
+        self.register_buffer("z_hi", hi, persistent=False)
         nn.init.zeros_(self.logvar.weight)
         nn.init.constant_(self.logvar.bias, -2.0)
 
@@ -339,10 +346,25 @@ class DisentangledVAE(nn.Module):
         lsn = (torch.log(signal_to_noise(ivar)) - LOG_SN_OFFSET).unsqueeze(-1)
         return torch.cat([depth, cov, lsn], dim=-1)
 
-    def encode(self, flux: torch.Tensor, ivar: torch.Tensor):
-        """Posterior mean and log-variance of z (B, 3), and w (B, n_w)."""
+    def encode(self, flux: torch.Tensor, ivar: torch.Tensor, bounded: bool = True):
+        """Posterior mean (clamped into the trained latent range unless ``bounded`` is False)
+        and log-variance of z (B, 3), and w (B, n_w)."""
         hid = self.encoder(self.features(flux, ivar))
-        return self.mu(hid) * self.orient, self.logvar(hid).clamp(-12.0, 6.0), self.w_head(hid)
+        mu = self.mu(hid) * self.orient
+        return (self.bound(mu) if bounded else mu), self.logvar(hid).clamp(-12.0, 6.0), self.w_head(hid)
+
+    def bound(self, mu: torch.Tensor) -> torch.Tensor:
+        """Posterior means clamped into the trained latent range (chemlatent.model.latent_range)."""
+        if self.config.latent_range is None:
+            return mu
+        return torch.maximum(torch.minimum(mu, self.z_hi.to(mu.dtype)), self.z_lo.to(mu.dtype))
+
+    def set_latent_range(self, latent_range: list | None) -> None:
+        """Record the range encoding clamps into (None: unbounded)."""
+        lo, hi = range_tensors(latent_range)
+        self.z_lo.copy_(lo)
+        self.z_hi.copy_(hi)
+        self.config.latent_range = latent_range
 
     # -- decoders ----------------------------------------------------------------------
     def absorption(self, z: torch.Tensor, w: torch.Tensor, selective: bool = True,
