@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from chemlatent.app.cli.options import bounded_int, nonneg_float, positive_float
+from chemlatent.model.train_defaults import TRAIN_DEFAULTS as D
 
 MAX_LAYER = 16384  # wider layers than this only exhaust memory on a spectrum-sized input
 MIN_STARS = 16
@@ -41,32 +42,38 @@ def add_arguments(p) -> None:
     p.add_argument("--learned-scatter", action="store_true",
                    help="learn a per-pixel scatter added to the noise in the likelihood, so pixels "
                         "the decoders cannot model weigh less (docs/model.md)")
-    p.add_argument("--decoder", default="mlp", choices=["mlp", "lines"],
-                   help="mlp: one network per element group (the bundled model's); lines: the line "
-                        "list's lines and bands, each moved only by its own element group's "
-                        "abundance, rendered and normalised like the survey (docs/model.md)")
-    p.add_argument("--adversary", default="reverse", choices=["reverse", "confuse"],
-                   help="how the Teff/logg adversary acts on the latents: gradient reversal (the "
-                        "bundled model's) or 'confuse' (the encoder flattens the adversary's "
-                        "predictions; docs/model.md)")
-    p.add_argument("--prior", default="star", choices=["star", "conditional", "population", "centred"],
-                   help="the latents' prior: N(0, 1) per star; centred on a learned function of "
-                        "Teff/logg (conditional); z_c and z_alpha centred on a learned function "
-                        "of z_fe (population); or N(m, 1) with one learned centre m (centred; "
-                        "docs/model.md)")
-    p.add_argument("--refine-encoder", type=bounded_int(0, 10_000), default=0, metavar="EPOCHS",
-                   help="after training, refine the latents of --refine-stars training stars against "
-                        "the decoders and train the encoder EPOCHS epochs to predict them (0 = off; "
-                        "docs/model.md, 'Refined encoder')")
+    p.add_argument("--decoder", default=D["decoder_form"], choices=["mlp", "lines"],
+                   help="lines (default): the line list's lines and bands, each moved only by its own "
+                        "element group's abundance, rendered and normalised like the survey; mlp: one "
+                        "network per element group (the bundled model's; docs/model.md)")
+    p.add_argument("--adversary", default=D["adv_mode"], choices=["reverse", "confuse"],
+                   help="how the Teff/logg adversary acts on the latents: 'confuse' (default: the "
+                        "encoder flattens the adversary's predictions) or gradient reversal (the "
+                        "bundled model's; docs/model.md)")
+    p.add_argument("--prior", default=D["prior"], choices=["star", "conditional", "population", "centred"],
+                   help="the latents' prior: N(m, 1) with one learned centre m (centred, default); "
+                        "N(0, 1) per star (star, the bundled model's); centred on a learned function "
+                        "of Teff/logg (conditional); z_c and z_alpha centred on a learned function of "
+                        "z_fe (population; docs/model.md)")
+    p.add_argument("--refine-encoder", type=bounded_int(0, 10_000), default=D["refine_epochs"],
+                   metavar="EPOCHS",
+                   help=f"after training, refine the latents of --refine-stars training stars against "
+                        f"the decoders and train the encoder EPOCHS epochs to predict them (default "
+                        f"{D['refine_epochs']}; 0 = off; docs/model.md, 'Refined encoder')")
     p.add_argument("--refine-stars", type=bounded_int(1, 10**9), default=20_000,
                    help="with --refine-encoder: how many training stars to refine (about 12 ms each "
                         "on 2 CPU cores with the line decoders)")
-    p.add_argument("--refine-centred", action="store_true",
+    p.add_argument("--refine-prior", default="centred" if D["refine_centred"] else "origin",
+                   choices=["centred", "origin"],
                    help="with --refine-encoder: centre the refinement's prior on the encoder's mean z "
-                        "over the refined stars, not on the origin (docs/model.md)")
-    p.add_argument("--refine-nuisance", type=nonneg_float, default=0.0, metavar="SIGMA",
-                   help="with --refine-encoder: refine each star's Teff/logg too, held to the "
-                        "encoder's within SIGMA (standardised units, e.g. 0.1; 0 = held fixed)")
+                        "over the refined stars (centred, default) or on the origin")
+    p.add_argument("--refine-centred", dest="refine_prior", action="store_const", const="centred",
+                   help=argparse.SUPPRESS)  # the same as --refine-prior centred (kept for old commands)
+    p.add_argument("--refine-nuisance", type=nonneg_float, default=D["refine_nuisance_sigma"],
+                   metavar="SIGMA",
+                   help=f"with --refine-encoder: refine each star's Teff/logg too, held to the "
+                        f"encoder's within SIGMA (standardised units; default {D['refine_nuisance_sigma']}; "
+                        f"0 = held fixed)")
     p.add_argument("--no-latent-range", action="store_true",
                    help="do not clamp encodings into the training stars' latent range (by default "
                         "a star unlike the training set cannot get latents far outside it)")
@@ -147,13 +154,11 @@ def run(args) -> int:
                         max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
                         adv_weight=args.adv_weight, device=args.device, seed=args.seed,
                         anchor_stars=args.anchors, learned_scatter=args.learned_scatter,
-                        decoder_form=getattr(args, "decoder", "mlp"),
-                        adv_mode=getattr(args, "adversary", "reverse"), prior=getattr(args, "prior", "star"),
-                        refine_epochs=getattr(args, "refine_encoder", 0),
-                        refine_stars=getattr(args, "refine_stars", 20_000),
-                        refine_centred=getattr(args, "refine_centred", False),
-                        refine_nuisance_sigma=getattr(args, "refine_nuisance", 0.0),
-                        latent_range=not getattr(args, "no_latent_range", False),
+                        decoder_form=args.decoder, adv_mode=args.adversary, prior=args.prior,
+                        refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
+                        refine_centred=args.refine_prior == "centred",
+                        refine_nuisance_sigma=args.refine_nuisance,
+                        latent_range=not args.no_latent_range,
                         anchor_columns=tuple(c.strip() for c in args.anchor_columns.split(",") if c.strip()))
     with warnings.catch_warnings():
         warnings.simplefilter("always")

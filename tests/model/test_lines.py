@@ -193,3 +193,31 @@ def test_pressure_damping_moves_metal_and_hydrogen_damping_separately():
     assert shift.abs().max() < 1.0
     # the flag is off by default, so models saved before it load unchanged
     assert not ModelConfig(grid=DEFAULT_GRID.to_dict(), windows={}).line_pressure_damping
+
+
+def test_train_defaults_are_the_measured_recipe_and_the_command_line_uses_them(tiny_survey, tmp_path):
+    """`chemlatent train` with no model options trains what TRAIN_DEFAULTS names (the line
+    decoders, the confuse adversary, the centred prior, a refined encoder and a latent range),
+    and default_options() gives the same TrainOptions to Python callers."""
+    import json
+
+    from chemlatent.app.cli import main
+    from chemlatent.model.train_defaults import TRAIN_DEFAULTS, default_options
+
+    out = tmp_path / "defaults"
+    argv = ["train", str(tiny_survey.path), "--out", str(out), "--epochs", "1", "--hidden", "16,16,8",
+            "--max-stars", "300", "--batch-size", "128", "--device", "cpu", "--refine-stars", "40"]
+    assert main(argv) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    opts = cfg["training"]["options"]
+    assert {k: opts[k] for k in TRAIN_DEFAULTS} == TRAIN_DEFAULTS
+    assert cfg["decoder_form"] == "lines" and cfg["latent_range"] is not None
+    assert len(cfg["training"]["encoder_refit"]["prior_mean"]) == 3
+    py = default_options(epochs=1)
+    assert {k: getattr(py, k) for k in TRAIN_DEFAULTS} == TRAIN_DEFAULTS and py.epochs == 1
+    main(["train", str(tiny_survey.path), "--out", str(tmp_path / "origin"), "--epochs", "1", "--hidden", "8",
+          "--max-stars", "300", "--batch-size", "128", "--device", "cpu", "--refine-stars", "40",
+          "--refine-prior", "origin", "--decoder", "mlp", "--no-latent-range"])
+    cfg = json.loads((tmp_path / "origin" / "config.json").read_text())
+    assert cfg["training"]["options"]["refine_centred"] is False and cfg["latent_range"] is None
+    assert "prior_mean" not in cfg["training"]["encoder_refit"]
