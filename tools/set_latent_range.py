@@ -3,7 +3,8 @@ tools/set_latent_range.py MODEL_DIR TRAIN_SURVEY [STARS]
 
 Encodes STARS (default 20,000) random stars of the survey the model was trained on, fits the
 range (chemlatent.model.latent_range) and writes it into MODEL_DIR/config.json, as training
-now does itself.
+now does itself. Latents the model encoded before stay unbounded: re-encode them with
+`chemlatent encode DIR --model MODEL_DIR --overwrite`.
 """
 import json
 import sys

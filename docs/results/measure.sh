@@ -18,7 +18,8 @@ score() {  # score NAME MODEL_ARGS... : encode (prints spectra/s) then evaluate 
   [ -f "$R/$out" ] || $CL evaluate data/eval60k "$@" --json > "$R/$out"
 }
 
-[ -f runs/default60k/weights.safetensors ] || $CL train data/train60k --out runs/default60k --epochs "$EPOCHS"
+[ -f runs/default60k/weights.safetensors ] || $CL train data/train60k --out runs/default60k --epochs "$EPOCHS" \
+    --decoder mlp --adversary reverse --prior star --refine-encoder 0 --no-latent-range
 score default60k default-eval60k.json --model runs/default60k
 score chemvae-v1 chemvae-v1-eval60k.json
 [ -f runs/signor60k/weights.safetensors ] || $CL train data/train60k --out runs/signor60k --epochs "$EPOCHS" \
