@@ -1,11 +1,11 @@
 """What `chemlatent train` uses unless told otherwise.
 
 ``TrainOptions()`` is the bare model (MLP decoders, gradient-reversal adversary, N(0, 1)
-prior, no refinement): the building block tests and screens start from, and the bundled
-model's recipe. A user training on their own survey gets these instead, chosen by measurement
-on two surveys of our generator and stand-ins with other physics, two seeds each
-(docs/model.md, "Train's defaults"). This module holds data only, so the command line can
-read it without importing torch.
+prior, no refinement; the latent range is recorded either way): the building block tests and
+screens start from, and the bundled model's recipe. A user training on their own survey gets
+these instead, chosen by measurement on our generator and two stand-in surveys with other
+physics, several seeds (docs/model.md, "Train's defaults"). This module holds data only, so
+the command line can read it without importing torch.
 """
 
 from __future__ import annotations
