@@ -17,6 +17,7 @@ from chemlatent.io.store import Survey, write_json_atomic
 from chemlatent.model.device import pick_device
 from chemlatent.model.latent_range import bound_to_training_range
 from chemlatent.model.modelio import flatten_state, save_model, unflatten_state, write_json
+from chemlatent.model.step_guard import StepGuard
 from chemlatent.model.vae import DisentangledVAE, ModelConfig, pixel_groups_from_linelist, star_noise
 from chemlatent.spectra.grid import ELEMENT_GROUPS, default_windows, load_windows
 
@@ -451,6 +452,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
 
         phys = GradientTemplates.build(survey.grid, model.win_all.cpu().numpy()).to(device)
         log(f"physical-gradient templates: {phys.templates['fe'].shape[0]} Teff-logg nodes")
+    guard = StepGuard(log=log)
     for epoch in range(start_epoch, opts.epochs):
         model.train()
         perm = torch.randperm(len(data), generator=gen)
@@ -473,19 +475,17 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 terms = loss_terms(model, flux, ivar, labels, opts, adv_scale, in_ivar=in_ivar, phys=phys,
                                    anchors=anchor_batch)
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
+            stepped = guard.step(model, opt, terms["loss"])
             sched.step()
-            for k, v in terms.items():
+            for k, v in terms.items() if stepped else ():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-            if step % 10 == 0:
+            if step % 10 == 0 and "loss" in sums:
                 n = step + 1
                 bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", chi2=f"{sums['chi2'] / n:.3f}",
                                 w=f"{sums['w_mse'] / n:.4f}")
         bar.close()
-        rec = {k: v / steps_per_epoch for k, v in sums.items()}
+        skipped = guard.end_epoch(model, epoch + 1)
+        rec = {k: v / max(1, steps_per_epoch - skipped) for k, v in sums.items()}
         rec.update(epoch=epoch + 1, seconds=round(time.perf_counter() - t0, 1), adv_scale=adv_scale,
                    lr=sched.get_last_lr()[0])
         rec.update({f"val_{k}": v for k, v in evaluate_loss(model, val, opts, device).items()})
