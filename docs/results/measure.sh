@@ -25,3 +25,5 @@ score chemvae-v1 chemvae-v1-eval60k.json
 [ -f runs/signor60k/weights.safetensors ] || $CL train data/train60k --out runs/signor60k --epochs "$EPOCHS" \
     --recipe signor2025 --channels "$CHANNELS"
 score signor60k signor2025-eval60k.json --model runs/signor60k
+[ -f runs/newdef60k/weights.safetensors ] || $CL train data/train60k --out runs/newdef60k --epochs "$EPOCHS"
+score newdef60k train-defaults-eval60k.json --model runs/newdef60k
