@@ -1,11 +1,12 @@
 """How many latent units per dex each axis takes, in the encoder and in the decoders' own best
-fit: tools/decoder_units.py VAL_DIR MODEL_DIR [STARS]
+fit: tools/decoder_units.py VAL_DIR MODEL_DIR [STARS [ABLATION]]
 
 For STARS (default 1,500) random stars of a survey with truth labels: the encoder's z, and z
 refined against the decoders (150 Adam steps, no prior, Teff/logg held at the truth), each
 regressed on [Fe/H], [alpha/Fe], [C/Fe] and a quadratic in Teff/logg. A line model shares one
 slope s (dex per unit) across its lines, so a decoder consistent with its own units reads
-every axis at ~1/s units per dex.
+every axis at ~1/s units per dex. ABLATION (line models) switches a term of the decoders off
+for the refinement: no_electrons (the Saha shift, k_e = 0), no_opacity (k_o = 0) or neither.
 """
 import sys
 
@@ -20,6 +21,7 @@ from chemlatent.model.training import InMemoryData
 if __name__ == "__main__":
     survey, model = Survey(sys.argv[1]), load_model(sys.argv[2])
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 1500
+    ablation = sys.argv[4] if len(sys.argv) > 4 else ""
     cat = survey.catalog
     rows = np.sort(np.random.default_rng(0).choice(len(cat), min(n, len(cat)), replace=False))
     data = InMemoryData(survey, rows)
@@ -28,6 +30,10 @@ if __name__ == "__main__":
         mu, logvar, _ = model.encode(flux, ivar)
     mean, std = torch.tensor(model.config.label_mean), torch.tensor(model.config.label_std)
     w_true = ((lab - mean) / std).float()
+    if ablation in ("no_electrons", "neither"):
+        model.lines.electron_response.zero_()
+    if ablation in ("no_opacity", "neither"):
+        model.lines.opacity_response.zero_()
     encode = model.encode
     model.encode = lambda f, i, bounded=True: (mu, logvar, w_true)  # refine from mu at the true Teff/logg
     refined = refine_latents(model, flux, ivar, RefineOptions(steps=150, prior_weight=0.0)).numpy()
