@@ -8,13 +8,23 @@ from chemlatent.model.vae import DisentangledVAE, ModelConfig
 from chemlatent.spectra.grid import DEFAULT_GRID, default_windows
 
 
+def default_windows_config() -> dict:
+    """The default element windows as a ModelConfig stores them."""
+    return {g: [list(w) for w in ws] for g, ws in default_windows().items()}
+
+
+def small_model() -> DisentangledVAE:
+    """An untrained small MLP-decoder model on the default grid."""
+    return DisentangledVAE(ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16],
+                                       windows=default_windows_config()))
+
+
 def line_model(seed: int = 0) -> DisentangledVAE:
     """An untrained line-decoder model on the default grid with small random perturbations
     (a non-trivial Teff/logg dependence and metallicity response)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], decoder_hidden=[16, 16],
-                      windows={g: [list(w) for w in ws] for g, ws in default_windows().items()},
-                      decoder_form="lines")
+                      windows=default_windows_config(), decoder_form="lines")
     model = DisentangledVAE(cfg)
     with torch.no_grad():
         for p in model.lines.parameters():

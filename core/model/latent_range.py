@@ -54,12 +54,13 @@ def outside_share(z: np.ndarray, latent_range: list) -> float:
 
 @torch.no_grad()
 def encoded_means(model, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,
-                  device: torch.device | str = "cpu", chunk: int = 2048) -> np.ndarray:
-    """The model's posterior means (reported axes) of ``rows`` of a data source, unbounded."""
+                  device: torch.device | str = "cpu", chunk: int = 2048, bounded: bool = False) -> np.ndarray:
+    """The model's posterior means (reported axes) of ``rows`` of a data source (unbounded
+    unless ``bounded``)."""
     out = []
     for part in rows.split(chunk):
         flux, ivar = (t.to(device) for t in batch(part)[:2])
-        out.append(model.encode(flux, ivar, bounded=False)[0].float().cpu())
+        out.append(model.encode(flux, ivar, bounded=bounded)[0].float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 3), np.float32)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from chemlatent.errors import ChemlatentError
+from chemlatent.model.latent_range import encoded_means
 from chemlatent.model.vae import DisentangledVAE, star_noise
 
 
@@ -123,12 +124,9 @@ def encoder_mean(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple],
                  device: torch.device | str = "cpu", chunk: int = 4000) -> tuple[float, float, float]:
     """The mean of the encoder's z over ``rows``: the centre of RefineOptions.prior_mean for
     a population (computed once over every row, so no star's refinement depends on its batch)."""
-    total = torch.zeros(3, dtype=torch.float64)
-    with _evaluating(model), torch.no_grad():
-        for b0 in range(0, len(rows), chunk):
-            flux, ivar = (t.to(device) for t in batch(rows[b0:b0 + chunk])[:2])
-            total += model.encode(flux, ivar)[0].double().sum(0).cpu()
-    m = total / max(len(rows), 1)
+    with _evaluating(model):
+        z = encoded_means(model, batch, rows, device, chunk=chunk, bounded=True).astype(np.float64)
+    m = z.sum(0) / max(len(rows), 1)
     return float(m[0]), float(m[1]), float(m[2])
 
 

@@ -7,22 +7,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from model_helpers import small_model
 
 from chemlatent.model.conditional_prior import ConditionalPrior
 from chemlatent.model.modelio import load_model
 from chemlatent.model.training import TrainOptions, loss_terms, train
-from chemlatent.model.vae import DisentangledVAE, ModelConfig
-from chemlatent.spectra.grid import DEFAULT_GRID, default_windows
-
-
-def _small_model() -> DisentangledVAE:
-    windows = {g: [list(w) for w in ws] for g, ws in default_windows().items()}
-    return DisentangledVAE(ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], windows=windows))
+from chemlatent.spectra.grid import DEFAULT_GRID
 
 
 def test_kl_is_measured_from_the_prior_centre_of_labelled_stars_only(monkeypatch):
     torch.manual_seed(0)
-    model = _small_model()
+    model = small_model()
     model.conditional_prior = ConditionalPrior()
     b = 16
     flux = 1 - 0.1 * torch.rand(b, DEFAULT_GRID.npix)
@@ -59,7 +54,7 @@ def test_population_prior_centres_the_ratios_on_iron_without_moving_iron(monkeyp
     from chemlatent.model.conditional_prior import PopulationPrior
 
     torch.manual_seed(1)
-    model = _small_model()
+    model = small_model()
     model.prior_centre = PopulationPrior()
     with torch.no_grad():  # centre of z_c: 0.5 + 0, of z_alpha: -0.3 - 0.4 z_fe (a linear trend)
         net = model.prior_centre.net
@@ -90,7 +85,7 @@ def test_centred_prior_pulls_each_star_to_a_learned_centre_not_the_origin(monkey
     from chemlatent.model.conditional_prior import CentredPrior
 
     torch.manual_seed(2)
-    model = _small_model()
+    model = small_model()
     model.prior_centre = CentredPrior()
     with torch.no_grad():
         model.prior_centre.centre.copy_(torch.tensor([-2.0, 1.0, 0.5]))

@@ -9,18 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from model_helpers import small_model
 
 from chemlatent.encode.streaming import encode_survey
 from chemlatent.model.latent_range import fit_latent_range, outside_share
 from chemlatent.model.modelio import load_model, save_model
 from chemlatent.model.training import TrainOptions, train
-from chemlatent.model.vae import DisentangledVAE, ModelConfig
-from chemlatent.spectra.grid import DEFAULT_GRID, default_windows
-
-
-def _small_model() -> DisentangledVAE:
-    windows = {g: [list(w) for w in ws] for g, ws in default_windows().items()}
-    return DisentangledVAE(ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], windows=windows))
+from chemlatent.spectra.grid import DEFAULT_GRID
 
 
 def test_range_holds_the_population_and_leaves_the_wild_few_outside():
@@ -39,12 +34,12 @@ def test_bad_inputs_to_the_range_are_clear_errors():
     with pytest.raises(ValueError, match="finite"):
         fit_latent_range(np.full((5, 3), np.nan))
     with pytest.raises(ValueError, match="lo < hi"):
-        _small_model().set_latent_range([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+        small_model().set_latent_range([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
 
 
 def test_encode_clamps_into_the_range_and_the_range_survives_saving(tmp_path):
     torch.manual_seed(0)
-    model = _small_model().eval()
+    model = small_model().eval()
     flux = 1 - 0.3 * torch.rand(64, DEFAULT_GRID.npix)
     ivar = torch.full_like(flux, 100.0)
     with torch.no_grad():
