@@ -46,6 +46,10 @@ def add_arguments(p) -> None:
                    help="lines (default): the line list's lines and bands, each moved only by its own "
                         "element group's abundance, rendered and normalised like the survey; mlp: one "
                         "network per element group (the bundled model's; docs/model.md)")
+    p.add_argument("--doppler", default=D.get("line_doppler", "learned"), choices=["physical", "learned"],
+                   help="line decoders' Doppler widths: from Teff/logg (physical: thermal plus a "
+                        "published microturbulence relation) or learned per star (docs/model.md, "
+                        "'The Doppler width sets the units')")
     p.add_argument("--adversary", default=D["adv_mode"], choices=["reverse", "confuse"],
                    help="how the Teff/logg adversary acts on the latents: 'confuse' (default: the "
                         "encoder flattens the adversary's predictions) or gradient reversal (the "
@@ -154,7 +158,8 @@ def run(args) -> int:
                         max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
                         adv_weight=args.adv_weight, device=args.device, seed=args.seed,
                         anchor_stars=args.anchors, learned_scatter=args.learned_scatter,
-                        decoder_form=args.decoder, adv_mode=args.adversary, prior=args.prior,
+                        decoder_form=args.decoder, line_doppler=args.doppler,
+                        adv_mode=args.adversary, prior=args.prior,
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
                         refine_centred=args.refine_prior == "centred",
                         refine_nuisance_sigma=args.refine_nuisance,

@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from chemlatent.model.doppler import doppler_width_kms
 from chemlatent.spectra.continuum import N_BINS, N_ITER
 from chemlatent.spectra.grid import WavelengthGrid
 from chemlatent.spectra.linelist import BANDS, MOLECULES, band_templates, load_linelist, lsf_sigma_pixels
-from chemlatent.spectra.physics import ELEMENT_GROUP
+from chemlatent.spectra.physics import ELEMENT_GROUP, MASS_AMU
 
 LN10 = math.log(10.0)
 C_KMS = 299792.458
@@ -83,7 +84,7 @@ class LineDecoder(nn.Module):
     """Optical depth per element group on the window pixels, from the line list."""
 
     def __init__(self, grid: WavelengthGrid, win_idx: np.ndarray, n_w: int, hidden: list,
-                 pressure_damping: bool = False) -> None:
+                 pressure_damping: bool = False, doppler_labels: tuple | None = None) -> None:
         super().__init__()
         ll = load_linelist()
         npix = grid.npix
@@ -109,6 +110,10 @@ class LineDecoder(nn.Module):
         self._const("line_tau0", ll.log_tau_sun[sel])
         self._const("line_la0", ll.log_a_sun[sel])
         self._const("line_wave", ll.wave[sel])
+        self._const("line_mass", np.array([MASS_AMU[ll.element[i]] for i in sel], np.float32))
+        # physical Doppler widths (chemlatent.model.doppler) from Teff/logg: w's mean and std,
+        # or None for one learned width per star
+        self.doppler_labels = doppler_labels
         species = sorted({ll.species[i] for i in sel})
         self._const("line_species", np.array([species.index(ll.species[i]) for i in sel]))
         self.n_species = len(species)
@@ -275,13 +280,23 @@ class LineDecoder(nn.Module):
         if self.pressure_damping:
             la = la + self.damping_response[self.line_is_h] * m
         la = la.clamp(-3.5, 0.5)
-        dld = self.line_wave / C_KMS * torch.pow(10.0, head[:, -2:-1])  # Doppler width, Angstrom
+        dld = self.line_wave / C_KMS * self._doppler_kms(w, head[:, -2:-1])  # Doppler width, Angstrom
         width = dld * torch.exp(voigt_log_width(log_tau, la).clamp(max=12.0))  # equivalent width
         # molecules ~ Pg^2 / kappa: metallicity lowers them at fixed abundances like ~2 k_o m
         band = (self.band_tau0 + head[:, nl + ns:-3] + self._band_atoms(u, z_fe_sg, head[:, -3], s)
                 - 2.0 * self.opacity_response * s * (z_fe_sg + self.alpha_electrons * z_alpha.detach()))
         band_tau = torch.log1p(torch.pow(10.0, band.clamp(-8.0, 3.0)))
         return h, log_tau, la, dld, width, band_tau
+
+    def _doppler_kms(self, w: torch.Tensor, learned_log10: torch.Tensor) -> torch.Tensor:
+        """Doppler velocity width (km/s): from Teff/logg (thermal per line's atom and
+        microturbulence) when ``doppler_labels`` is set, else 10**(the trunk's output) (B, 1)."""
+        if self.doppler_labels is None:
+            return torch.pow(10.0, learned_log10)
+        (t_mean, g_mean), (t_std, g_std) = self.doppler_labels
+        teff = w[:, :1].float() * t_std + t_mean
+        logg = w[:, 1:2].float() * g_std + g_mean
+        return doppler_width_kms(teff, logg, self.line_mass)
 
     def _widths(self, u, z_fe_sg, w):
         """What rendering needs: the trunk's output, each line's core equivalent width (B, L),

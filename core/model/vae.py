@@ -92,6 +92,9 @@ class ModelConfig:
     # line decoders: the damping of every line follows the pressure the metallicity sets
     # (lines.LineDecoder, pressure_damping)
     line_pressure_damping: bool = False
+    # line decoders: "physical" Doppler widths from Teff/logg (chemlatent.model.doppler), or
+    # "learned" (one width per star from the Teff/logg trunk; models trained before this option)
+    line_doppler: str = "learned"
     pixel_groups: list | None = None  # "masked": per window pixel, the group whose lines dominate it
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
@@ -300,7 +303,11 @@ class DisentangledVAE(nn.Module):
         if self.form == "lines":  # one line-by-line model of every window pixel (core/model/lines.py)
             if self.mode != "additive":
                 raise ValueError("decoder_form 'lines' needs decoder_mode 'additive'")
-            self.lines = LineDecoder(grid, win_idx, nw, dh, pressure_damping=config.line_pressure_damping)
+            if config.line_doppler not in ("learned", "physical"):
+                raise ValueError(f"line_doppler must be 'learned' or 'physical', not {config.line_doppler!r}")
+            doppler = (config.label_mean, config.label_std) if config.line_doppler == "physical" else None
+            self.lines = LineDecoder(grid, win_idx, nw, dh, pressure_damping=config.line_pressure_damping,
+                                     doppler_labels=doppler)
             self.decoders = nn.ModuleDict()
             self._part_idx = {g: win_idx for g in ELEMENT_GROUPS}
         elif self.form == "mlp":

@@ -1,0 +1,64 @@
+"""Physical Doppler widths of the line decoders (chemlatent.model.doppler)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from model_helpers import default_windows_config
+
+from chemlatent.model.doppler import doppler_width_kms, microturbulence_kms
+from chemlatent.model.modelio import load_model, save_model
+from chemlatent.model.vae import DisentangledVAE, ModelConfig
+from chemlatent.spectra.grid import DEFAULT_GRID
+from chemlatent.spectra.physics import doppler_width_kms as generator_width
+
+
+def _lines_model(doppler: str) -> DisentangledVAE:
+    torch.manual_seed(0)
+    return DisentangledVAE(ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16],
+                                       decoder_hidden=[16, 16],
+                                       windows=default_windows_config(), decoder_form="lines",
+                                       line_doppler=doppler, label_mean=[5000.0, 3.0],
+                                       label_std=[800.0, 1.2]))
+
+
+def test_width_is_thermal_plus_microturbulence():
+    teff = torch.tensor([[5777.0], [4500.0]])
+    logg = torch.tensor([[4.44], [1.5]])
+    mass = torch.tensor([1.0, 55.8])
+    v = doppler_width_kms(teff, logg, mass)
+    assert v.shape == (2, 2)
+    # hydrogen's thermal width dominates (~8 km/s); iron's is ~1 km/s, so microturbulence matters
+    assert 7.0 < float(v[0, 0]) < 10.0 and 1.2 < float(v[0, 1]) < 1.8
+    assert float(microturbulence_kms(torch.tensor(1.5))) > float(microturbulence_kms(torch.tensor(4.44)))
+    # the same thermal law as the generator's physics (its own microturbulence put in)
+    xi = float(microturbulence_kms(torch.tensor(4.44)))
+    ref = generator_width("Fe", np.array([5777.0]), np.array([xi]))[0]
+    assert float(v[0, 1]) == pytest.approx(ref, rel=1e-4)
+
+
+def test_physical_widths_follow_teff_logg_and_survive_save(tmp_path):
+    model = _lines_model("physical")
+    dec = model.lines
+    u = torch.zeros(2, 3)
+    w = torch.tensor([[1.0, -1.5], [-1.0, 1.0]])  # a hot giant and a cool dwarf (standardised)
+    with torch.no_grad():
+        dld = dec._optics(u, u[:, :1], w)[3]
+        dec.head.bias[-2] += 1.0  # the learned width's output no longer matters
+        again = dec._optics(u, u[:, :1], w)[3]
+    torch.testing.assert_close(dld, again)
+    hot_giant, cool_dwarf = dld[0] / dec.line_wave, dld[1] / dec.line_wave
+    assert torch.all(hot_giant > cool_dwarf)
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config.line_doppler == "physical"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.lines._optics(u, u[:, :1], w)[3], again)
+
+
+def test_learned_widths_stay_the_default_of_older_models_and_bad_values_fail():
+    assert ModelConfig(grid=DEFAULT_GRID.to_dict(), windows={}).line_doppler == "learned"
+    assert _lines_model("learned").lines.doppler_labels is None
+    with pytest.raises(ValueError, match="line_doppler"):
+        _lines_model("thermal")
