@@ -78,6 +78,10 @@ def add_arguments(p) -> None:
                    help=f"with --refine-encoder: refine each star's Teff/logg too, held to the "
                         f"encoder's within SIGMA (standardised units; default {D['refine_nuisance_sigma']}; "
                         f"0 = held fixed)")
+    p.add_argument("--no-surrogate", action="store_true",
+                   help="line decoders: do not fit the reconstruction surrogate that encoding's chi2 "
+                        "uses (chi2 then comes from the line decoders themselves, at about half the "
+                        "encoding speed; docs/model.md, 'Encoding a line model fast')")
     p.add_argument("--no-latent-range", action="store_true",
                    help="do not clamp encodings into the training stars' latent range (by default "
                         "a star unlike the training set cannot get latents far outside it)")
@@ -163,7 +167,7 @@ def run(args) -> int:
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
                         refine_centred=args.refine_prior == "centred",
                         refine_nuisance_sigma=args.refine_nuisance,
-                        latent_range=not args.no_latent_range,
+                        latent_range=not args.no_latent_range, surrogate=not args.no_surrogate,
                         anchor_columns=tuple(c.strip() for c in args.anchor_columns.split(",") if c.strip()))
     with warnings.catch_warnings():
         warnings.simplefilter("always")

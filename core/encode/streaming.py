@@ -257,7 +257,7 @@ class Encoder:
             w = m.w_head(hid).float()
             # line decoders emulate the continuum normalisation, which clips by the noise
             sigma = noise_from_features(x) if getattr(m, "form", None) == "lines" else None
-            rec_all = m.decode(mu, w, selective=False, sigma=sigma).float()
+            rec_all = m.decode_fast(mu, w, sigma).float()
         return mu, std, w, rec_all
 
     def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ TRAIN_DEFAULTS: dict = {
     "refine_epochs": 20,  # refine 20,000 training stars' latents and refit the encoder to them
     "refine_centred": True,  # refinement's prior centred on the encoder's mean z
     "refine_nuisance_sigma": 0.1,  # refinement fits Teff/logg too, within 0.1 standardised units
+    "surrogate": True,  # encoding's chi2 from a fitted stand-in for the line decoders (fast)
 }
 
 

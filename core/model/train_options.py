@@ -91,4 +91,6 @@ class TrainOptions:
     # record the training stars' latent range and clamp every encoding into it (a few stars
     # unlike the training set otherwise get latents far outside it; model.latent_range)
     latent_range: bool = True
+    # line decoders: fit the reconstruction surrogate encoding's chi2 uses (model.surrogate)
+    surrogate: bool = False
 

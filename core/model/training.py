@@ -430,6 +430,12 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     orient_axes(model, axes=tuple(a for a in range(3) if a not in pinned))
     if opts.latent_range:
         bound_to_training_range(model, data.batch, len(data), val.batch, len(val), device, log)
+    surrogate = None
+    if opts.surrogate and getattr(model, "form", None) == "lines":
+        from chemlatent.model.surrogate import fit_surrogate
+
+        surrogate = fit_surrogate(model.cpu(), data.batch, len(data), seed=opts.seed, log=log)
+        model.to(device)
     diagnostics = validation_diagnostics(model, val, device)
     for msg in diagnostics["warnings"]:
         log(f"warning: {msg}")
@@ -439,7 +445,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                                                         for k, v in vars(opts).items()},
                      "history": history, "diagnostics": diagnostics,
                      **({"learned_scatter": scatter_summary} if scatter_summary else {}),
-                     **({"encoder_refit": refit} if refit else {})}})
+                     **({"encoder_refit": refit} if refit else {}),
+                     **({"surrogate": surrogate} if surrogate else {})}})
     plot_history(history, out / "loss.png")
     return out
 

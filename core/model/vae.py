@@ -48,6 +48,7 @@ from chemlatent.model.lines import (
     LineDecoder,
     voigt_log_width,
 )
+from chemlatent.model.surrogate import ReconstructionSurrogate
 from chemlatent.spectra.grid import ELEMENT_GROUPS, WavelengthGrid, window_masks
 
 
@@ -95,6 +96,9 @@ class ModelConfig:
     # line decoders: "physical" Doppler widths from Teff/logg (chemlatent.model.doppler), or
     # "learned" (one width per star from the Teff/logg trunk; models trained before this option)
     line_doppler: str = "learned"
+    # line decoders: hidden sizes of the reconstruction surrogate that encoding's chi2 uses
+    # (chemlatent.model.surrogate), None: none (chi2 from the line decoders themselves)
+    surrogate_hidden: list | None = None
     pixel_groups: list | None = None  # "masked": per window pixel, the group whose lines dominate it
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
@@ -324,6 +328,9 @@ class DisentangledVAE(nn.Module):
         else:
             raise ValueError(f"unknown decoder_form {self.form!r}")
         self.adversary = _mlp([3, 64, 64, 2])
+        self.surrogate = None
+        if config.surrogate_hidden:
+            self.surrogate = ReconstructionSurrogate(int(union.sum()), list(config.surrogate_hidden))
         # +-1 per chemical axis: reported z = orient * internal z (see training.orient_axes)
         self.register_buffer("orient", torch.ones(3))
         lo, hi = range_tensors(config.latent_range)
@@ -481,6 +488,19 @@ class DisentangledVAE(nn.Module):
         zr = zf if fe_for_ratios is None else fe_for_ratios * self.orient[0]
         zr = zr.detach() if selective else zr
         return torch.cat([zf, zr + z[:, 1:2], zr + z[:, 2:3]], -1), zr
+
+    def decode_fast(self, z: torch.Tensor, w: torch.Tensor,
+                    sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """decode(z, w, selective=False, sigma): through the reconstruction surrogate when the
+        model has one (encoding's chi2; chemlatent.model.surrogate)."""
+        if self.surrogate is not None and sigma is not None:
+            return self.surrogate(z, w, sigma)
+        return self.decode(z, w, selective=False, sigma=sigma)
+
+    def set_surrogate(self, surrogate: nn.Module | None, hidden: list | None) -> None:
+        """Attach (or with None remove) a reconstruction surrogate and record it in the config."""
+        self.surrogate = surrogate
+        self.config.surrogate_hidden = list(hidden) if surrogate is not None and hidden else None
 
     def reconstruct(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Full-length reconstruction (B, P), NaN outside the element windows."""
