@@ -50,6 +50,11 @@ def add_arguments(p) -> None:
                    help="line decoders' Doppler widths: from Teff/logg (physical: thermal plus a "
                         "published microturbulence relation) or learned per star (docs/model.md, "
                         "'The Doppler width sets the units')")
+    p.add_argument("--line-strengths", type=nonneg_float, default=D.get("line_strength_weight", 0.0),
+                   metavar="WEIGHT",
+                   help="line decoders with --doppler physical: > 0 anchors the contrast between "
+                        "lines to the line list (Boltzmann excitation, per-line offsets held near 0 "
+                        "with this weight); 0 = one free Teff/logg term per line (docs/model.md)")
     p.add_argument("--adversary", default=D["adv_mode"], choices=["reverse", "confuse"],
                    help="how the Teff/logg adversary acts on the latents: 'confuse' (default: the "
                         "encoder flattens the adversary's predictions) or gradient reversal (the "
@@ -163,6 +168,7 @@ def run(args) -> int:
                         adv_weight=args.adv_weight, device=args.device, seed=args.seed,
                         anchor_stars=args.anchors, learned_scatter=args.learned_scatter,
                         decoder_form=args.decoder, line_doppler=args.doppler,
+                        line_strength_weight=args.line_strengths,
                         adv_mode=args.adversary, prior=args.prior,
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
                         refine_centred=args.refine_prior == "centred",

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from chemlatent.model.doppler import doppler_width_kms
+from chemlatent.model.doppler import LINE_FORMING_T, doppler_width_kms
 from chemlatent.spectra.continuum import N_BINS, N_ITER
 from chemlatent.spectra.grid import WavelengthGrid
 from chemlatent.spectra.linelist import BANDS, MOLECULES, band_templates, load_linelist, lsf_sigma_pixels
-from chemlatent.spectra.physics import ELEMENT_GROUP, MASS_AMU
+from chemlatent.spectra.physics import ELEMENT_GROUP, MASS_AMU, TEFF_SUN
 
 LN10 = math.log(10.0)
 C_KMS = 299792.458
@@ -84,7 +84,8 @@ class LineDecoder(nn.Module):
     """Optical depth per element group on the window pixels, from the line list."""
 
     def __init__(self, grid: WavelengthGrid, win_idx: np.ndarray, n_w: int, hidden: list,
-                 pressure_damping: bool = False, doppler_labels: tuple | None = None) -> None:
+                 pressure_damping: bool = False, doppler_labels: tuple | None = None,
+                 anchored_strengths: bool = False) -> None:
         super().__init__()
         ll = load_linelist()
         npix = grid.npix
@@ -111,6 +112,7 @@ class LineDecoder(nn.Module):
         self._const("line_la0", ll.log_a_sun[sel])
         self._const("line_wave", ll.wave[sel])
         self._const("line_mass", np.array([MASS_AMU[ll.element[i]] for i in sel], np.float32))
+        self._const("line_chi", ll.chi_exc[sel])
         # physical Doppler widths (chemlatent.model.doppler) from Teff/logg: w's mean and std,
         # or None for one learned width per star
         self.doppler_labels = doppler_labels
@@ -144,7 +146,16 @@ class LineDecoder(nn.Module):
         self.trunk = _mlp([n_w, *hidden])
         # per line log tau offset, per species log N_II/N_I, per band log tau offset, the
         # logit of the share of min(C, O) locked in CO, log10 Doppler width, log10 damping
-        self.head = nn.Linear(hidden[-1], self.n_lines + self.n_species + n_band + 3)
+        # anchored strengths: the line list's contrast between lines, one learned constant per
+        # line (held near 0 by strength_penalty), the Boltzmann excitation from Teff and one
+        # Teff/logg term per species; otherwise one free Teff/logg term per line
+        self.anchored = anchored_strengths
+        if anchored_strengths and doppler_labels is None:
+            raise ValueError("anchored line strengths need the physical Doppler widths (Teff/logg)")
+        self.n_line_terms = self.n_species if anchored_strengths else self.n_lines
+        if anchored_strengths:
+            self.line_offset = nn.Parameter(torch.zeros(self.n_lines))
+        self.head = nn.Linear(hidden[-1], self.n_line_terms + self.n_species + n_band + 3)
         self.continuum = nn.Linear(hidden[-1], self.n_win)  # what no abundance moves
         for lin in (self.head, self.continuum):
             nn.init.zeros_(lin.weight)
@@ -264,7 +275,7 @@ class LineDecoder(nn.Module):
         trunk's output (see the module docstring)."""
         h = self.trunk(w)
         head = self.head(h).float()
-        nl, ns = self.n_lines, self.n_species
+        nl, ns = self.n_line_terms, self.n_species
         s = self.log_slope.exp()
         u4 = torch.cat([u, torch.zeros_like(u[:, :1])], -1)
         # metallicity of the electron donors, dex (B, L): each line's own group's latent with its
@@ -274,8 +285,8 @@ class LineDecoder(nn.Module):
                  + self.alpha_electrons * torch.where(self.line_src == 2, z_alpha, z_alpha.detach()))
         ratio = head[:, nl:nl + ns][:, self.line_species] - self.electron_response * m  # log N_II/N_I
         log_frac = torch.where(self.line_ion == 1, ratio, torch.zeros_like(ratio)) - softplus10(ratio)
-        log_tau = (self.line_tau0 + head[:, :nl] + s * u4[:, self.line_src] + log_frac
-                   - self.opacity_response * m)
+        log_tau = (self.line_tau0 + self._strength_terms(head[:, :nl], w) + s * u4[:, self.line_src]
+                   + log_frac - self.opacity_response * m)
         la = self.line_la0 + head[:, -1:]
         if self.pressure_damping:
             la = la + self.damping_response[self.line_is_h] * m
@@ -287,6 +298,23 @@ class LineDecoder(nn.Module):
                 - 2.0 * self.opacity_response * s * (z_fe_sg + self.alpha_electrons * z_alpha.detach()))
         band_tau = torch.log1p(torch.pow(10.0, band.clamp(-8.0, 3.0)))
         return h, log_tau, la, dld, width, band_tau
+
+    def _strength_terms(self, terms: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Each line's log10 tau offset from its line-list strength (B, L): the trunk's per-line
+        terms, or (anchored) its constant offset, its species' term and the Boltzmann factor
+        -chi theta relative to the Sun (theta = 5040 / (0.85 Teff))."""
+        if not self.anchored:
+            return terms
+        (t_mean, _), (t_std, _) = self.doppler_labels
+        teff = (w[:, :1].float() * t_std + t_mean).clamp_min(2000.0)
+        dtheta = 5040.0 / (LINE_FORMING_T * teff) - 5040.0 / (LINE_FORMING_T * TEFF_SUN)
+        return self.line_offset + terms[:, self.line_species] - self.line_chi * dtheta
+
+    def strength_penalty(self) -> torch.Tensor:
+        """Mean square of the anchored lines' constant offsets (dex^2; 0 when not anchored)."""
+        if not self.anchored:
+            return torch.zeros(())
+        return self.line_offset.pow(2).mean()
 
     def _doppler_kms(self, w: torch.Tensor, learned_log10: torch.Tensor) -> torch.Tensor:
         """Doppler velocity width (km/s): from Teff/logg (thermal per line's atom and

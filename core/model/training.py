@@ -226,6 +226,8 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
                                    units_weight=opts.phys_units).mean()
         out["phys"] = align.detach()
         out["loss"] = out["loss"] + opts.phys_weight * align
+    if getattr(model, "form", None) == "lines" and model.lines.anchored:
+        out["loss"] = out["loss"] + model.config.line_strength_weight * model.lines.strength_penalty()
     out["chi2"] = (2 * total_nll.mean() / npix).detach()
     return out
 

@@ -99,6 +99,10 @@ class ModelConfig:
     # line decoders: hidden sizes of the reconstruction surrogate that encoding's chi2 uses
     # (chemlatent.model.surrogate), None: none (chi2 from the line decoders themselves)
     surrogate_hidden: list | None = None
+    # line decoders: > 0 anchors the contrast between lines to the line list (Boltzmann
+    # excitation from Teff, one Teff/logg term per species, per-line constants held near 0 with
+    # this weight; needs line_doppler "physical"); 0: one free Teff/logg term per line
+    line_strength_weight: float = 0.0
     pixel_groups: list | None = None  # "masked": per window pixel, the group whose lines dominate it
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
@@ -311,7 +315,8 @@ class DisentangledVAE(nn.Module):
                 raise ValueError(f"line_doppler must be 'learned' or 'physical', not {config.line_doppler!r}")
             doppler = (config.label_mean, config.label_std) if config.line_doppler == "physical" else None
             self.lines = LineDecoder(grid, win_idx, nw, dh, pressure_damping=config.line_pressure_damping,
-                                     doppler_labels=doppler)
+                                     doppler_labels=doppler,
+                                     anchored_strengths=config.line_strength_weight > 0)
             self.decoders = nn.ModuleDict()
             self._part_idx = {g: win_idx for g in ELEMENT_GROUPS}
         elif self.form == "mlp":

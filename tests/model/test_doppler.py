@@ -62,3 +62,32 @@ def test_learned_widths_stay_the_default_of_older_models_and_bad_values_fail():
     assert _lines_model("learned").lines.doppler_labels is None
     with pytest.raises(ValueError, match="line_doppler"):
         _lines_model("thermal")
+
+
+def test_anchored_strengths_keep_the_line_lists_contrast_with_boltzmann_excitation():
+    torch.manual_seed(0)
+    cfg = dict(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], decoder_hidden=[16, 16],
+               windows=default_windows_config(), decoder_form="lines", label_mean=[5000.0, 3.0],
+               label_std=[800.0, 1.2])
+    with pytest.raises(ValueError, match="physical Doppler"):
+        DisentangledVAE(ModelConfig(**cfg, line_strength_weight=1.0))
+    dec = DisentangledVAE(ModelConfig(**cfg, line_doppler="physical", line_strength_weight=1.0)).lines
+    assert dec.anchored and dec.n_line_terms == dec.n_species
+    terms = torch.randn(2, dec.n_species)
+    w = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])  # 4200 K and 5800 K
+    got = dec._strength_terms(terms, w)
+    # two lines of one species differ only by their excitation: -(chi_a - chi_b) * dtheta
+    sp = dec.line_species
+    a, b = next((i, j) for i in range(dec.n_lines) for j in range(i + 1, dec.n_lines)
+                if sp[i] == sp[j] and abs(float(dec.line_chi[i] - dec.line_chi[j])) > 1.0)
+    cool, hot = got[0, a] - got[0, b], got[1, a] - got[1, b]
+    # the higher-excitation line gains on the other as the star gets hotter
+    hi, lo = (a, b) if dec.line_chi[a] > dec.line_chi[b] else (b, a)
+    assert float((got[1, hi] - got[1, lo]) - (got[0, hi] - got[0, lo])) > 0.1
+    theta = lambda t: 5040.0 / (0.85 * t)  # noqa: E731
+    expected = -float(dec.line_chi[a] - dec.line_chi[b]) * (theta(5800.0) - theta(4200.0))
+    assert float(hot - cool) == pytest.approx(expected, rel=1e-4)
+    assert float(dec.strength_penalty()) == 0.0
+    with torch.no_grad():
+        dec.line_offset.fill_(0.3)
+    assert float(dec.strength_penalty()) == pytest.approx(0.09)
