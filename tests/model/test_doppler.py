@@ -75,7 +75,7 @@ def test_anchored_strengths_keep_the_line_lists_contrast_with_boltzmann_excitati
     assert dec.anchored and dec.n_line_terms == dec.n_species
     terms = torch.randn(2, dec.n_species)
     w = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])  # 4200 K and 5800 K
-    got = dec._strength_terms(terms, w)
+    got = dec._strength_terms(terms, w).detach()
     # two lines of one species differ only by their excitation: -(chi_a - chi_b) * dtheta
     sp = dec.line_species
     a, b = next((i, j) for i in range(dec.n_lines) for j in range(i + 1, dec.n_lines)
