@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from chemlatent.model.modelio import load_model
-from chemlatent.spectra.linelist import load_linelist
+from chemlatent.spectra.linelist import band_templates, load_linelist
 from chemlatent.spectra.physics import ELEMENT_GROUP
 from chemlatent.synth.generator import Generator, species_terms
 
@@ -27,6 +27,25 @@ LABELS = ("fe_h", "c_fe", "alpha_fe")
 def render(gen: Generator, lab) -> tuple[torch.Tensor, torch.Tensor]:
     flux, mask = gen.render(lab)
     return torch.from_numpy(flux.astype(np.float32)), torch.from_numpy(gen.ivar(lab, mask))
+
+
+def pixel_classes(model, gen: Generator) -> dict[str, np.ndarray]:
+    """Window pixels by their dominant feature at solar strengths (iron-group, alpha or carbon
+    lines, hydrogen, bands) and those with no feature."""
+    ll = load_linelist()
+    npix = gen.grid.npix
+    depth = {k: np.zeros(npix) for k in ("fe", "alpha", "c", "h")}
+    for p, el, t in zip(gen.grid.pixel_of(ll.wave), ll.element, ll.log_tau_sun):
+        if 0 <= p < npix:
+            j = int(round(p))
+            depth[ELEMENT_GROUP[el]][max(j - 2, 0):j + 3] += min(10.0 ** t, 3.0)
+    stack = np.stack([depth["fe"], depth["alpha"], depth["c"], depth["h"],
+                      0.3 * band_templates(gen.grid).sum(0)])[:, model.win_all.numpy()]
+    kind, total = np.argmax(stack, 0), stack.sum(0)
+    out = {n: (kind == i) & (total >= 0.02) for i, n in enumerate(("fe lines", "alpha lines", "c lines",
+                                                                  "hydrogen", "bands"))}
+    out["no feature"] = total < 0.02
+    return out
 
 
 def units_matrix(model, gen, lab, flux, ivar, mu, w) -> np.ndarray:

@@ -55,6 +55,11 @@ def add_arguments(p) -> None:
                    help="line decoders with --doppler physical: > 0 anchors the contrast between "
                         "lines to the line list (Boltzmann excitation, per-line offsets held near 0 "
                         "with this weight); 0 = one free Teff/logg term per line (docs/model.md)")
+    p.add_argument("--smooth-continuum", type=bounded_int(0, 10_000), metavar="PIXELS",
+                   default=D.get("line_smooth_continuum", 0),
+                   help="line decoders: the optical depth no abundance moves is linear between knots "
+                        "PIXELS grid pixels apart, so it cannot take over part of a line (0 = free "
+                        "per pixel; docs/model.md)")
     p.add_argument("--adversary", default=D["adv_mode"], choices=["reverse", "confuse"],
                    help="how the Teff/logg adversary acts on the latents: 'confuse' (default: the "
                         "encoder flattens the adversary's predictions) or gradient reversal (the "
@@ -169,6 +174,7 @@ def run(args) -> int:
                         anchor_stars=args.anchors, learned_scatter=args.learned_scatter,
                         decoder_form=args.decoder, line_doppler=args.doppler,
                         line_strength_weight=args.line_strengths,
+                        line_smooth_continuum=args.smooth_continuum,
                         adv_mode=args.adversary, prior=args.prior,
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
                         refine_centred=args.refine_prior == "centred",

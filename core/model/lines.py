@@ -85,7 +85,7 @@ class LineDecoder(nn.Module):
 
     def __init__(self, grid: WavelengthGrid, win_idx: np.ndarray, n_w: int, hidden: list,
                  pressure_damping: bool = False, doppler_labels: tuple | None = None,
-                 anchored_strengths: bool = False) -> None:
+                 anchored_strengths: bool = False, smooth_continuum: int = 0) -> None:
         super().__init__()
         ll = load_linelist()
         npix = grid.npix
@@ -156,7 +156,15 @@ class LineDecoder(nn.Module):
         if anchored_strengths:
             self.line_offset = nn.Parameter(torch.zeros(self.n_lines))
         self.head = nn.Linear(hidden[-1], self.n_line_terms + self.n_species + n_band + 3)
-        self.continuum = nn.Linear(hidden[-1], self.n_win)  # what no abundance moves
+        # what no abundance moves: per window pixel, or (smooth_continuum = K > 0) linear between
+        # knots K grid pixels apart, too smooth to take over any part of a line's depth
+        self.smooth_continuum = int(smooth_continuum)
+        n_cont = self.n_win
+        if self.smooth_continuum > 0:
+            knots = self._knots(np.asarray(win_idx), self.smooth_continuum)
+            n_cont = knots.shape[1]
+            self._const("continuum_knots", knots)
+        self.continuum = nn.Linear(hidden[-1], n_cont)
         for lin in (self.head, self.continuum):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
@@ -180,6 +188,31 @@ class LineDecoder(nn.Module):
         if pressure_damping:
             self.damping_response = nn.Parameter(torch.zeros(2))
             self._const("line_is_h", (src == 3).astype(np.int64))
+
+    @staticmethod
+    def _knots(win_idx: np.ndarray, step: int) -> np.ndarray:
+        """(n_win, n_knots) weights of linear interpolation between knots every ``step`` grid
+        pixels, each window run of pixels with its own knots at its ends."""
+        runs = np.split(np.arange(win_idx.size), np.nonzero(np.diff(win_idx) > 1)[0] + 1)
+        cols, rows, vals, k0 = [], [], [], 0
+        for r in runs:
+            p = win_idx[r] - win_idx[r[0]]
+            n = max(int(np.ceil(p[-1] / step)), 1)
+            x = p / max(p[-1], 1) * n
+            j = np.minimum(np.floor(x).astype(int), n - 1)
+            t = x - j
+            rows += [r, r]
+            cols += [k0 + j, k0 + j + 1]
+            vals += [1.0 - t, t]
+            k0 += n + 1
+        out = np.zeros((win_idx.size, k0), np.float32)
+        np.add.at(out, (np.concatenate(rows), np.concatenate(cols)), np.concatenate(vals))
+        return out
+
+    def continuum_depth(self, h: torch.Tensor) -> torch.Tensor:
+        """The optical depth no abundance moves, per window pixel (B, n_win)."""
+        c = self.continuum(h)
+        return c @ self.continuum_knots.T if self.smooth_continuum > 0 else c
 
     def _const(self, name: str, values: np.ndarray) -> None:
         """A non-persistent buffer (rebuilt from the line list on load): int64 or float32."""
@@ -383,7 +416,7 @@ class LineDecoder(nn.Module):
         h, taus = self._render(u, z_fe_sg, w, groups=True)
         log_cont = self._log_continuum(torch.exp(-(taus[0] + taus[1] + taus[2])), sigma).T
         tau = torch.stack([t[self.win_idx].T for t in taus], 1)
-        tau[:, 0] = tau[:, 0] + self.continuum(h).float()
+        tau[:, 0] = tau[:, 0] + self.continuum_depth(h).float()
         return tau, log_cont
 
     def flux(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor,
@@ -395,7 +428,7 @@ class LineDecoder(nn.Module):
         if torch.is_grad_enabled() or u.device.type != "cpu":
             h, tau = self._render(u, z_fe_sg, w, groups=False)
             log_cont = self._log_continuum(torch.exp(-tau), sigma)
-            return torch.exp(-(tau[self.win_idx] + log_cont).T - self.continuum(h).float())
+            return torch.exp(-(tau[self.win_idx] + log_cont).T - self.continuum_depth(h).float())
         return self._compiled_flux(u, z_fe_sg, w, sigma)
 
     def _compiled_flux(self, u, z_fe_sg, w, sigma) -> torch.Tensor:
@@ -404,7 +437,7 @@ class LineDecoder(nn.Module):
         h, core_w, wing_w, g, band_tau, kern, sig = self._widths(u, z_fe_sg, w)
         if self._band_lo is None:
             self._band_lo, self._band_hi = band_ranges(self.band_tmpl.numpy())
-        extra = self.continuum(h).float()
+        extra = self.continuum_depth(h).float()
         b = u.shape[0]
         out = np.empty((b, self.n_win), np.float32)
         noise = np.zeros(b, np.float32) if sigma is None else sigma.float().reshape(-1).numpy()

@@ -103,6 +103,9 @@ class ModelConfig:
     # excitation from Teff, one Teff/logg term per species, per-line constants held near 0 with
     # this weight; needs line_doppler "physical"); 0: one free Teff/logg term per line
     line_strength_weight: float = 0.0
+    # line decoders: > 0 makes the optical depth no abundance moves linear between knots this
+    # many grid pixels apart (0: free per window pixel)
+    line_smooth_continuum: int = 0
     pixel_groups: list | None = None  # "masked": per window pixel, the group whose lines dominate it
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
@@ -316,7 +319,8 @@ class DisentangledVAE(nn.Module):
             doppler = (config.label_mean, config.label_std) if config.line_doppler == "physical" else None
             self.lines = LineDecoder(grid, win_idx, nw, dh, pressure_damping=config.line_pressure_damping,
                                      doppler_labels=doppler,
-                                     anchored_strengths=config.line_strength_weight > 0)
+                                     anchored_strengths=config.line_strength_weight > 0,
+                                     smooth_continuum=config.line_smooth_continuum)
             self.decoders = nn.ModuleDict()
             self._part_idx = {g: win_idx for g in ELEMENT_GROUPS}
         elif self.form == "mlp":

@@ -91,3 +91,21 @@ def test_anchored_strengths_keep_the_line_lists_contrast_with_boltzmann_excitati
     with torch.no_grad():
         dec.line_offset.fill_(0.3)
     assert float(dec.strength_penalty().detach()) == pytest.approx(0.09)
+
+
+def test_smooth_continuum_cannot_draw_a_line():
+    torch.manual_seed(0)
+    cfg = ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], decoder_hidden=[16, 16],
+                      windows=default_windows_config(), decoder_form="lines", line_smooth_continuum=16)
+    dec = DisentangledVAE(cfg).lines
+    knots = dec.continuum_knots
+    assert torch.allclose(knots.sum(1), torch.ones(dec.n_win))  # interpolation weights
+    assert knots.shape[1] < dec.n_win / 8
+    with torch.no_grad():
+        dec.continuum.weight.normal_()
+        depth = dec.continuum_depth(torch.randn(4, 16))
+    # linear between knots: second differences vanish inside each run of pixels, except at knots
+    win = dec.win_idx.numpy()
+    inside = np.nonzero((win[2:] - win[:-2]) == 2)[0]
+    d2 = (depth[:, 2:] - 2 * depth[:, 1:-1] + depth[:, :-2])[:, inside].abs()
+    assert float((d2 > 1e-4).float().mean()) < 0.15
