@@ -8,7 +8,8 @@ encoder's z: the least-squares 3 x 3 matrix dz / d(label) per star (median print
 by metallicity). A model consistent with its shared slope s reads 1/s units per dex on the
 diagonal and 0 elsewhere. Then each line group's centre optical depth in the model against the
 generator's, and the Doppler widths: a model whose lines sit on another part of the curve of
-growth than the survey's responds to abundance in other units.
+growth than the survey's responds to abundance in other units; and the share of the absorption
+the decoders give to the term no abundance moves.
 """
 import sys
 
@@ -92,6 +93,19 @@ def optical_depths(model, gen, lab, mu, w) -> None:
     print(f"  Doppler width, model / survey: median {np.median(ratio):.2f}")
 
 
+def abundance_free_share(model, gen, mu, w) -> None:
+    """The share of each pixel class's mean optical depth that no abundance moves."""
+    dec = model.lines
+    u, zr = model._line_inputs(mu * model.orient, None, False)
+    free = dec.continuum_depth(dec.trunk(w.float())).numpy()
+    lines = dec._render(u.float(), zr.float(), w.float(), groups=False)[1][dec.win_idx].T.numpy()
+    parts = []
+    for name, sel in pixel_classes(model, gen).items():
+        a, b = free[:, sel].mean(), lines[:, sel].mean()
+        parts.append(f"{name} {a:.4f} of {a + b:.4f}")
+    print("  optical depth no abundance moves, of the total: " + "; ".join(parts))
+
+
 def main() -> None:
     model = load_model(sys.argv[1]).eval()
     gen = Generator(int(sys.argv[3]) if len(sys.argv) > 3 else 424242)
@@ -112,6 +126,7 @@ def main() -> None:
             m = (fe >= lo) & (fe < hi)
             print(f"  [Fe/H] {lo}..{hi} ({m.sum()} stars): per dex of [Fe/H] {np.median(units[m], 0)[:, 0]}")
         optical_depths(model, gen, lab, mu, w)
+        abundance_free_share(model, gen, mu, w)
 
 
 if __name__ == "__main__":
