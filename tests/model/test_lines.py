@@ -213,6 +213,7 @@ def test_train_defaults_are_the_measured_recipe_and_the_command_line_uses_them(t
     assert {k: opts[k] for k in TRAIN_DEFAULTS} == TRAIN_DEFAULTS
     assert cfg["decoder_form"] == "lines" and cfg["latent_range"] is not None
     assert len(cfg["training"]["encoder_refit"]["prior_mean"]) == 3
+    assert cfg["surrogate_hidden"] and cfg["training"]["surrogate"]["rms"] > 0  # encoding's chi2
     py = default_options(epochs=1)
     assert {k: getattr(py, k) for k in TRAIN_DEFAULTS} == TRAIN_DEFAULTS and py.epochs == 1
     main(["train", str(tiny_survey.path), "--out", str(tmp_path / "origin"), "--epochs", "1", "--hidden", "8",
@@ -221,3 +222,4 @@ def test_train_defaults_are_the_measured_recipe_and_the_command_line_uses_them(t
     cfg = json.loads((tmp_path / "origin" / "config.json").read_text())
     assert cfg["training"]["options"]["refine_centred"] is False and cfg["latent_range"] is None
     assert "prior_mean" not in cfg["training"]["encoder_refit"]
+    assert cfg["surrogate_hidden"] is None and "surrogate" not in cfg["training"]  # MLP: none needed
