@@ -27,6 +27,13 @@ the iron lines, and a z_alpha that copied iron would deepen the alpha lines with
 lines. The per-line strengths, widths and the Teff/logg dependence are learned, so the line
 list needs the right lines, not the right oscillator strengths (tested on surveys whose line
 strengths are perturbed).
+
+Where the lines sit on the curve of growth sets each axis's units per dex, and an unresolved
+line does not show it, so three options pin it (docs/model.md, "What set the line decoders'
+units"): physical Doppler widths from Teff/logg instead of a learned one
+(``doppler_labels``), an abundance-free term smooth between knots instead of free per pixel
+(``smooth_continuum``), and line strengths anchored to the line list's contrast
+(``anchored_strengths``, measured and left off).
 """
 
 from __future__ import annotations
