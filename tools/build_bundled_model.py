@@ -1,6 +1,10 @@
-"""Build the bundled model end to end (documentation of how assets/models/chemvae-v1 was made).
+"""Build the bundled model end to end (documentation of how assets/models/<name> was made).
 
-    python tools/build_bundled_model.py [--epochs 24] [--workdir data]
+    python tools/build_bundled_model.py [--epochs 24] [--workdir data] [--name NAME] [--model-dir M]
+
+chemvae-v1: the bare options (``TrainOptions()``), trained here. A model trained with
+``chemlatent train`` (e.g. ``chemlatent train data/train200k --out runs/M ...``) is bundled with
+``--model-dir runs/M --name NAME``: copied, calibrated and evaluated as below.
 
 1. synthetic surveys: training (seed 1, 200k), calibration (seed 2, 50k), test (seed 3, 50k)
 2. train on the training survey (Teff/logg the only labels)
@@ -26,7 +30,7 @@ from chemlatent.model.modelio import load_model, write_json
 from chemlatent.model.training import TrainOptions, train
 from chemlatent.synth.generator import generate_survey
 
-OUT = Path(__file__).resolve().parents[1] / "assets" / "models" / "chemvae-v1"
+MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
 
 
 def survey(path: Path, n: int, seed: int) -> Survey:
@@ -35,7 +39,7 @@ def survey(path: Path, n: int, seed: int) -> Survey:
     return Survey(path)
 
 
-def finalize(model_dir: Path, cal_survey: Survey, test_survey: Survey) -> dict:
+def finalize(model_dir: Path, cal_survey: Survey, test_survey: Survey, name: str) -> dict:
     """Calibrate on one survey, evaluate on another, write calibration.json and metrics.json."""
     model = load_model(model_dir)
     lat_cal = pd.read_parquet(encode_survey(cal_survey, model, overwrite=True))
@@ -48,7 +52,7 @@ def finalize(model_dir: Path, cal_survey: Survey, test_survey: Survey) -> dict:
     seed = test_survey.meta["provenance"].get("seed")
     metrics["survey"] = (f"{test_survey.path.name} (synthetic, seed {seed}, {test_survey.n_stars} stars, "
                          "never used in training or calibration)")
-    metrics["command"] = "chemlatent evaluate data/test50k --model assets/models/chemvae-v1 --json"
+    metrics["command"] = f"chemlatent evaluate data/test50k --model assets/models/{name} --json"
     write_json(metrics, model_dir / "metrics.json")
     plot_evaluation(lat_test, test_survey.catalog, load_calibration(model_dir), model_dir / "figures")
     return metrics
@@ -59,23 +63,28 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--workdir", default="data")
     ap.add_argument("--model-dir", default=None, help="use an already trained model directory")
+    ap.add_argument("--name", default="chemvae-v1", help="the bundled model's name (its directory)")
     args = ap.parse_args()
+    out = MODELS / args.name
     wd = Path(args.workdir)
     tr = survey(wd / "train200k", 200_000, 1)
     cal = survey(wd / "val50k", 50_000, 2)
     test = survey(wd / "test50k", 50_000, 3)
     if args.model_dir:
-        if Path(args.model_dir).resolve() != OUT.resolve():
-            if OUT.exists():
-                shutil.rmtree(OUT)
-            shutil.copytree(args.model_dir, OUT, ignore=shutil.ignore_patterns("checkpoint"))
+        if Path(args.model_dir).resolve() != out.resolve():
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            for f in ("config.json", "weights.safetensors", "history.json", "loss.png"):  # the model only
+                if (Path(args.model_dir) / f).exists():
+                    shutil.copy2(Path(args.model_dir) / f, out / f)
     else:
-        train(tr.path, OUT, TrainOptions(epochs=args.epochs, name="chemvae-v1"), progress=True)
-        shutil.rmtree(OUT / "checkpoint", ignore_errors=True)
-    cfg = json.loads((OUT / "config.json").read_text())
-    cfg["name"] = "chemvae-v1"
-    (OUT / "config.json").write_text(json.dumps(cfg, indent=2))
-    print(json.dumps(finalize(OUT, cal, test), indent=1))
+        train(tr.path, out, TrainOptions(epochs=args.epochs, name=args.name), progress=True)
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["name"] = args.name
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    print(json.dumps(finalize(out, cal, test, args.name), indent=1))
 
 
 if __name__ == "__main__":
