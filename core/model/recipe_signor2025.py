@@ -257,6 +257,8 @@ class Signor2025VAE(nn.Module):
 
     # the same on this model's windows and decoders as on the project's model
     decode = DisentangledVAE.decode
+    decode_fast = DisentangledVAE.decode_fast  # no reconstruction surrogate: the decoders themselves
+    surrogate = None
     reconstruct = DisentangledVAE.reconstruct
 
     def window(self, group: str) -> torch.Tensor:
