@@ -12,6 +12,7 @@ from chemlatent.io.store import Survey
 from chemlatent.model.modelio import load_config, load_model, save_model
 from chemlatent.model.surrogate import fit_surrogate
 from chemlatent.model.training import InMemoryData
+from chemlatent.model.vae import star_noise
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
@@ -24,7 +25,7 @@ if __name__ == "__main__":
     n = min(len(survey.catalog), stars)
     rows = torch.randperm(len(survey.catalog), generator=torch.Generator().manual_seed(0))[:n].sort().values
     data = InMemoryData(survey, rows.numpy())
-    summary = fit_surrogate(model, data.batch, len(data), stars=stars)
+    summary = fit_surrogate(model, data.batch, len(data), star_noise, stars=stars)
     training = dict(cfg.get("training", {}), surrogate=summary)
     save_model(model, path, extra_config={"training": training})
     print(f"{path}: surrogate written")

@@ -52,18 +52,16 @@ class ReconstructionSurrogate(nn.Module):
 
 
 @torch.no_grad()
-def _examples(model, batch: Callable, rows: torch.Tensor, jitter: float, gen: torch.Generator,
-              chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def _examples(model, batch: Callable, rows: torch.Tensor, noise: Callable, jitter: float,
+              gen: torch.Generator, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Surrogate inputs and the line decoders' flux: each star's encoded (z, w, noise), and
     a copy with z moved by ``jitter`` times the training stars' spread (clamped into the
     model's latent range)."""
-    from chemlatent.model.vae import star_noise
-
     xs = []
     for part in rows.split(chunk):
         flux, ivar, _ = batch(part)
         mu, _, w = model.encode(flux.float(), ivar.float())
-        sigma = star_noise(ivar.float())
+        sigma = noise(ivar.float())
         xs.append((mu, w, sigma))
     z = torch.cat([x[0] for x in xs])
     w = torch.cat([x[1] for x in xs])
@@ -76,16 +74,17 @@ def _examples(model, batch: Callable, rows: torch.Tensor, jitter: float, gen: to
     return torch.cat([z, w, sigma], 1), flux.float()
 
 
-def fit_surrogate(model, batch: Callable, n: int, *, stars: int = 30_000, epochs: int = 30,
+def fit_surrogate(model, batch: Callable, n: int, noise: Callable, *, stars: int = 30_000, epochs: int = 30,
                   hidden: tuple = (128, 256), jitter: float = 0.3, seed: int = 0,
                   log: Callable[[str], None] = print) -> dict:
     """Fit a ReconstructionSurrogate to ``model``'s line decoders on up to ``stars`` rows of
-    ``batch`` (plus their jittered copies), attach it (``model.set_surrogate``) and return a
+    ``batch`` (plus their jittered copies), ``noise(ivar)`` each star's typical noise (B, 1)
+    (chemlatent.model.vae.star_noise), attach it (``model.set_surrogate``) and return a
     summary: the held-out rms difference (flux units) and the seconds it took."""
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     rows = torch.randperm(n, generator=gen)[:stars]
-    x, y = _examples(model, batch, rows, jitter, gen)
+    x, y = _examples(model, batch, rows, noise, jitter, gen)
     n_test = max(len(x) // 20, 1)
     perm = torch.randperm(len(x), generator=gen)
     test, train = perm[:n_test], perm[n_test:]

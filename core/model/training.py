@@ -436,7 +436,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     if opts.surrogate and getattr(model, "form", None) == "lines":
         from chemlatent.model.surrogate import fit_surrogate
 
-        surrogate = fit_surrogate(model.cpu(), data.batch, len(data), seed=opts.seed, log=log)
+        surrogate = fit_surrogate(model.cpu(), data.batch, len(data), star_noise, seed=opts.seed, log=log)
         model.to(device)
     diagnostics = validation_diagnostics(model, val, device)
     for msg in diagnostics["warnings"]:

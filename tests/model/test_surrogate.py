@@ -11,6 +11,7 @@ from chemlatent.encode.streaming import encode_survey
 from chemlatent.model.modelio import load_model, save_model
 from chemlatent.model.surrogate import fit_surrogate
 from chemlatent.model.training import InMemoryData
+from chemlatent.model.vae import star_noise
 
 
 def test_surrogate_reproduces_the_line_decoders_and_only_chi2_uses_it(tiny_survey, tmp_path):
@@ -33,7 +34,8 @@ def test_surrogate_reproduces_the_line_decoders_and_only_chi2_uses_it(tiny_surve
         exact = model.decode(mu, w, selective=False, sigma=sigma)
         assert model.decode_fast(mu, w, sigma).equal(exact)  # no surrogate yet: the line decoders
         assert float(mu.std(0).min()) > 0.1
-    summary = fit_surrogate(model, data.batch, len(data), stars=1200, epochs=60, log=lambda m: None)
+    summary = fit_surrogate(model, data.batch, len(data), star_noise, stars=1200, epochs=60,
+                            log=lambda m: None)
     assert model.config.surrogate_hidden == summary["hidden"]
     with torch.no_grad():
         fast = model.decode_fast(mu, w, sigma)
