@@ -18,6 +18,7 @@ from chemlatent.app.cli.serve import add_security_arguments
 
 HELP = "generate (first run), encode with the bundled model and serve a demo survey"
 DEFAULT_STARS = 1_000_000
+_SERVING_DONE = threading.Event()  # set when serve returns (the watcher stops interrupting)
 FAILED_GRACE_S = 20.0  # a failed first run keeps serving its failure page this long, then exits 2
 
 
@@ -99,6 +100,8 @@ def run(args) -> int:
         if prep.error is None:
             raise
         code = 0
+    finally:
+        _SERVING_DONE.set()
     if prep.error is not None:  # the page showed the failure; the command says it too, and fails
         raise ChemlatentError(f"first run failed: {prep.error}")
     return code
@@ -111,4 +114,8 @@ def _watch(prep, log) -> None:
     if prep.error is not None:
         log(f"chemlatent demo: stopping in {FAILED_GRACE_S:.0f} s")
         time.sleep(FAILED_GRACE_S)
-        os.kill(os.getpid(), signal.SIGINT)
+        # again until serving has stopped: an interrupt that lands while the server is still
+        # starting (a slow, loaded machine) can be swallowed by its start-up
+        while not _SERVING_DONE.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+            _SERVING_DONE.wait(10.0)
