@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import torch
 
-K_B = 1.380649e-23  # J / K
-AMU = 1.66053907e-27  # kg
-LINE_FORMING_T = 0.85  # line-forming layer temperature / Teff (grey atmosphere, tau ~ 0.1)
+from chemlatent.spectra.physics import AMU, K_B, LINE_FORMING_T
 
 
 def microturbulence_kms(logg: torch.Tensor) -> torch.Tensor:

@@ -44,11 +44,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from chemlatent.model.doppler import LINE_FORMING_T, doppler_width_kms
+from chemlatent.model.doppler import doppler_width_kms
 from chemlatent.spectra.continuum import N_BINS, N_ITER
 from chemlatent.spectra.grid import WavelengthGrid
 from chemlatent.spectra.linelist import BANDS, MOLECULES, band_templates, load_linelist, lsf_sigma_pixels
-from chemlatent.spectra.physics import ELEMENT_GROUP, MASS_AMU, TEFF_SUN
+from chemlatent.spectra.physics import ELEMENT_GROUP, LINE_FORMING_T, MASS_AMU, TEFF_SUN
 
 LN10 = math.log(10.0)
 C_KMS = 299792.458
@@ -85,6 +85,26 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     for i in range(len(sizes) - 1):
         layers += [nn.Linear(sizes[i], sizes[i + 1]), nn.SiLU()]
     return nn.Sequential(*layers)
+
+
+def knot_weights(win_idx: np.ndarray, step: int) -> np.ndarray:
+    """(n_win, n_knots) weights of linear interpolation between knots every ``step`` grid
+    pixels, each window run of pixels with its own knots at its ends."""
+    runs = np.split(np.arange(win_idx.size), np.nonzero(np.diff(win_idx) > 1)[0] + 1)
+    cols, rows, vals, k0 = [], [], [], 0
+    for r in runs:
+        p = win_idx[r] - win_idx[r[0]]
+        n = max(int(np.ceil(p[-1] / step)), 1)
+        x = p / max(p[-1], 1) * n
+        j = np.minimum(np.floor(x).astype(int), n - 1)
+        t = x - j
+        rows += [r, r]
+        cols += [k0 + j, k0 + j + 1]
+        vals += [1.0 - t, t]
+        k0 += n + 1
+    out = np.zeros((win_idx.size, k0), np.float32)
+    np.add.at(out, (np.concatenate(rows), np.concatenate(cols)), np.concatenate(vals))
+    return out
 
 
 class LineDecoder(nn.Module):
@@ -168,7 +188,7 @@ class LineDecoder(nn.Module):
         self.smooth_continuum = int(smooth_continuum)
         n_cont = self.n_win
         if self.smooth_continuum > 0:
-            knots = self._knots(np.asarray(win_idx), self.smooth_continuum)
+            knots = knot_weights(np.asarray(win_idx), self.smooth_continuum)
             n_cont = knots.shape[1]
             self._const("continuum_knots", knots)
         self.continuum = nn.Linear(hidden[-1], n_cont)
@@ -195,26 +215,6 @@ class LineDecoder(nn.Module):
         if pressure_damping:
             self.damping_response = nn.Parameter(torch.zeros(2))
             self._const("line_is_h", (src == 3).astype(np.int64))
-
-    @staticmethod
-    def _knots(win_idx: np.ndarray, step: int) -> np.ndarray:
-        """(n_win, n_knots) weights of linear interpolation between knots every ``step`` grid
-        pixels, each window run of pixels with its own knots at its ends."""
-        runs = np.split(np.arange(win_idx.size), np.nonzero(np.diff(win_idx) > 1)[0] + 1)
-        cols, rows, vals, k0 = [], [], [], 0
-        for r in runs:
-            p = win_idx[r] - win_idx[r[0]]
-            n = max(int(np.ceil(p[-1] / step)), 1)
-            x = p / max(p[-1], 1) * n
-            j = np.minimum(np.floor(x).astype(int), n - 1)
-            t = x - j
-            rows += [r, r]
-            cols += [k0 + j, k0 + j + 1]
-            vals += [1.0 - t, t]
-            k0 += n + 1
-        out = np.zeros((win_idx.size, k0), np.float32)
-        np.add.at(out, (np.concatenate(rows), np.concatenate(cols)), np.concatenate(vals))
-        return out
 
     def continuum_depth(self, h: torch.Tensor) -> torch.Tensor:
         """The optical depth no abundance moves, per window pixel (B, n_win)."""
