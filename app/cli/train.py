@@ -21,6 +21,11 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--epochs", type=bounded_int(1, 100_000), default=24,
                    help="default 24 (the bundled model)")
+    p.add_argument("--decoder-epochs", type=bounded_int(0, 100_000), metavar="K",
+                   default=D.get("decoder_epochs", 0),
+                   help="train the decoders in the first K epochs only (their own learning-rate "
+                        "cycle), then the encoder alone: the line decoders' line strengths drift "
+                        "with optimiser steps (0 = decoders train throughout; docs/model.md)")
     p.add_argument("--batch-size", type=bounded_int(1, 65536), default=512)
     p.add_argument("--lr", type=_learning_rate, default=None,
                    help="peak learning rate (default 2e-3; 1e-3 with --recipe signor2025)")
@@ -168,8 +173,8 @@ def run(args) -> int:
         return _run_signor2025(args)
     if args.lr is None:
         args.lr = 2e-3
-    opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                        max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
+    opts = TrainOptions(epochs=args.epochs, decoder_epochs=args.decoder_epochs, batch_size=args.batch_size,
+                        lr=args.lr, max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
                         adv_weight=args.adv_weight, device=args.device, seed=args.seed,
                         anchor_stars=args.anchors, learned_scatter=args.learned_scatter,
                         decoder_form=args.decoder, line_doppler=args.doppler,

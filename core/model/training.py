@@ -13,6 +13,15 @@ import torch
 
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.store import Survey, write_json_atomic
+from chemlatent.model.decoder_phase import (
+    freeze_decoders,
+    in_encoder_phase,
+    new_optimiser,
+    one_cycle_schedule,
+    phase_epochs,
+    schedule_steps,
+    stretch_schedule,
+)
 from chemlatent.model.device import pick_device
 from chemlatent.model.latent_range import bound_to_training_range
 from chemlatent.model.modelio import flatten_state, save_model, unflatten_state, write_json
@@ -236,10 +245,7 @@ def one_cycle(opt: torch.optim.Optimizer, opts: TrainOptions, steps_per_epoch: i
     """One-cycle learning rate over the whole run: up to ``opts.lr`` in the first
     ``opts.warmup_fraction`` of the optimiser steps, then annealed (docs/model.md: the
     curve-of-growth decoders need a warm-up short in steps)."""
-    if not 0.0 < opts.warmup_fraction < 1.0:
-        raise ChemlatentError(f"warmup_fraction must be between 0 and 1, not {opts.warmup_fraction}")
-    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts.lr, total_steps=opts.epochs * steps_per_epoch,
-                                               pct_start=opts.warmup_fraction)
+    return one_cycle_schedule(opt, opts.lr, opts.epochs * steps_per_epoch, opts.warmup_fraction)
 
 
 def aggregate_kl(mu: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
@@ -346,9 +352,14 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
 
         model.prior_centre = PopulationPrior() if opts.prior == "population" else CentredPrior()
     model = model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = max(1, len(data) // opts.batch_size)
-    sched = one_cycle(opt, opts, steps_per_epoch)
+    joint_epochs, _ = phase_epochs(opts.epochs, opts.decoder_epochs)
+
+    def optimiser(epoch: int):
+        return new_optimiser(model, opts.lr, opts.weight_decay, opts.warmup_fraction,
+                             schedule_steps(opts.epochs, opts.decoder_epochs, epoch, steps_per_epoch))
+
+    opt, sched = optimiser(0)
     history: list[dict] = []
     start_epoch = 0
     ck = out / CHECKPOINT
@@ -356,8 +367,14 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     if resume:
         if not (ck / "state.json").exists():
             raise ChemlatentError(f"--resume: no checkpoint in {out}")
+        last = _checkpoint_epoch(ck) - 1  # the last epoch the checkpoint's optimiser ran
+        if in_encoder_phase(last, opts.decoder_epochs):
+            freeze_decoders(model)
+            opt, sched = optimiser(last)
         start_epoch, history = _load_checkpoint(ck, model, opt, sched, gen)
-        sched.total_steps = opts.epochs * steps_per_epoch  # --epochs may extend the schedule
+        # --epochs may extend the schedule
+        total = schedule_steps(opts.epochs, opts.decoder_epochs, max(last, 0), steps_per_epoch)
+        stretch_schedule(sched, total, opts.warmup_fraction)
         log(f"resuming from epoch {start_epoch}")
         _same_threads_as_checkpoint(ck, log)
     amp = device.type == "cuda"
@@ -369,9 +386,13 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         log(f"physical-gradient templates: {phys.templates['fe'].shape[0]} Teff-logg nodes")
     guard = StepGuard(log=log)
     for epoch in range(start_epoch, opts.epochs):
+        if epoch == opts.decoder_epochs > 0:  # the decoders are fitted: the encoder trains alone
+            freeze_decoders(model)
+            opt, sched = optimiser(epoch)
+            log(f"epoch {epoch + 1}: decoders frozen, the encoder trains alone from here")
         model.train()
         perm = torch.randperm(len(data), generator=gen)
-        ramp = min(1.0, epoch / max(1, opts.epochs // 3))
+        ramp = min(1.0, epoch / max(1, joint_epochs // 3))
         adv_scale = opts.adv_weight * ramp
         sums: dict[str, float] = {}
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", disable=not progress,
@@ -409,6 +430,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
             f"val chi2 {rec['val_chi2']:.3f} w_mse {rec['w_mse']:.4f} adv_mse {rec['adv_mse']:.3f} "
             f"({rec['seconds']} s)")
         _save_checkpoint(ck, model, opt, sched, epoch + 1, history, gen)
+    freeze_decoders(model, frozen=False)
     model.eval()
     scatter_summary = None
     if getattr(model, "pixel_scatter", None) is not None:  # a training device, not part of the model
@@ -558,6 +580,15 @@ def _same_threads_as_checkpoint(ck: Path, log=print) -> None:
     if isinstance(saved, int) and saved > 0 and saved != torch.get_num_threads():
         log(f"using {saved} threads, as the run that wrote the checkpoint did")
         torch.set_num_threads(saved)
+
+
+def _checkpoint_epoch(ck: Path) -> int:
+    """The epoch a checkpoint was written after (0 when state.json cannot be read: loading
+    it then says what is wrong)."""
+    try:
+        return int(json.loads((ck / "state.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _load_checkpoint(ck: Path, model, opt, sched, gen: torch.Generator | None = None) -> tuple[int, list]:
