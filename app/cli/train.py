@@ -65,6 +65,10 @@ def add_arguments(p) -> None:
                    help="line decoders: the optical depth no abundance moves is linear between knots "
                         "PIXELS grid pixels apart, so it cannot take over part of a line (0 = free "
                         "per pixel; docs/model.md)")
+    p.add_argument("--decoder-pixels", default=D.get("decoder_pixels", "windows"), choices=["windows", "all"],
+                   help="line decoders: model the element windows only (windows) or every pixel of "
+                        "the grid (all: the lines outside the windows carry information too; "
+                        "docs/model.md, 'The information limit')")
     p.add_argument("--adversary", default=D["adv_mode"], choices=["reverse", "confuse"],
                    help="how the Teff/logg adversary acts on the latents: 'confuse' (default: the "
                         "encoder flattens the adversary's predictions) or gradient reversal (the "
@@ -167,6 +171,8 @@ def run(args) -> int:
     if not hidden or min(hidden) <= 0 or max(hidden) > MAX_LAYER or len(hidden) > 16:
         raise ChemlatentError(f"--hidden sizes must be 1 to {MAX_LAYER} (at most 16 layers), "
                               f"got {args.hidden!r}")
+    if args.decoder_pixels == "all" and args.decoder != "lines":
+        raise ChemlatentError("--decoder-pixels all needs the line decoders (--decoder lines)")
     check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
     check_windows(Path(args.dir), args.windows)
     if getattr(args, "recipe", "default") == "signor2025":
@@ -179,7 +185,7 @@ def run(args) -> int:
                         anchor_stars=args.anchors, learned_scatter=args.learned_scatter,
                         decoder_form=args.decoder, line_doppler=args.doppler,
                         line_strength_weight=args.line_strengths,
-                        line_smooth_continuum=args.smooth_continuum,
+                        line_smooth_continuum=args.smooth_continuum, decoder_pixels=args.decoder_pixels,
                         adv_mode=args.adversary, prior=args.prior,
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
                         refine_centred=args.refine_prior == "centred",

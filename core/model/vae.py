@@ -106,6 +106,9 @@ class ModelConfig:
     # line decoders: > 0 makes the optical depth no abundance moves linear between knots this
     # many grid pixels apart (0: free per window pixel)
     line_smooth_continuum: int = 0
+    # which pixels the decoders model: the element windows ("windows"), or the whole grid
+    # ("all", line decoders only: every line of the line list, inside the windows or not)
+    decoder_pixels: str = "windows"
     pixel_groups: list | None = None  # "masked": per window pixel, the group whose lines dominate it
     n_w: int = 2
     label_mean: list = field(default_factory=lambda: [5000.0, 3.0])
@@ -266,6 +269,12 @@ class DisentangledVAE(nn.Module):
         dh = list(config.decoder_hidden)
         nw = config.n_w
         union = masks["fe"] | masks["c"] | masks["alpha"]
+        if config.decoder_pixels == "all":
+            if config.decoder_form != "lines":
+                raise ValueError("decoder_pixels 'all' needs decoder_form 'lines'")
+            union = np.ones(self.npix, bool)
+        elif config.decoder_pixels != "windows":
+            raise ValueError(f"decoder_pixels must be 'windows' or 'all', not {config.decoder_pixels!r}")
         self.register_buffer("win_all", torch.from_numpy(np.nonzero(union)[0].astype(np.int64)),
                              persistent=False)
         pos = np.full(self.npix, -1, np.int64)

@@ -109,3 +109,24 @@ def test_smooth_continuum_cannot_draw_a_line():
     inside = np.nonzero((win[2:] - win[:-2]) == 2)[0]
     d2 = (depth[:, 2:] - 2 * depth[:, 1:-1] + depth[:, :-2])[:, inside].abs()
     assert float((d2 > 1e-4).float().mean()) < 0.15
+
+
+def test_line_decoders_can_model_every_pixel(tmp_path):
+    torch.manual_seed(0)
+    cfg = dict(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], decoder_hidden=[16, 16],
+               windows=default_windows_config(), label_mean=[5000.0, 3.0], label_std=[800.0, 1.2])
+    windows = DisentangledVAE(ModelConfig(**cfg, decoder_form="lines"))
+    every = DisentangledVAE(ModelConfig(**cfg, decoder_form="lines", decoder_pixels="all"))
+    assert windows.win_all.numel() < DEFAULT_GRID.npix == every.win_all.numel()
+    z, w = torch.zeros(2, 3), torch.zeros(2, 2)
+    with torch.no_grad():
+        flux = every.decode(z, w, selective=False)
+    assert flux.shape == (2, DEFAULT_GRID.npix) and bool(torch.isfinite(flux).all())
+    # the element windows (what the dashboard shades) stay the paper's
+    torch.testing.assert_close(every.win_alpha, windows.win_alpha)
+    save_model(every, tmp_path / "m")
+    assert load_model(tmp_path / "m").win_all.numel() == DEFAULT_GRID.npix
+    for bad in (dict(decoder_form="mlp", decoder_pixels="all"),
+                dict(decoder_form="lines", decoder_pixels="most")):
+        with pytest.raises(ValueError, match="decoder_pixels"):
+            DisentangledVAE(ModelConfig(**cfg, **bad))
