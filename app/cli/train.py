@@ -162,6 +162,7 @@ def check_windows(survey_dir: Path, windows_dir: str | None) -> None:
 
 def run(args) -> int:
     from chemlatent.errors import ChemlatentError
+    from chemlatent.model.decoder_phase import phase_epochs
     from chemlatent.model.training import TrainOptions, train
 
     try:
@@ -171,6 +172,7 @@ def run(args) -> int:
     if not hidden or min(hidden) <= 0 or max(hidden) > MAX_LAYER or len(hidden) > 16:
         raise ChemlatentError(f"--hidden sizes must be 1 to {MAX_LAYER} (at most 16 layers), "
                               f"got {args.hidden!r}")
+    phase_epochs(args.epochs, args.decoder_epochs)  # a one-line error for a split that does not fit
     if args.decoder_pixels == "all" and args.decoder != "lines":
         raise ChemlatentError("--decoder-pixels all needs the line decoders (--decoder lines)")
     check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
