@@ -1,7 +1,9 @@
-"""The survey's own information limit on each abundance: tools/information_limit.py [STARS [SEED]]
+"""The survey's own information limit on each abundance:
+tools/information_limit.py [STARS [SEED | SURVEY_DIR]]
 
 For STARS stars drawn like a generator survey of seed SEED (default 2000 stars of the
-evaluation survey's seed 424242), the Cramer-Rao bound on [Fe/H], [C/Fe] and [alpha/Fe] at
+evaluation survey's seed 424242), or like the generated survey in SURVEY_DIR (its seed, grid
+and stand-in physics), the Cramer-Rao bound on [Fe/H], [C/Fe] and [alpha/Fe] at
 each star's own S/N: the Fisher matrix of the generator's normalised flux in Teff, logg,
 [Fe/H], [C/Fe], [alpha/Fe], [N/Fe], microturbulence and radial velocity (central
 differences of noise-free spectra), inverted, so every other parameter is marginalised. Over
@@ -11,12 +13,16 @@ noise of each star's bound; unbiased, and shrunk toward the population mean as a
 mean is), overall and by metallicity: the ceiling of the raw r `chemlatent evaluate`
 reports, for a model that knows the generator exactly.
 """
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
+from chemlatent.io.store import Survey
 from chemlatent.spectra.grid import default_windows, window_masks
 from chemlatent.synth.generator import Generator
+from chemlatent.synth.standins import StandIn
 
 PARAMS = (("teff", 40.0), ("logg", 0.08), ("fe_h", 0.08), ("c_fe", 0.08), ("alpha_fe", 0.08),
           ("n_fe", 0.08), ("vmicro", 0.15), ("rv_residual", 1.0))
@@ -53,9 +59,18 @@ def ceiling_r(truth: np.ndarray, sd: np.ndarray, rng: np.random.Generator) -> tu
     return float(np.corrcoef(est, truth)[0, 1]), float(np.corrcoef(shrunk, truth)[0, 1])
 
 
+def generator(arg: str) -> Generator:
+    """The generator of a seed, or of the generated survey in a directory."""
+    if not Path(arg).is_dir():
+        return Generator(int(arg))
+    prov = json.loads((Path(arg) / "survey.json").read_text())["provenance"]
+    standin = prov.get("standin")
+    return Generator(int(prov["seed"]), Survey(arg).grid, StandIn(**standin) if standin else None)
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    gen = Generator(int(sys.argv[2]) if len(sys.argv) > 2 else 424242)
+    gen = generator(sys.argv[2] if len(sys.argv) > 2 else "424242")
     lab = gen.labels(np.arange(n)).copy()
     snr = lab["snr"].to_numpy(np.float64)
     quiet = lab.copy()
