@@ -4,11 +4,11 @@ The line decoders' free per-line strengths drift along directions the spectra ha
 constrain (where each line sits on the curve of growth), and the drift grows with optimiser
 steps, not with data: 6 epochs on 60,000 stars (~670 steps) give raw r(z_alpha, [alpha/Fe])
 0.70 on a fresh survey, 24 epochs on 190,000 stars (~8,900 steps) give 0.0 (docs/model.md,
-"What set the line decoders' units"). With ``TrainOptions.decoder_epochs = K`` the whole
-model trains for the first K epochs under its own one-cycle schedule; then the decoders are
-frozen and the encoder (with the adversary and the prior's centre) trains the remaining
-epochs under a fresh one-cycle, so the axes' units are those of the short run while the
-encoder gets the whole budget.
+"What set the line decoders' units"). With ``TrainOptions.decoder_steps = S`` the whole
+model trains for the first S optimiser steps under its own one-cycle schedule; then the
+decoders are frozen and the encoder (with the adversary and the prior's centre) trains the
+remaining steps under a fresh one-cycle, so the axes' units are those of the short run while
+the encoder gets the whole budget. A run of at most S steps has one phase.
 """
 
 from __future__ import annotations
@@ -28,20 +28,23 @@ def decoder_parameters(model: nn.Module) -> list[nn.Parameter]:
     return params + ([slope] if isinstance(slope, nn.Parameter) else [])
 
 
-def phase_epochs(epochs: int, decoder_epochs: int) -> tuple[int, int]:
-    """(epochs of the joint phase, epochs of the encoder-only phase); one phase when
-    ``decoder_epochs`` is 0."""
-    if decoder_epochs == 0:
-        return epochs, 0
-    if not 0 < decoder_epochs < epochs:
-        raise ChemlatentError(f"--decoder-epochs must be between 1 and --epochs - 1 ({epochs - 1}), "
-                              f"got {decoder_epochs}")
-    return decoder_epochs, epochs - decoder_epochs
+def joint_steps(total_steps: int, decoder_steps: int) -> int:
+    """Optimiser steps of the joint phase (the whole run when ``decoder_steps`` is 0 or
+    covers it)."""
+    if decoder_steps < 0:
+        raise ChemlatentError(f"decoder_steps must be >= 0, got {decoder_steps}")
+    return total_steps if decoder_steps == 0 else min(decoder_steps, total_steps)
 
 
-def in_encoder_phase(epoch: int, decoder_epochs: int) -> bool:
-    """Whether ``epoch`` (0-based) trains the encoder alone."""
-    return 0 < decoder_epochs <= epoch
+def in_encoder_phase(step: int, total_steps: int, decoder_steps: int) -> bool:
+    """Whether global optimiser step ``step`` (0-based) trains the encoder alone."""
+    return step >= joint_steps(total_steps, decoder_steps)
+
+
+def schedule_steps(step: int, total_steps: int, decoder_steps: int) -> int:
+    """Length of the one-cycle schedule that global step ``step`` belongs to."""
+    joint = joint_steps(total_steps, decoder_steps)
+    return total_steps - joint if in_encoder_phase(step, total_steps, decoder_steps) else joint
 
 
 def freeze_decoders(model: nn.Module, frozen: bool = True) -> None:
@@ -53,12 +56,6 @@ def freeze_decoders(model: nn.Module, frozen: bool = True) -> None:
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     """The parameters an optimiser should hold now."""
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def schedule_steps(epochs: int, decoder_epochs: int, epoch: int, steps_per_epoch: int) -> int:
-    """Optimiser steps of the one-cycle schedule that ``epoch`` (0-based) belongs to."""
-    joint, encoder_only = phase_epochs(epochs, decoder_epochs)
-    return steps_per_epoch * (encoder_only if in_encoder_phase(epoch, decoder_epochs) else joint)
 
 
 def new_optimiser(model: nn.Module, lr: float, weight_decay: float, warmup_fraction: float,

@@ -16,9 +16,9 @@ from chemlatent.io.store import Survey, write_json_atomic
 from chemlatent.model.decoder_phase import (
     freeze_decoders,
     in_encoder_phase,
+    joint_steps,
     new_optimiser,
     one_cycle_schedule,
-    phase_epochs,
     schedule_steps,
     stretch_schedule,
 )
@@ -353,11 +353,13 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         model.prior_centre = PopulationPrior() if opts.prior == "population" else CentredPrior()
     model = model.to(device)
     steps_per_epoch = max(1, len(data) // opts.batch_size)
-    joint_epochs, _ = phase_epochs(opts.epochs, opts.decoder_epochs)
+    total_steps = opts.epochs * steps_per_epoch
+    joint = joint_steps(total_steps, opts.decoder_steps)
+    joint_epochs = -(-joint // steps_per_epoch)
 
-    def optimiser(epoch: int):
+    def optimiser(step: int):
         return new_optimiser(model, opts.lr, opts.weight_decay, opts.warmup_fraction,
-                             schedule_steps(opts.epochs, opts.decoder_epochs, epoch, steps_per_epoch))
+                             schedule_steps(step, total_steps, opts.decoder_steps))
 
     opt, sched = optimiser(0)
     history: list[dict] = []
@@ -367,14 +369,14 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     if resume:
         if not (ck / "state.json").exists():
             raise ChemlatentError(f"--resume: no checkpoint in {out}")
-        last = _checkpoint_epoch(ck) - 1  # the last epoch the checkpoint's optimiser ran
-        if in_encoder_phase(last, opts.decoder_epochs):
+        last = _checkpoint_epoch(ck) * steps_per_epoch - 1  # the last step the checkpoint's optimiser ran
+        if last >= 0 and in_encoder_phase(last, total_steps, opts.decoder_steps):
             freeze_decoders(model)
             opt, sched = optimiser(last)
         start_epoch, history = _load_checkpoint(ck, model, opt, sched, gen)
         # --epochs may extend the schedule
-        total = schedule_steps(opts.epochs, opts.decoder_epochs, max(last, 0), steps_per_epoch)
-        stretch_schedule(sched, total, opts.warmup_fraction)
+        stretch_schedule(sched, schedule_steps(max(last, 0), total_steps, opts.decoder_steps),
+                         opts.warmup_fraction)
         log(f"resuming from epoch {start_epoch}")
         _same_threads_as_checkpoint(ck, log)
     amp = device.type == "cuda"
@@ -386,10 +388,6 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
         log(f"physical-gradient templates: {phys.templates['fe'].shape[0]} Teff-logg nodes")
     guard = StepGuard(log=log)
     for epoch in range(start_epoch, opts.epochs):
-        if epoch == opts.decoder_epochs > 0:  # the decoders are fitted: the encoder trains alone
-            freeze_decoders(model)
-            opt, sched = optimiser(epoch)
-            log(f"epoch {epoch + 1}: decoders frozen, the encoder trains alone from here")
         model.train()
         perm = torch.randperm(len(data), generator=gen)
         ramp = min(1.0, epoch / max(1, joint_epochs // 3))
@@ -399,6 +397,10 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                    file=sys.stderr, leave=False)
         t0 = time.perf_counter()
         for step in bar:
+            if epoch * steps_per_epoch + step == joint < total_steps:  # the decoders are fitted
+                freeze_decoders(model)
+                opt, sched = optimiser(joint)
+                log(f"step {joint}: decoders frozen, the encoder trains alone from here")
             idx = perm[step * opts.batch_size:(step + 1) * opts.batch_size]
             flux, ivar, labels = data.batch(idx)
             anchor_batch = data.anchor_batch(idx)

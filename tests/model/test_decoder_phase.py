@@ -9,9 +9,11 @@ import torch
 from test_model import TINY
 
 from chemlatent.errors import ChemlatentError
-from chemlatent.model.decoder_phase import decoder_parameters, phase_epochs, schedule_steps
+from chemlatent.model.decoder_phase import decoder_parameters, in_encoder_phase, joint_steps, schedule_steps
 from chemlatent.model.modelio import load_model
 from chemlatent.model.training import TrainOptions, train
+
+STEPS_PER_EPOCH = int(1200 * (1 - TINY["val_fraction"])) // TINY["batch_size"]
 
 
 def _checkpoint_model(out):
@@ -22,18 +24,18 @@ def _checkpoint_model(out):
     return {k[6:]: v for k, v in t.items() if k.startswith("model/")}
 
 
-def test_phases_split_the_epochs_and_bad_splits_fail():
-    assert phase_epochs(24, 0) == (24, 0)
-    assert phase_epochs(24, 6) == (6, 18)
-    assert schedule_steps(24, 6, 5, 10) == 60 and schedule_steps(24, 6, 6, 10) == 180
-    for bad in (24, 30):
-        with pytest.raises(ChemlatentError, match="--decoder-epochs"):
-            phase_epochs(24, bad)
+def test_phases_split_the_steps_and_a_short_run_has_one_phase():
+    assert joint_steps(240, 0) == 240 and joint_steps(240, 60) == 60 and joint_steps(240, 500) == 240
+    assert schedule_steps(59, 240, 60) == 60 and schedule_steps(60, 240, 60) == 180
+    assert not in_encoder_phase(59, 240, 60) and in_encoder_phase(60, 240, 60)
+    assert not in_encoder_phase(239, 240, 500)
+    with pytest.raises(ChemlatentError, match="decoder_steps"):
+        joint_steps(240, -1)
 
 
 def test_decoders_stop_after_their_epochs_and_the_encoder_goes_on(tiny_survey, tmp_path):
     out = tmp_path / "m"
-    opts = dict(TINY, decoder_epochs=1)
+    opts = dict(TINY, decoder_steps=STEPS_PER_EPOCH)  # the first epoch
     train(tiny_survey.path, out, TrainOptions(epochs=1, **TINY), progress=False, log=lambda s: None)
     after_one = _checkpoint_model(out)
     logs = []
@@ -55,8 +57,10 @@ def test_decoders_stop_after_their_epochs_and_the_encoder_goes_on(tiny_survey, t
 
 def test_a_run_stopped_in_the_encoder_phase_resumes_there(tiny_survey, tmp_path):
     out = tmp_path / "m"
-    opts = dict(TINY, decoder_epochs=1)
-    train(tiny_survey.path, out, TrainOptions(epochs=2, **opts), progress=False, log=lambda s: None)
+    opts = dict(TINY, decoder_steps=STEPS_PER_EPOCH // 2)  # the switch falls inside the first epoch
+    logs = []
+    train(tiny_survey.path, out, TrainOptions(epochs=2, **opts), progress=False, log=logs.append)
+    assert any(f"step {STEPS_PER_EPOCH // 2}: decoders frozen" in s for s in logs)
     train(tiny_survey.path, out, TrainOptions(epochs=3, **opts), resume=True, progress=False,
           log=lambda s: None)
     hist = json.loads((out / "config.json").read_text())["training"]["history"]
