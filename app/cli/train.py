@@ -21,12 +21,6 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--epochs", type=bounded_int(1, 100_000), default=24,
                    help="default 24 (the bundled model)")
-    p.add_argument("--decoder-steps", type=bounded_int(0, 10**9), metavar="STEPS",
-                   default=D.get("decoder_steps", 0),
-                   help="train the decoders in the first STEPS optimiser steps only (their own "
-                        "learning-rate cycle), then the encoder alone: the line decoders' line "
-                        "strengths drift with optimiser steps (0 = decoders train throughout; "
-                        "docs/model.md, 'Two-phase training')")
     p.add_argument("--batch-size", type=bounded_int(1, 65536), default=512)
     p.add_argument("--lr", type=_learning_rate, default=None,
                    help="peak learning rate (default 2e-3; 1e-3 with --recipe signor2025)")
@@ -180,7 +174,7 @@ def run(args) -> int:
         return _run_signor2025(args)
     if args.lr is None:
         args.lr = 2e-3
-    opts = TrainOptions(epochs=args.epochs, decoder_steps=args.decoder_steps, batch_size=args.batch_size,
+    opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size,
                         lr=args.lr, max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
                         adv_weight=args.adv_weight, device=args.device, seed=args.seed,
                         anchor_stars=args.anchors, learned_scatter=args.learned_scatter,

@@ -17,10 +17,6 @@ class TrainOptions:
     batch_size: int = 512
     lr: float = 2e-3
     warmup_fraction: float = 0.15  # share of all optimiser steps spent rising to the peak lr
-    # > 0: the whole model trains for the first decoder_steps optimiser steps (their own
-    # one-cycle), then the decoders are frozen and the encoder trains alone
-    # (chemlatent.model.decoder_phase); 0 = one phase
-    decoder_steps: int = 0
     weight_decay: float = 1e-5
     kl_weight: float = 1.0
     mean_weight: float | tuple = 0.0  # extra pull of the means to 0 (per axis, or one for all)

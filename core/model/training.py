@@ -13,18 +13,10 @@ import torch
 
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.store import Survey, write_json_atomic
-from chemlatent.model.decoder_phase import (
-    freeze_decoders,
-    in_encoder_phase,
-    joint_steps,
-    new_optimiser,
-    one_cycle_schedule,
-    schedule_steps,
-    stretch_schedule,
-)
 from chemlatent.model.device import pick_device
 from chemlatent.model.latent_range import bound_to_training_range
 from chemlatent.model.modelio import flatten_state, save_model, unflatten_state, write_json
+from chemlatent.model.schedule import one_cycle_schedule, stretch_schedule
 from chemlatent.model.step_guard import StepGuard
 from chemlatent.model.train_options import DECODER_OPTIONS, TrainOptions  # noqa: F401 (re-exported)
 from chemlatent.model.vae import DisentangledVAE, ModelConfig, pixel_groups_from_linelist, star_noise
@@ -352,16 +344,9 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
 
         model.prior_centre = PopulationPrior() if opts.prior == "population" else CentredPrior()
     model = model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = max(1, len(data) // opts.batch_size)
-    total_steps = opts.epochs * steps_per_epoch
-    joint = joint_steps(total_steps, opts.decoder_steps)
-    joint_epochs = -(-joint // steps_per_epoch)
-
-    def optimiser(step: int):
-        return new_optimiser(model, opts.lr, opts.weight_decay, opts.warmup_fraction,
-                             schedule_steps(step, total_steps, opts.decoder_steps))
-
-    opt, sched = optimiser(0)
+    sched = one_cycle(opt, opts, steps_per_epoch)
     history: list[dict] = []
     start_epoch = 0
     ck = out / CHECKPOINT
@@ -369,14 +354,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     if resume:
         if not (ck / "state.json").exists():
             raise ChemlatentError(f"--resume: no checkpoint in {out}")
-        last = _checkpoint_epoch(ck) * steps_per_epoch - 1  # the last step the checkpoint's optimiser ran
-        if last >= 0 and in_encoder_phase(last, total_steps, opts.decoder_steps):
-            freeze_decoders(model)
-            opt, sched = optimiser(last)
         start_epoch, history = _load_checkpoint(ck, model, opt, sched, gen)
-        # --epochs may extend the schedule
-        stretch_schedule(sched, schedule_steps(max(last, 0), total_steps, opts.decoder_steps),
-                         opts.warmup_fraction)
+        stretch_schedule(sched, opts.epochs * steps_per_epoch, opts.warmup_fraction)  # --epochs may grow
         log(f"resuming from epoch {start_epoch}")
         _same_threads_as_checkpoint(ck, log)
     amp = device.type == "cuda"
@@ -390,17 +369,13 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     for epoch in range(start_epoch, opts.epochs):
         model.train()
         perm = torch.randperm(len(data), generator=gen)
-        ramp = min(1.0, epoch / max(1, joint_epochs // 3))
+        ramp = min(1.0, epoch / max(1, opts.epochs // 3))
         adv_scale = opts.adv_weight * ramp
         sums: dict[str, float] = {}
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", disable=not progress,
                    file=sys.stderr, leave=False)
         t0 = time.perf_counter()
         for step in bar:
-            if epoch * steps_per_epoch + step == joint < total_steps:  # the decoders are fitted
-                freeze_decoders(model)
-                opt, sched = optimiser(joint)
-                log(f"step {joint}: decoders frozen, the encoder trains alone from here")
             idx = perm[step * opts.batch_size:(step + 1) * opts.batch_size]
             flux, ivar, labels = data.batch(idx)
             anchor_batch = data.anchor_batch(idx)
@@ -432,7 +407,6 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
             f"val chi2 {rec['val_chi2']:.3f} w_mse {rec['w_mse']:.4f} adv_mse {rec['adv_mse']:.3f} "
             f"({rec['seconds']} s)")
         _save_checkpoint(ck, model, opt, sched, epoch + 1, history, gen)
-    freeze_decoders(model, frozen=False)
     model.eval()
     scatter_summary = None
     if getattr(model, "pixel_scatter", None) is not None:  # a training device, not part of the model
@@ -582,15 +556,6 @@ def _same_threads_as_checkpoint(ck: Path, log=print) -> None:
     if isinstance(saved, int) and saved > 0 and saved != torch.get_num_threads():
         log(f"using {saved} threads, as the run that wrote the checkpoint did")
         torch.set_num_threads(saved)
-
-
-def _checkpoint_epoch(ck: Path) -> int:
-    """The epoch a checkpoint was written after (0 when state.json cannot be read: loading
-    it then says what is wrong)."""
-    try:
-        return int(json.loads((ck / "state.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
 
 
 def _load_checkpoint(ck: Path, model, opt, sched, gen: torch.Generator | None = None) -> tuple[int, list]:

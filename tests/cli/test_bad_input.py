@@ -176,7 +176,6 @@ CASES = [
     ("train", "{good} --out {root}/m --anchor-columns fe_h", "needs --anchors"),
     ("train", "{good} --out {root}/m --decoder spline", "invalid choice: 'spline'"),
     ("train", "{good} --out {root}/m --prior flat", "invalid choice: 'flat'"),
-    ("train", "{good} --out {root}/m --decoder-steps -5", "must be from 0"),
     ("train", "{good} --out {root}/m --decoder mlp --decoder-pixels all", "needs the line decoders"),
     ("train", "{good} --out {root}/m --decoder-pixels most", "invalid choice: 'most'"),
     ("train", "{good} --out {root}/m --windows {empty_dir}", "iron_regions.csv"),

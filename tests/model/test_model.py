@@ -389,6 +389,17 @@ def test_resume_continues_from_checkpoint(tiny_survey, tmp_path):
     assert [h["epoch"] for h in hist] == [1, 2]
 
 
+def test_a_longer_resumed_run_anneals_to_its_new_end(tiny_survey, tmp_path):
+    """--resume with more --epochs stretches the learning-rate cycle: the rate still falls to
+    its floor at the new end instead of climbing again after the old one."""
+    out = tmp_path / "m"
+    train(tiny_survey.path, out, TrainOptions(epochs=2, **TINY), progress=False, log=lambda s: None)
+    train(tiny_survey.path, out, TrainOptions(epochs=3, **TINY), resume=True, progress=False,
+          log=lambda s: None)
+    lr = [h["lr"] for h in json.loads((out / "config.json").read_text())["training"]["history"]]
+    assert lr[2] < 0.01 * TrainOptions().lr  # (the old end would put it near the peak)
+
+
 def test_encode_writes_complete_latents(tiny_survey, tiny_model, tmp_path):
     model = load_model(tiny_model)
     out = encode_survey(tiny_survey, model, out_path=tmp_path / "lat.parquet", chunk=512)
