@@ -19,8 +19,10 @@ HELP = "train the chemically disentangled VAE (self-supervised; Teff/logg the on
 def add_arguments(p) -> None:
     p.add_argument("dir", help="survey directory")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--epochs", type=bounded_int(1, 100_000), default=24,
-                   help="default 24 (the bundled model)")
+    p.add_argument("--epochs", type=bounded_int(1, 100_000), default=None,
+                   help=(f"default: as many as make about {D['target_steps']} optimiser steps (the "
+                         f"line decoders' strengths drift with steps; docs/model.md)"
+                         if D.get("target_steps") else "default 24 (the bundled model)"))
     p.add_argument("--batch-size", type=bounded_int(1, 65536), default=512)
     p.add_argument("--lr", type=_learning_rate, default=None,
                    help="peak learning rate (default 2e-3; 1e-3 with --recipe signor2025)")
@@ -60,10 +62,11 @@ def add_arguments(p) -> None:
                    help="line decoders: the optical depth no abundance moves is linear between knots "
                         "PIXELS grid pixels apart, so it cannot take over part of a line (0 = free "
                         "per pixel; docs/model.md)")
-    p.add_argument("--decoder-pixels", default=D.get("decoder_pixels", "windows"), choices=["windows", "all"],
-                   help="line decoders: model the element windows only (windows) or every pixel of "
-                        "the grid (all: the lines outside the windows carry information too; "
-                        "docs/model.md, 'The information limit')")
+    p.add_argument("--decoder-pixels", default=None, choices=["windows", "all"],
+                   help=f"line decoders: model the element windows only (windows) or every pixel of "
+                        f"the grid (all: the lines outside the windows carry information too; "
+                        f"docs/model.md, 'The information limit'); default "
+                        f"{D.get('decoder_pixels', 'windows')} (windows with --decoder mlp)")
     p.add_argument("--adversary", default=D["adv_mode"], choices=["reverse", "confuse"],
                    help="how the Teff/logg adversary acts on the latents: 'confuse' (default: the "
                         "encoder flattens the adversary's predictions) or gradient reversal (the "
@@ -168,13 +171,19 @@ def run(args) -> int:
                               f"got {args.hidden!r}")
     if args.decoder_pixels == "all" and args.decoder != "lines":
         raise ChemlatentError("--decoder-pixels all needs the line decoders (--decoder lines)")
+    if args.decoder_pixels is None:
+        args.decoder_pixels = D.get("decoder_pixels", "windows") if args.decoder == "lines" else "windows"
     check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
     check_windows(Path(args.dir), args.windows)
+    # no --epochs: the defaults' step budget (the same on --resume: same survey, same epochs)
+    target = D.get("target_steps", 0) if args.epochs is None else 0
+    if args.epochs is None:
+        args.epochs = 24
     if getattr(args, "recipe", "default") == "signor2025":
         return _run_signor2025(args)
     if args.lr is None:
         args.lr = 2e-3
-    opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size,
+    opts = TrainOptions(epochs=args.epochs, target_steps=target, batch_size=args.batch_size,
                         lr=args.lr, max_stars=args.max_stars, hidden=hidden, windows_dir=args.windows,
                         adv_weight=args.adv_weight, device=args.device, seed=args.seed,
                         anchor_stars=args.anchors, learned_scatter=args.learned_scatter,

@@ -14,6 +14,9 @@ DECODER_OPTIONS = ("decoder_mode", "abundance_input", "decoder_form", "ratio_dec
 @dataclass
 class TrainOptions:
     epochs: int = 24
+    # > 0: epochs is replaced by as many epochs as make about this many optimiser steps (the
+    # line decoders' strengths drift with steps: docs/model.md, "Every pixel, and a short run")
+    target_steps: int = 0
     batch_size: int = 512
     lr: float = 2e-3
     warmup_fraction: float = 0.15  # share of all optimiser steps spent rising to the peak lr

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -346,6 +347,9 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = max(1, len(data) // opts.batch_size)
+    if opts.target_steps > 0:  # as many epochs as make about target_steps optimiser steps
+        opts = replace(opts, epochs=max(1, round(opts.target_steps / steps_per_epoch)))
+        log(f"{opts.epochs} epochs of {steps_per_epoch} optimiser steps (about {opts.target_steps} steps)")
     sched = one_cycle(opt, opts, steps_per_epoch)
     history: list[dict] = []
     start_epoch = 0

@@ -527,3 +527,15 @@ def test_warmup_fraction_out_of_range_is_a_clear_error():
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     with pytest.raises(ChemlatentError, match="warmup_fraction"):
         one_cycle(opt, TrainOptions(warmup_fraction=0.0), 10)
+
+
+def test_a_step_budget_sets_the_epochs(tiny_survey, tmp_path):
+    """target_steps replaces --epochs by as many epochs as make about that many steps."""
+    out = tmp_path / "m"
+    spe = int(1200 * (1 - TINY["val_fraction"])) // TINY["batch_size"]
+    logs = []
+    train(tiny_survey.path, out, TrainOptions(epochs=24, target_steps=3 * spe, **TINY), progress=False,
+          log=logs.append)
+    hist = json.loads((out / "config.json").read_text())["training"]["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert any(f"3 epochs of {spe} optimiser steps" in s for s in logs)
