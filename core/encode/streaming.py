@@ -180,7 +180,7 @@ class Encoder:
         self.profile = None if survey.ivar_layout == "full" else survey._ivar_profile
         prof = None if self.profile is None else torch.from_numpy(self.profile).to(self.device)
         self._prof, self._sqrt_prof = prof, None if prof is None else prof.sqrt()
-        self.win_all = model.win_all.cpu().numpy()
+        self.chi2_idx = model.chi2_idx.cpu().numpy()  # the pixels of chi2 (the element windows)
         self.label_mean = np.asarray(model.config.label_mean, np.float32)
         self.label_std = np.asarray(model.config.label_std, np.float32)
         self.tile = CUDA_TILE if self.cuda else CPU_TILE
@@ -226,12 +226,12 @@ class Encoder:
         cols = [mu, std, w]
         host: dict[str, np.ndarray] = {}
         if self.features == "torch":
-            chi2, ngood = chi2_torch(dev, m.win_all, rec_all, self._prof)
+            chi2, ngood = chi2_torch(dev, m.chi2_idx, rec_all, self._prof)
             names += ["chi2", "n_good"]
             cols += [chi2.unsqueeze(1), ngood.float().unsqueeze(1)]
         else:
             host["chi2"], host["n_good"] = chi2_from_raw(
-                blk.flux16, self.win_all, rec_all.cpu().numpy(), mask=blk.mask, scale=blk.scale,
+                blk.flux16, self.chi2_idx, rec_all.cpu().numpy(), mask=blk.mask, scale=blk.scale,
                 profile=self.profile, ivar=blk.ivar)
         if samples:
             zmean, zstd = self._sample(x, dev, int(samples), generator)

@@ -193,6 +193,8 @@ class Signor2025VAE(nn.Module):
         pos = np.full(self.npix, -1, np.int64)
         pos[union] = np.arange(int(union.sum()))
         self.register_buffer("win_all", torch.from_numpy(np.nonzero(union)[0]), persistent=False)
+        self.register_buffer("chi2_idx", self.win_all.clone(), persistent=False)  # chi2's pixels
+        self.register_buffer("chi2_pos", torch.arange(self.win_all.numel()), persistent=False)
         self._part_idx = {}
         for g in ELEMENT_GROUPS:
             if not own[g].any():

@@ -69,7 +69,8 @@ def _examples(model, batch: Callable, rows: torch.Tensor, noise: Callable, jitte
     spread = z.std(0, keepdim=True)
     moved = model.bound(z + jitter * spread * torch.randn(z.shape, generator=gen))
     z, w, sigma = torch.cat([z, moved]), torch.cat([w, w]), torch.cat([sigma, sigma])
-    flux = torch.cat([model.decode(z[i:i + chunk], w[i:i + chunk], selective=False, sigma=sigma[i:i + chunk])
+    flux = torch.cat([model.decode(z[i:i + chunk], w[i:i + chunk], selective=False,
+                                   sigma=sigma[i:i + chunk])[:, model.chi2_pos]
                       for i in range(0, len(z), chunk)])
     return torch.cat([z, w, sigma], 1), flux.float()
 

@@ -269,6 +269,11 @@ class DisentangledVAE(nn.Module):
         dh = list(config.decoder_hidden)
         nw = config.n_w
         union = masks["fe"] | masks["c"] | masks["alpha"]
+        # encoding's chi2 is over the element windows whatever the decoders model: chi2_idx
+        # (grid pixels) and chi2_pos (their places among the decoders' pixels)
+        self.register_buffer("chi2_idx", torch.from_numpy(np.nonzero(union)[0].astype(np.int64)),
+                             persistent=False)
+        n_chi2 = int(union.sum())
         if config.decoder_pixels == "all":
             if config.decoder_form != "lines":
                 raise ValueError("decoder_pixels 'all' needs decoder_form 'lines'")
@@ -279,6 +284,7 @@ class DisentangledVAE(nn.Module):
                              persistent=False)
         pos = np.full(self.npix, -1, np.int64)
         pos[union] = np.arange(int(union.sum()))
+        self.register_buffer("chi2_pos", torch.from_numpy(pos[self.chi2_idx.numpy()]), persistent=False)
         for g in ELEMENT_GROUPS:
             self.register_buffer(f"pos_{g}", torch.from_numpy(pos[masks[g]]), persistent=False)
         self.mode = config.decoder_mode
@@ -348,7 +354,7 @@ class DisentangledVAE(nn.Module):
         self.adversary = _mlp([3, 64, 64, 2])
         self.surrogate = None
         if config.surrogate_hidden:
-            self.surrogate = ReconstructionSurrogate(int(union.sum()), list(config.surrogate_hidden))
+            self.surrogate = ReconstructionSurrogate(n_chi2, list(config.surrogate_hidden))
         # +-1 per chemical axis: reported z = orient * internal z (see training.orient_axes)
         self.register_buffer("orient", torch.ones(3))
         lo, hi = range_tensors(config.latent_range)
@@ -509,11 +515,12 @@ class DisentangledVAE(nn.Module):
 
     def decode_fast(self, z: torch.Tensor, w: torch.Tensor,
                     sigma: torch.Tensor | None = None) -> torch.Tensor:
-        """decode(z, w, selective=False, sigma): through the reconstruction surrogate when the
-        model has one (encoding's chi2; chemlatent.model.surrogate)."""
+        """decode(z, w, selective=False, sigma) on encoding's chi2 pixels (``chi2_idx``, the
+        element windows): through the reconstruction surrogate when the model has one
+        (chemlatent.model.surrogate)."""
         if self.surrogate is not None and sigma is not None:
             return self.surrogate(z, w, sigma)
-        return self.decode(z, w, selective=False, sigma=sigma)
+        return self.decode(z, w, selective=False, sigma=sigma)[:, self.chi2_pos]
 
     def set_surrogate(self, surrogate: nn.Module | None, hidden: list | None) -> None:
         """Attach (or with None remove) a reconstruction surrogate and record it in the config."""

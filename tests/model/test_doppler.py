@@ -122,6 +122,10 @@ def test_line_decoders_can_model_every_pixel(tmp_path):
     with torch.no_grad():
         flux = every.decode(z, w, selective=False)
     assert flux.shape == (2, DEFAULT_GRID.npix) and bool(torch.isfinite(flux).all())
+    # encoding's chi2 stays over the element windows: the same pixels as a windows model's
+    torch.testing.assert_close(every.chi2_idx, windows.win_all)
+    with torch.no_grad():
+        torch.testing.assert_close(every.decode_fast(z, w), flux[:, every.chi2_idx])
     # the element windows (what the dashboard shades) stay the paper's
     torch.testing.assert_close(every.win_alpha, windows.win_alpha)
     save_model(every, tmp_path / "m")
