@@ -332,7 +332,7 @@ def compare_runs(survey_dir: str | Path, run_id: str, base: str | None = None,
                  columns: list[str] | None = None) -> pd.DataFrame:
     """Old and new positions of the run's stars, aligned by star_id.
 
-    ``base``: a latents name (``chemvae-v1``), file name, or another run id; default: the
+    ``base``: a latents name (``chemvae-v2``), file name, or another run id; default: the
     base the run recorded. Columns: ``star_id``, ``<col>_old``, ``<col>_new``, ``d_<col>``
     (new - old) for each of ``columns`` (default z_fe, z_c, z_alpha and their ``_std``), and
     ``in_base`` (False where the base has no row for the star; old values NaN there).

@@ -47,7 +47,7 @@ def w(tmp_path_factory) -> dict[str, Path]:
     chunk.write_bytes(chunk.read_bytes()[:1000])
     shutil.rmtree(copy("missing_chunk") / "spectra.zarr" / "flux" / "c" / "0")
     (copy("bad_json") / "survey.json").write_text('{"schema_version": 1, "n_st')
-    lat = copy("bad_latents") / "latents" / "chemvae-v1.parquet"
+    lat = copy("bad_latents") / "latents" / "chemvae-v2.parquet"
     lat.write_bytes(lat.read_bytes()[:200])
     shutil.rmtree(copy("no_latents") / "latents")
     p["empty_dir"] = root / "empty_dir"
@@ -61,7 +61,7 @@ def w(tmp_path_factory) -> dict[str, Path]:
     weights = p["m_trunc"] / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     cfg = json.loads((p["m_grid"] / "config.json").read_text())
-    cfg["grid"]["loglam0"] += 0.01  # same size, other wavelengths
+    cfg["grid"]["loglam0"] += 0.0002  # same size, other wavelengths (two pixels: no line leaves the grid)
     (p["m_grid"] / "config.json").write_text(json.dumps(cfg))
     for f in ("config.json", "weights.safetensors"):
         (p["m_pickle"] / f).unlink()
