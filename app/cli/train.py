@@ -26,8 +26,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=bounded_int(1, 65536), default=512)
     p.add_argument("--lr", type=_learning_rate, default=None,
                    help="peak learning rate (default 2e-3; 1e-3 with --recipe signor2025)")
-    p.add_argument("--max-stars", type=bounded_int(MIN_STARS, 10**9), default=400_000,
-                   help="train on at most this many stars (random subset)")
+    p.add_argument("--max-stars", type=bounded_int(MIN_STARS, 10**9), default=None,
+                   help=f"train on at most this many stars (random subset; default "
+                        f"{D.get('max_stars', 400_000):,}, 400,000 with --recipe signor2025)")
     p.add_argument("--hidden", default="256,256,128", help="encoder layer sizes")
     p.add_argument("--windows", default=None,
                    help="directory with iron/carbon/alpha_regions.csv (default: the paper's)")
@@ -179,6 +180,9 @@ def run(args) -> int:
     target = D.get("target_steps", 0) if args.epochs is None else 0
     if args.epochs is None:
         args.epochs = 24
+    if args.max_stars is None:
+        signor = getattr(args, "recipe", "default") == "signor2025"
+        args.max_stars = 400_000 if signor else D.get("max_stars", 400_000)
     if getattr(args, "recipe", "default") == "signor2025":
         return _run_signor2025(args)
     if args.lr is None:

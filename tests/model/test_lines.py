@@ -210,8 +210,10 @@ def test_train_defaults_are_the_measured_recipe_and_the_command_line_uses_them(t
     assert main(argv) == 0
     cfg = json.loads((out / "config.json").read_text())
     opts = cfg["training"]["options"]
-    assert {k: opts[k] for k in TRAIN_DEFAULTS} == TRAIN_DEFAULTS
+    given = {"target_steps": 0, "max_stars": 300}  # --epochs and --max-stars were given
+    assert {k: opts[k] for k in TRAIN_DEFAULTS} == {**TRAIN_DEFAULTS, **given}
     assert cfg["decoder_form"] == "lines" and cfg["latent_range"] is not None
+    assert cfg["decoder_pixels"] == "all" and cfg["line_doppler"] == "physical"
     assert len(cfg["training"]["encoder_refit"]["prior_mean"]) == 3
     assert cfg["surrogate_hidden"] and cfg["training"]["surrogate"]["rms"] > 0  # encoding's chi2
     py = default_options(epochs=1)
@@ -220,6 +222,23 @@ def test_train_defaults_are_the_measured_recipe_and_the_command_line_uses_them(t
           "--max-stars", "300", "--batch-size", "128", "--device", "cpu", "--refine-stars", "40",
           "--refine-prior", "origin", "--decoder", "mlp", "--no-latent-range"])
     cfg = json.loads((tmp_path / "origin" / "config.json").read_text())
+    assert cfg["decoder_pixels"] == "windows"  # MLP decoders: the element windows
     assert cfg["training"]["options"]["refine_centred"] is False and cfg["latent_range"] is None
     assert "prior_mean" not in cfg["training"]["encoder_refit"]
     assert cfg["surrogate_hidden"] is None and "surrogate" not in cfg["training"]  # MLP: none needed
+
+
+def test_train_without_epochs_uses_the_defaults_step_budget(tiny_survey, tmp_path, monkeypatch):
+    """No --epochs: as many epochs as make the defaults' optimiser steps (a small budget here)."""
+    import json
+
+    from chemlatent.app.cli import main
+    from chemlatent.app.cli import train as train_cli
+
+    monkeypatch.setitem(train_cli.D, "target_steps", 4)
+    out = tmp_path / "budget"
+    assert main(["train", str(tiny_survey.path), "--out", str(out), "--hidden", "8", "--max-stars", "300",
+                 "--batch-size", "128", "--device", "cpu", "--refine-encoder", "0", "--no-surrogate"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["options"]["target_steps"] == 4
+    assert len(cfg["training"]["history"]) == 2  # 300 stars, 285 for training: 2 steps per epoch
