@@ -528,7 +528,7 @@ class DisentangledVAE(nn.Module):
         self.config.surrogate_hidden = list(hidden) if surrogate is not None and hidden else None
 
     def reconstruct(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Full-length reconstruction (B, P), NaN outside the element windows."""
+        """Full-length reconstruction (B, P), NaN outside the decoders' pixels (``win_all``)."""
         rec = torch.full((z.shape[0], self.npix), float("nan"), device=z.device)
         rec[:, self.win_all] = self.decode(z, w, selective=False)
         return rec
