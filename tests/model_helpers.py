@@ -19,12 +19,13 @@ def small_model() -> DisentangledVAE:
                                        windows=default_windows_config()))
 
 
-def line_model(seed: int = 0) -> DisentangledVAE:
+def line_model(seed: int = 0, **config) -> DisentangledVAE:
     """An untrained line-decoder model on the default grid with small random perturbations
-    (a non-trivial Teff/logg dependence and metallicity response)."""
+    (a non-trivial Teff/logg dependence and metallicity response); ``config``: more
+    ModelConfig fields."""
     torch.manual_seed(seed)
     cfg = ModelConfig(grid=DEFAULT_GRID.to_dict(), hidden=[32, 32, 16], decoder_hidden=[16, 16],
-                      windows=default_windows_config(), decoder_form="lines")
+                      windows=default_windows_config(), decoder_form="lines", **config)
     model = DisentangledVAE(cfg)
     with torch.no_grad():
         for p in model.lines.parameters():

@@ -63,6 +63,11 @@ def add_arguments(p) -> None:
                    help="line decoders: the optical depth no abundance moves is linear between knots "
                         "PIXELS grid pixels apart, so it cannot take over part of a line (0 = free "
                         "per pixel; docs/model.md)")
+    p.add_argument("--hydrogen", default="own" if D.get("line_hydrogen") else "shared",
+                   choices=["own", "shared"],
+                   help="line decoders: hydrogen lines with their own (Stark) damping and wings out to "
+                        "128 pixels (own), or damped like the metals with wings cut at 24 (shared; "
+                        "docs/model.md, 'Hydrogen')")
     p.add_argument("--decoder-pixels", default=None, choices=["windows", "all"],
                    help=f"line decoders: model the element windows only (windows) or every pixel of "
                         f"the grid (all: the lines outside the windows carry information too; "
@@ -194,6 +199,7 @@ def run(args) -> int:
                         decoder_form=args.decoder, line_doppler=args.doppler,
                         line_strength_weight=args.line_strengths,
                         line_smooth_continuum=args.smooth_continuum, decoder_pixels=args.decoder_pixels,
+                        line_hydrogen=args.hydrogen == "own",
                         adv_mode=args.adversary, prior=args.prior,
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
                         refine_centred=args.refine_prior == "centred",

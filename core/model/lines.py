@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 from chemlatent.model.doppler import doppler_width_kms
-from chemlatent.spectra.continuum import N_BINS, N_ITER
+from chemlatent.model.line_continuum import ContinuumEmulator
+from chemlatent.spectra.continuum import N_ITER
 from chemlatent.spectra.grid import WavelengthGrid
 from chemlatent.spectra.linelist import BANDS, MOLECULES, band_templates, load_linelist, lsf_sigma_pixels
 from chemlatent.spectra.physics import ELEMENT_GROUP, LINE_FORMING_T, MASS_AMU, TEFF_SUN
@@ -59,6 +60,10 @@ LN_FLAT = 0.7653471805599453  # ln 2 + 0.0722 (fitted)
 LN_DAMPED = 0.9793206599679245  # ln(2 pi^(1/4))
 LSF_TAPS = 6  # pixels each side of a line centre for the Gaussian line-spread function
 WING_TAPS = 24  # pixels each side for the Lorentzian wings of damped lines
+# pixels each side for hydrogen's wings (``hydrogen=True``): Stark-broadened Balmer and Paschen
+# lines of F and G stars reach ~60 pixels at R ~ 2000, and a profile cut at WING_TAPS puts
+# their whole wing into its inner pixels
+HYDROGEN_TAPS = 128
 # element group -> index of the abundance input (0: z_fe, 1: z_fe + z_c, 2: z_fe + z_alpha)
 GROUP_INPUT = {"fe": 0, "c": 1, "alpha": 2}
 
@@ -112,7 +117,8 @@ class LineDecoder(nn.Module):
 
     def __init__(self, grid: WavelengthGrid, win_idx: np.ndarray, n_w: int, hidden: list,
                  pressure_damping: bool = False, doppler_labels: tuple | None = None,
-                 anchored_strengths: bool = False, smooth_continuum: int = 0) -> None:
+                 anchored_strengths: bool = False, smooth_continuum: int = 0,
+                 hydrogen: bool = False) -> None:
         super().__init__()
         ll = load_linelist()
         npix = grid.npix
@@ -128,7 +134,7 @@ class LineDecoder(nn.Module):
         self.npix = npix
         self.n_win = int(win_idx.size)
         self._const("win_idx", np.asarray(win_idx, np.int64))
-        self._bins(npix, win_idx)
+        self.normaliser = ContinuumEmulator(npix, np.asarray(win_idx))
         pix_width = grid.wave * LN10 * grid.dloglam
         grp = [groups[i] for i in sel]
         # abundance input of each line: 0 z_fe, 1 carbon, 2 alpha, 3 none (hydrogen)
@@ -150,8 +156,15 @@ class LineDecoder(nn.Module):
         self._taps("core", lp, LSF_TAPS, pix_width)
         wing = np.nonzero(ll.wings[sel])[0]
         self._const("wing_lines", wing)
-        self._taps("wing", lp[wing], WING_TAPS, pix_width)
-        self._const("wing_centre", self.wing_inv_width[:, WING_TAPS - 1].numpy())  # 1 / width at the centre
+        # hydrogen: its own damping (Stark, ~ Pe, where the metals' van der Waals goes ~ Pg)
+        # and wings out to HYDROGEN_TAPS pixels (the other damped lines' extra taps inert)
+        self.hydrogen = hydrogen
+        is_h = src[wing] == 3
+        half = np.where(is_h, HYDROGEN_TAPS, WING_TAPS) if hydrogen else np.full(wing.size, WING_TAPS)
+        self._taps("wing", lp[wing], int(half.max(initial=WING_TAPS)), pix_width, half)
+        self._const("wing_centre", self.wing_inv_width[:, int(half.max(initial=WING_TAPS)) - 1].numpy())
+        if hydrogen:
+            self._const("line_is_hydrogen", (src == 3).astype(np.float32))
         self._band_lo = self._band_hi = None  # the bands' pixel ranges (compiled renderer)
         # the line-to-group scatter: each line's depth goes to its group's output
         gidx = np.array([{"fe": 0, "h": 0, "c": 1, "alpha": 2}[g] for g in grp], np.int64)
@@ -192,7 +205,9 @@ class LineDecoder(nn.Module):
             n_cont = knots.shape[1]
             self._const("continuum_knots", knots)
         self.continuum = nn.Linear(hidden[-1], n_cont)
-        for lin in (self.head, self.continuum):
+        # hydrogen's damping relative to the metals' (log10, from Teff/logg), 0 at the start
+        self.hydrogen_damping = nn.Linear(hidden[-1], 1) if hydrogen else None
+        for lin in (self.head, self.continuum, *([self.hydrogen_damping] if hydrogen else [])):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
         with torch.no_grad():
@@ -227,32 +242,23 @@ class LineDecoder(nn.Module):
         t = torch.from_numpy(v.astype(np.int64 if v.dtype.kind in "iu" else np.float32))
         self.register_buffer(name, t, persistent=False)
 
-    def _bins(self, npix: int, win_idx: np.ndarray) -> None:
-        """The continuum bins of chemlatent.spectra.continuum (N_BINS equal pixel ranges, values
-        interpolated linearly between bin centres) and each window pixel's two bins."""
-        lo = (np.arange(N_BINS) * npix) // N_BINS
-        hi = ((np.arange(N_BINS) + 1) * npix) // N_BINS
-        width = int((hi - lo).max())
-        pix = lo[:, None] + np.arange(width)[None, :]
-        valid = pix < hi[:, None]
-        self._const("bin_pix", np.where(valid, pix, npix))  # row npix: padding
-        self._const("bin_count", valid.sum(1).astype(np.float32))
-        centre = 0.5 * (lo + hi - 1)
-        p = np.asarray(win_idx, np.float64)
-        j = np.clip(np.searchsorted(centre, p, side="right") - 1, 0, N_BINS - 2)
-        t = np.clip((p - centre[j]) / (centre[j + 1] - centre[j]), 0.0, 1.0)
-        self._const("win_bin", j)
-        self._const("win_bin_t", t)
-
-    def _taps(self, name: str, line_pix: np.ndarray, half: int, pix_width: np.ndarray) -> None:
+    def _taps(self, name: str, line_pix: np.ndarray, half: int, pix_width: np.ndarray,
+              own_half: np.ndarray | None = None) -> None:
         """Buffers for the pixels around each line: their offsets from the line centre, their
-        grid pixels (npix for pixels off the grid) and 1 / pixel width."""
+        grid pixels (npix for pixels off the grid) and 1 / pixel width. ``own_half`` (per
+        line, <= half): taps beyond it go off the grid at an offset too far to absorb."""
         npix = pix_width.size
-        j = np.floor(line_pix).astype(np.int64)[:, None] + np.arange(-half + 1, half + 1)[None, :]
+        k = np.arange(-half + 1, half + 1)[None, :]
+        j = np.floor(line_pix).astype(np.int64)[:, None] + k
         inside = (j >= 0) & (j < npix)
+        dx = j - line_pix[:, None]
+        if own_half is not None:
+            used = (k > -own_half[:, None]) & (k <= own_half[:, None])
+            inside &= used
+            dx = np.where(used, dx, 1e4)
         jc = np.clip(j, 0, npix - 1)
         target = np.where(inside, jc, npix)
-        self._const(f"{name}_dx", j - line_pix[:, None])
+        self._const(f"{name}_dx", dx)
         self._const(f"{name}_target", target)
         self._const(f"{name}_inv_width", 1.0 / pix_width[jc])
 
@@ -290,25 +296,7 @@ class LineDecoder(nn.Module):
         unnormalised ``flux`` (B, npix), at the window pixels (B, n_win): per bin the mean,
         then N_ITER asymmetrically clipped means (the clipping from the values, not their
         gradients), ``sigma`` (B, 1) the star's typical noise (None: noiseless)."""
-        return self._log_continuum(torch.cat([flux.T, torch.ones_like(flux[:, :1]).T]), sigma).T
-
-    def _log_continuum(self, flux: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
-        """log_continuum on a pixel-major flux (npix + 1, B) -> (n_win, B); row npix is padding."""
-        flux = torch.cat([flux[:-1], torch.zeros_like(flux[-1:])])  # padding 0: always clipped
-        f = flux[self.bin_pix]  # (N_BINS, width, B)
-        c = f.sum(1) / self.bin_count[:, None]
-        sig = 0.0 if sigma is None else sigma.to(flux.dtype).T  # (1, B)
-        for _ in range(N_ITER):
-            with torch.no_grad():  # keep -sig - 0.01 c < f - c < 3 sig + 0.05 c
-                cp = c.detach()
-                keep = ((f.detach() - (1.02 * cp + sig)[:, None]).abs_() < (2.0 * sig + 0.03 * cp)[:, None])
-                keep = keep.to(f.dtype)
-                count = keep.sum(1)
-            new = (f * keep).sum(1) / count.clamp_min(1.0)
-            c = torch.where(count >= 3, new, c)
-        c = c.clamp_min(1e-3)
-        t = self.win_bin_t[:, None]
-        return torch.log(c[self.win_bin] * (1.0 - t) + c[self.win_bin + 1] * t)
+        return self.normaliser(torch.cat([flux.T, torch.ones_like(flux[:, :1]).T]), sigma).T
 
     def _optics(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor):
         """Per-star line optical depths and widths, band optical depths and the Teff/logg
@@ -328,6 +316,8 @@ class LineDecoder(nn.Module):
         log_tau = (self.line_tau0 + self._strength_terms(head[:, :nl], w) + s * u4[:, self.line_src]
                    + log_frac - self.opacity_response * m)
         la = self.line_la0 + head[:, -1:]
+        if self.hydrogen:
+            la = la + self.line_is_hydrogen * self.hydrogen_damping(h).float()
         if self.pressure_damping:
             la = la + self.damping_response[self.line_is_h] * m
         la = la.clamp(-3.5, 0.5)
@@ -421,7 +411,7 @@ class LineDecoder(nn.Module):
         star's typical noise (the normalisation's clipping; None: noiseless)."""
         u, z_fe_sg, w = u.float(), z_fe_sg.float(), w.float()
         h, taus = self._render(u, z_fe_sg, w, groups=True)
-        log_cont = self._log_continuum(torch.exp(-(taus[0] + taus[1] + taus[2])), sigma).T
+        log_cont = self.normaliser(torch.exp(-(taus[0] + taus[1] + taus[2])), sigma).T
         tau = torch.stack([t[self.win_idx].T for t in taus], 1)
         tau[:, 0] = tau[:, 0] + self.continuum_depth(h).float()
         return tau, log_cont
@@ -434,7 +424,7 @@ class LineDecoder(nn.Module):
         u, z_fe_sg, w = u.float(), z_fe_sg.float(), w.float()
         if torch.is_grad_enabled() or u.device.type != "cpu":
             h, tau = self._render(u, z_fe_sg, w, groups=False)
-            log_cont = self._log_continuum(torch.exp(-tau), sigma)
+            log_cont = self.normaliser(torch.exp(-tau), sigma)
             return torch.exp(-(tau[self.win_idx] + log_cont).T - self.continuum_depth(h).float())
         return self._compiled_flux(u, z_fe_sg, w, sigma)
 
@@ -449,9 +439,10 @@ class LineDecoder(nn.Module):
         out = np.empty((b, self.n_win), np.float32)
         noise = np.zeros(b, np.float32) if sigma is None else sigma.float().reshape(-1).numpy()
         arr = lambda t: np.ascontiguousarray(t.numpy())  # noqa: E731
+        nm = self.normaliser
         render_window_flux(arr(core_w), self.core_target.numpy(), arr(kern), arr(wing_w), arr(g),
                            self.wing_target.numpy(), self.wing_dx.numpy(), self.wing_centre.numpy(),
                            float(sig), arr(band_tau), self.band_tmpl.numpy(), self._band_lo, self._band_hi,
-                           noise, N_ITER, self.bin_pix.numpy(), self.bin_count.numpy(), self.win_idx.numpy(),
-                           self.win_bin.numpy(), self.win_bin_t.numpy(), arr(extra), out)
+                           noise, N_ITER, nm.bin_pix.numpy(), nm.bin_count.numpy(), self.win_idx.numpy(),
+                           nm.win_bin.numpy(), nm.win_bin_t.numpy(), arr(extra), out)
         return torch.from_numpy(out)

@@ -106,6 +106,9 @@ class ModelConfig:
     # line decoders: > 0 makes the optical depth no abundance moves linear between knots this
     # many grid pixels apart (0: free per window pixel)
     line_smooth_continuum: int = 0
+    # line decoders: hydrogen lines with their own damping term and wings out to
+    # lines.HYDROGEN_TAPS pixels (False: damped like the metals, wings cut at WING_TAPS)
+    line_hydrogen: bool = False
     # which pixels the decoders model: the element windows ("windows"), or the whole grid
     # ("all", line decoders only: every line of the line list, inside the windows or not)
     decoder_pixels: str = "windows"
@@ -335,7 +338,8 @@ class DisentangledVAE(nn.Module):
             self.lines = LineDecoder(grid, win_idx, nw, dh, pressure_damping=config.line_pressure_damping,
                                      doppler_labels=doppler,
                                      anchored_strengths=config.line_strength_weight > 0,
-                                     smooth_continuum=config.line_smooth_continuum)
+                                     smooth_continuum=config.line_smooth_continuum,
+                                     hydrogen=config.line_hydrogen)
             self.decoders = nn.ModuleDict()
             self._part_idx = {g: win_idx for g in ELEMENT_GROUPS}
         elif self.form == "mlp":

@@ -7,7 +7,7 @@ import pytest
 import torch
 from model_helpers import line_model
 
-from chemlatent.model.lines import voigt_log_width
+from chemlatent.model.lines import WING_TAPS, voigt_log_width
 from chemlatent.model.modelio import load_model, save_model
 from chemlatent.model.training import TrainOptions, train
 from chemlatent.model.vae import DisentangledVAE, ModelConfig
@@ -150,11 +150,11 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
     out = tmp_path / "cli_lines"
     argv = ["train", str(tiny_survey.path), "--out", str(out), "--epochs", "1", "--hidden", "16,16,8",
             "--max-stars", "400", "--batch-size", "128", "--device", "cpu", "--decoder", "lines",
-            "--adversary", "confuse", "--prior", "centred",
+            "--adversary", "confuse", "--prior", "centred", "--hydrogen", "own",
             "--refine-encoder", "2", "--refine-stars", "50", "--refine-centred", "--refine-nuisance", "0.1"]
     assert main(argv) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["decoder_form"] == "lines"
+    assert cfg["decoder_form"] == "lines" and cfg["line_hydrogen"] is True
     opts = cfg["training"]["options"]
     assert opts["adv_mode"] == "confuse" and opts["prior"] == "centred"
     assert opts["refine_epochs"] == 2 and opts["refine_stars"] == 50
@@ -242,3 +242,30 @@ def test_train_without_epochs_uses_the_defaults_step_budget(tiny_survey, tmp_pat
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["training"]["options"]["target_steps"] == 4
     assert len(cfg["training"]["history"]) == 2  # 300 stars, 285 for training: 2 steps per epoch
+
+
+def test_hydrogen_lines_get_their_own_damping_and_long_wings():
+    model = _model(4, line_hydrogen=True, decoder_pixels="all", line_doppler="physical")
+    dec = model.lines
+    wing_h = dec.line_is_hydrogen[dec.wing_lines].bool()
+    assert wing_h.any() and (~wing_h).any()
+    # metal lines keep WING_TAPS taps each side: the rest go off the grid
+    metal_taps = (dec.wing_target[~wing_h] < dec.npix).sum(1)
+    assert int(metal_taps.max()) <= 2 * WING_TAPS
+    assert int((dec.wing_target[wing_h] < dec.npix).sum(1).max()) > 2 * WING_TAPS
+    z, w = torch.zeros(2, 3), torch.tensor([[1.5, 1.0], [1.5, 1.0]])  # warm dwarfs
+    sigma = torch.full((2, 1), 0.02)
+    halpha = int(np.argmin(np.abs(DEFAULT_GRID.wave - 6562.8)))
+    far = halpha + 2 * WING_TAPS  # beyond where a metal-like wing is cut
+    depths = []
+    for bias in (-1.0, 1.0):  # hydrogen's damping up by 2 dex: the far wing deepens
+        with torch.no_grad():
+            dec.hydrogen_damping.bias.fill_(bias)
+            split = model.combine(model.absorption(z, w, selective=False, sigma=sigma))
+            fast = model.decode(z, w, selective=False, sigma=sigma)
+            tau = dec._render(z, z[:, :1], w, groups=False)[1]  # optical depth before normalising
+        torch.testing.assert_close(fast, split, rtol=0, atol=2e-4)
+        depths.append(float(tau[far, 0]))
+    assert depths[1] > 2 * depths[0] > 0
+    # a model saved without the option has no such parameter and loads as before
+    assert not any("hydrogen" in k for k in _model(4).state_dict())

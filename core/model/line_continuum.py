@@ -1,0 +1,59 @@
+"""The survey's continuum normalisation as the line decoders see it (core/model/lines.py).
+
+chemlatent.spectra.continuum divides every spectrum by a continuum fitted per pixel bin
+(N_BINS equal pixel ranges: the mean, then N_ITER asymmetrically clipped means, linear
+between bin centres). A model spectrum must go through the same division, or every line's
+depth would be measured against a different continuum than the survey's. This module holds
+the bins and does that division differentiably (the compiled renderer,
+chemlatent.model.line_render, does the same numbers star by star).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from chemlatent.spectra.continuum import N_BINS, N_ITER
+
+
+class ContinuumEmulator(nn.Module):
+    """The continuum the survey's normaliser would fit to a model flux, at the pixels
+    ``win_idx`` of a grid of ``npix`` pixels (buffers rebuilt on load, never saved)."""
+
+    def __init__(self, npix: int, win_idx: np.ndarray) -> None:
+        super().__init__()
+        lo = (np.arange(N_BINS) * npix) // N_BINS
+        hi = ((np.arange(N_BINS) + 1) * npix) // N_BINS
+        width = int((hi - lo).max())
+        pix = lo[:, None] + np.arange(width)[None, :]
+        valid = pix < hi[:, None]
+        centre = 0.5 * (lo + hi - 1)
+        p = np.asarray(win_idx, np.float64)
+        j = np.clip(np.searchsorted(centre, p, side="right") - 1, 0, N_BINS - 2)
+        t = np.clip((p - centre[j]) / (centre[j + 1] - centre[j]), 0.0, 1.0)
+        buffers = {"bin_pix": np.where(valid, pix, npix).astype(np.int64),  # row npix: padding
+                   "bin_count": valid.sum(1).astype(np.float32), "win_bin": j.astype(np.int64),
+                   "win_bin_t": t.astype(np.float32)}
+        for name, v in buffers.items():
+            self.register_buffer(name, torch.from_numpy(v), persistent=False)
+
+    def forward(self, flux: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+        """log continuum (n_win, B) of a pixel-major flux (npix + 1, B; row npix is padding),
+        ``sigma`` (B, 1) each star's typical noise (None: noiseless). The clipping is decided
+        from the values, not their gradients."""
+        flux = torch.cat([flux[:-1], torch.zeros_like(flux[-1:])])  # padding 0: always clipped
+        f = flux[self.bin_pix]  # (N_BINS, width, B)
+        c = f.sum(1) / self.bin_count[:, None]
+        sig = 0.0 if sigma is None else sigma.to(flux.dtype).T  # (1, B)
+        for _ in range(N_ITER):
+            with torch.no_grad():  # keep -sig - 0.01 c < f - c < 3 sig + 0.05 c
+                cp = c.detach()
+                keep = ((f.detach() - (1.02 * cp + sig)[:, None]).abs_() < (2.0 * sig + 0.03 * cp)[:, None])
+                keep = keep.to(f.dtype)
+                count = keep.sum(1)
+            new = (f * keep).sum(1) / count.clamp_min(1.0)
+            c = torch.where(count >= 3, new, c)
+        c = c.clamp_min(1e-3)
+        t = self.win_bin_t[:, None]
+        return torch.log(c[self.win_bin] * (1.0 - t) + c[self.win_bin + 1] * t)
