@@ -101,6 +101,11 @@ def add_arguments(p) -> None:
                    help=f"with --refine-encoder: refine each star's Teff/logg too, held to the "
                         f"encoder's within SIGMA (standardised units; default {D['refine_nuisance_sigma']}; "
                         f"0 = held fixed)")
+    p.add_argument("--refine-start", default="labels" if D.get("refine_at_labels") else "encoder",
+                   choices=["labels", "encoder"],
+                   help="with --refine-encoder: start each star's Teff/logg at its labels where it has "
+                        "them (labels: as the decoders saw them in training) or at the encoder's "
+                        "guess (encoder; docs/model.md, 'Refining at the labels')")
     p.add_argument("--no-surrogate", action="store_true",
                    help="line decoders: do not fit the reconstruction surrogate that encoding's chi2 "
                         "uses (chi2 then comes from the line decoders themselves, at about half the "
@@ -204,6 +209,7 @@ def run(args) -> int:
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
                         refine_centred=args.refine_prior == "centred",
                         refine_nuisance_sigma=args.refine_nuisance,
+                        refine_at_labels=args.refine_start == "labels",
                         latent_range=not args.no_latent_range, surrogate=not args.no_surrogate,
                         anchor_columns=tuple(c.strip() for c in args.anchor_columns.split(",") if c.strip()))
     with warnings.catch_warnings():

@@ -93,13 +93,18 @@ def _evaluating(model: DisentangledVAE) -> Iterator[None]:
 
 
 def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tensor,
-                   opts: RefineOptions | None = None) -> torch.Tensor:
-    """Refined z (B, 3) for one batch of spectra (flux, ivar on the model's full grid)."""
+                   opts: RefineOptions | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Refined z (B, 3) for one batch of spectra (flux, ivar on the model's full grid).
+    ``labels`` (B, 2): each star's Teff/logg (NaN where unknown); where known, the nuisance
+    starts there instead of at the encoder's w (as the decoders saw it in training)."""
     opts = opts or RefineOptions()
     opts.check()
     with _evaluating(model), _frozen(model):
         with torch.no_grad():
             mu, _, w = model.encode(flux, ivar)
+            if labels is not None:
+                known = torch.isfinite(labels).all(-1, keepdim=True)
+                w = torch.where(known, standardised_labels(model, labels), w)
         sigma = star_noise(ivar)
         idx = model.win_all
         f, iv = flux[:, idx].float(), ivar[:, idx].float()
@@ -120,6 +125,13 @@ def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tenso
     return z.detach()
 
 
+def standardised_labels(model: DisentangledVAE, labels: torch.Tensor) -> torch.Tensor:
+    """Teff/logg (B, 2) in the units of the model's nuisance w (NaN stays NaN)."""
+    mean = torch.tensor(model.config.label_mean, dtype=torch.float32, device=labels.device)
+    std = torch.tensor(model.config.label_std, dtype=torch.float32, device=labels.device)
+    return (labels.float() - mean) / std
+
+
 def encoder_mean(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,
                  device: torch.device | str = "cpu", chunk: int = 4000) -> tuple[float, float, float]:
     """The mean of the encoder's z over ``rows``: the centre of RefineOptions.prior_mean for
@@ -132,15 +144,17 @@ def encoder_mean(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple],
 
 def refine_rows(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,
                 opts: RefineOptions | None = None, device: torch.device | str = "cpu",
-                log: Callable[[str], None] | None = None) -> np.ndarray:
+                log: Callable[[str], None] | None = None, at_labels: bool = False) -> np.ndarray:
     """Refined z (len(rows), 3) for ``rows`` of a data source whose ``batch(rows)`` returns
-    (flux, ivar, ...) as InMemoryData does."""
+    (flux, ivar, labels) as InMemoryData does; ``at_labels``: the nuisance from the stars'
+    Teff/logg labels where known (refine_latents)."""
     opts = opts or RefineOptions()
     n = len(rows)
     out = np.empty((n, 3), np.float32)
     for b0 in range(0, n, opts.batch):
-        flux, ivar = (t.to(device) for t in batch(rows[b0:b0 + opts.batch])[:2])
-        out[b0:b0 + opts.batch] = refine_latents(model, flux, ivar, opts).cpu().numpy()
+        flux, ivar, labels = (t.to(device) for t in batch(rows[b0:b0 + opts.batch])[:3])
+        out[b0:b0 + opts.batch] = refine_latents(model, flux, ivar, opts,
+                                                 labels if at_labels else None).cpu().numpy()
         if log is not None and (b0 // opts.batch) % 10 == 9:
             log(f"refined {min(n, b0 + opts.batch)} of {n} stars")
     return out
@@ -201,23 +215,25 @@ def _mean_sq_error(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple
 
 def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], n_data: int, *,
                      stars: int, steps: int, epochs: int, seed: int = 0, centred: bool = False,
-                     nuisance_sigma: float = 0.0, device: torch.device | str = "cpu",
-                     log: Callable[[str], None] = print) -> dict:
+                     nuisance_sigma: float = 0.0, at_labels: bool = False,
+                     device: torch.device | str = "cpu", log: Callable[[str], None] = print) -> dict:
     """Refine the latents of ``stars`` random rows of a data source of ``n_data`` rows (all
     when ``stars`` <= 0) against the model's decoders and refit the encoder's mean to them
     (``TrainOptions.refine_epochs``); returns what was done (stars, steps, seconds, held-out
     error per epoch) for the model's config. ``centred``: the prior centred on the encoder's
-    mean z over those rows (RefineOptions.prior_mean); ``nuisance_sigma``: see RefineOptions."""
+    mean z over those rows (RefineOptions.prior_mean); ``nuisance_sigma``: see RefineOptions;
+    ``at_labels``: refine at the stars' Teff/logg labels (refine_rows)."""
     n = min(n_data, stars) if stars > 0 else n_data
     rows = torch.randperm(n_data, generator=torch.Generator().manual_seed(seed + 1))[:n]
     t0 = time.perf_counter()
     centre = encoder_mean(model, batch, rows, device) if centred else None
     opts = RefineOptions(steps=steps, prior_mean=centre, nuisance_sigma=nuisance_sigma)
-    targets = refine_rows(model, batch, rows, opts, device, log)
+    targets = refine_rows(model, batch, rows, opts, device, log, at_labels=at_labels)
     seconds = round(time.perf_counter() - t0, 1)
     log(f"refined the latents of {n} training stars ({steps} steps) in {seconds:.0f} s")
     losses = refit_encoder(model, batch, rows, targets, epochs=epochs, seed=seed, device=device, log=log)
     return {"stars": int(n), "steps": steps, "refine_seconds": seconds,
             **({"prior_mean": [round(v, 4) for v in centre]} if centre else {}),
             **({"nuisance_sigma": nuisance_sigma} if nuisance_sigma > 0 else {}),
+            **({"at_labels": True} if at_labels else {}),
             "heldout_mse": [round(v, 6) for v in losses]}

@@ -96,6 +96,9 @@ class TrainOptions:
     refine_centred: bool = False
     # > 0: refinement fits Teff/logg too, within this width (RefineOptions.nuisance_sigma)
     refine_nuisance_sigma: float = 0.0
+    # refinement's nuisance from the training stars' Teff/logg labels (as the decoders saw them
+    # in training), not the encoder's guess
+    refine_at_labels: bool = False
     # record the training stars' latent range and clamp every encoding into it (a few stars
     # unlike the training set otherwise get latents far outside it; model.latent_range)
     latent_range: bool = True

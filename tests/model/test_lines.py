@@ -151,7 +151,8 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
     argv = ["train", str(tiny_survey.path), "--out", str(out), "--epochs", "1", "--hidden", "16,16,8",
             "--max-stars", "400", "--batch-size", "128", "--device", "cpu", "--decoder", "lines",
             "--adversary", "confuse", "--prior", "centred", "--hydrogen", "own",
-            "--refine-encoder", "2", "--refine-stars", "50", "--refine-centred", "--refine-nuisance", "0.1"]
+            "--refine-encoder", "2", "--refine-stars", "50", "--refine-centred", "--refine-nuisance", "0.1",
+            "--refine-start", "labels"]
     assert main(argv) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["decoder_form"] == "lines" and cfg["line_hydrogen"] is True
@@ -162,6 +163,7 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
     refit = cfg["training"]["encoder_refit"]
     assert refit["stars"] == 50 and len(refit["heldout_mse"]) == 2
     assert len(refit["prior_mean"]) == 3 and refit["nuisance_sigma"] == 0.1
+    assert opts["refine_at_labels"] is True and refit["at_labels"] is True
     assert not any(k.startswith("prior_centre") for k in load_model(out).state_dict())  # training only
     with pytest.raises(SystemExit):
         main(["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-encoder", "-1"])

@@ -8,7 +8,14 @@ import torch
 from model_helpers import line_model as _model
 
 from chemlatent.errors import ChemlatentError
-from chemlatent.model.refine import RefineOptions, encoder_mean, refine_latents, refine_rows, refit_encoder
+from chemlatent.model.refine import (
+    RefineOptions,
+    encoder_mean,
+    refine_latents,
+    refine_rows,
+    refit_encoder,
+    standardised_labels,
+)
 from chemlatent.model.training import InMemoryData
 from chemlatent.model.vae import signal_to_noise
 
@@ -129,3 +136,36 @@ def test_training_data_caps_very_high_snr_instead_of_overflowing(tmp_path):
     got = InMemoryData(survey, np.arange(n)).batch(torch.arange(n))[1]
     assert torch.isfinite(got).all()
     assert float(got.max()) == IVAR_MAX_F16 and float(got[:, :10].abs().max()) == 0.0
+
+
+def test_refining_at_the_labels_fits_the_decoders_at_each_stars_teff_logg(tiny_survey):
+    model = _model()
+    data, flux, ivar = _spectra(tiny_survey)
+    labels = data.batch(torch.arange(len(flux)))[2]
+    assert torch.isfinite(labels).all()
+    opts = RefineOptions(steps=25, lr=0.05)
+    at_labels = refine_latents(model, flux, ivar, opts, labels)
+    at_encoder = refine_latents(model, flux, ivar, opts)
+    assert not torch.allclose(at_labels, at_encoder, atol=1e-3)
+    # at the labels the refined z fits the decoders at those Teff/logg better than at the
+    # encoder's (the objective of refinement, evaluated with the labels' nuisance)
+    w_lab = standardised_labels(model, labels)
+    sigma = 1.0 / signal_to_noise(ivar)[:, None]
+    idx = model.win_all
+    with torch.no_grad():
+        chi = [(ivar[:, idx] * (flux[:, idx] - model.decode(z, w_lab, selective=False, sigma=sigma)) ** 2
+                ).sum(-1) for z in (at_labels, at_encoder)]
+    assert float(chi[0].mean()) < float(chi[1].mean())
+    # a star without labels starts at the encoder's guess
+    unknown = labels.clone()
+    unknown[3] = float("nan")
+    mixed = refine_latents(model, flux, ivar, opts, unknown)
+    np.testing.assert_allclose(mixed[3].numpy(), at_encoder[3].numpy(), atol=1e-4)
+    np.testing.assert_allclose(mixed[:3].numpy(), at_labels[:3].numpy(), atol=1e-4)
+    # refine_rows passes the labels only when told
+    rows = torch.arange(len(flux))
+    np.testing.assert_allclose(refine_rows(model, data.batch, rows, opts, at_labels=True), at_labels.numpy(),
+                               atol=1e-4)
+    # standardised_labels is the model's own label scaling
+    mean, std = torch.tensor(model.config.label_mean), torch.tensor(model.config.label_std)
+    torch.testing.assert_close(w_lab * std + mean, labels.float())
