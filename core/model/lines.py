@@ -163,6 +163,11 @@ class LineDecoder(nn.Module):
         half = np.where(is_h, HYDROGEN_TAPS, WING_TAPS) if hydrogen else np.full(wing.size, WING_TAPS)
         self._taps("wing", lp[wing], int(half.max(initial=WING_TAPS)), pix_width, half)
         self._const("wing_centre", self.wing_inv_width[:, int(half.max(initial=WING_TAPS)) - 1].numpy())
+        # the torch path renders each wing length on its own taps only: (damped lines, columns)
+        top = int(half.max(initial=WING_TAPS))
+        self._wing_sets = [(f"wing_rows_{k}", slice(top - k, top + k)) for k in sorted(set(half.tolist()))]
+        for k in sorted(set(half.tolist())):
+            self._const(f"wing_rows_{k}", np.nonzero(half == k)[0])
         if hydrogen:
             self._const("line_is_hydrogen", (src == 3).astype(np.float32))
         self._band_lo = self._band_hi = None  # the bands' pixel ranges (compiled renderer)
@@ -380,21 +385,24 @@ class LineDecoder(nn.Module):
         """Pixel-major optical depths (npix + 1, B): the total, or one per group (a list)."""
         h, core_w, wing_w, g, band_tau, kern, sig = self._widths(u, z_fe_sg, w)
         wl = self.wing_lines
-        if wl.numel():
-            g = g.T[:, None, :]  # (Lw, 1, B)
-            prof = g * g / (self.wing_dx[:, :, None] ** 2 + sig * sig)
+        wings = []  # per wing length: (damped lines, their optical depths (Lk, Tk, B), targets)
+        for name, cols in self._wing_sets if wl.numel() else []:
+            rows = getattr(self, name)
+            gk = g.T[rows][:, None, :]  # (Lk, 1, B)
+            prof = gk * gk / (self.wing_dx[rows][:, cols, None] ** 2 + sig * sig)
             prof = prof / (1.0 + prof)
             area = prof.sum(1, keepdim=True).clamp_min(1e-12)
-            d = (wing_w.T[:, None, :] / area * self.wing_centre[:, None, None] * prof).clamp(max=0.95)
-            wing_depth = -torch.log1p(-d)  # (Lw, Tw, B)
+            scale = wing_w.T[rows][:, None, :] / area * self.wing_centre[rows][:, None, None]
+            d = (scale * prof).clamp(max=0.95)
+            wings.append((rows, -torch.log1p(-d), self.wing_target[rows][:, cols]))
         depth = core_w.T[:, None, :] * kern[:, :, None]  # (L, T, B)
         sel = [None] if not groups else [self.line_group == k for k in range(3)]
         out = []
         for k, lines in enumerate(sel):
             tau = self._scatter(depth, self.core_target, lines)
-            if wl.numel():
-                wsel = None if lines is None else lines[wl]
-                tau = self._scatter(wing_depth, self.wing_target, wsel, into=tau)
+            for rows, wing_depth, target in wings:
+                wsel = None if lines is None else lines[wl][rows]
+                tau = self._scatter(wing_depth, target, wsel, into=tau)
             bands = slice(None) if lines is None else self.band_group == k
             tau = tau + torch.nn.functional.pad(self.band_tmpl[bands].T @ band_tau[:, bands].T, (0, 0, 0, 1))
             out.append(tau)
