@@ -67,7 +67,6 @@ def main() -> None:
     args = ap.parse_args()
     out = MODELS / args.name
     wd = Path(args.workdir)
-    tr = survey(wd / "train200k", 200_000, 1)
     cal = survey(wd / "val50k", 50_000, 2)
     test = survey(wd / "test50k", 50_000, 3)
     if args.model_dir:
@@ -79,6 +78,7 @@ def main() -> None:
                 if (Path(args.model_dir) / f).exists():
                     shutil.copy2(Path(args.model_dir) / f, out / f)
     else:
+        tr = survey(wd / "train200k", 200_000, 1)
         train(tr.path, out, TrainOptions(epochs=args.epochs, name=args.name), progress=True)
         shutil.rmtree(out / "checkpoint", ignore_errors=True)
     cfg = json.loads((out / "config.json").read_text())

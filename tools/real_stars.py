@@ -32,7 +32,7 @@ def main(fits_dir: Path, params: Path, work: Path, model: str | None = None) -> 
         cli("ingest", str(survey), str(fits_dir), "--format", "wcs1d", "--medium", "air")
         cli("labels", str(survey), str(table), "--on", "source_file")
     cli("encode", str(survey), "--overwrite", *(["--model", model] if model else []))
-    lat = next((survey / "latents").glob("*.parquet"))
+    lat = max((survey / "latents").glob("*.parquet"), key=lambda f: f.stat().st_mtime)  # just encoded
     df = pd.read_parquet(lat).merge(pd.read_parquet(survey / "catalog.parquet"), on="star_id")
     fgk = df[(df.teff >= 4000) & (df.teff <= 7000) & df.fe_h.notna()]
     r = np.corrcoef(fgk.z_fe, fgk.fe_h)[0, 1]

@@ -17,12 +17,14 @@ TRAIN_DEFAULTS: dict = {
     "refine_epochs": 20,  # refine 20,000 training stars' latents and refit the encoder to them
     "refine_centred": True,  # refinement's prior centred on the encoder's mean z
     "refine_nuisance_sigma": 0.1,  # refinement fits Teff/logg too, within 0.1 standardised units
+    "refine_at_labels": True,  # ... around each training star's Teff/logg labels ("Hydrogen, and the labels")
     "surrogate": True,  # encoding's chi2 from a fitted stand-in for the line decoders (fast)
     # where the lines sit on the curve of growth (docs/model.md, "What set the line decoders'
     # units"), every pixel and a short run ("The information limit", "Every pixel, and a short run")
     "line_doppler": "physical",  # Doppler widths from Teff/logg (chemlatent.model.doppler)
     "line_smooth_continuum": 16,  # the abundance-free term linear between knots 16 pixels apart
     "decoder_pixels": "all",  # the line decoders model every pixel, not only the element windows
+    "line_hydrogen": True,  # hydrogen's own damping and long wings ("Hydrogen, and the labels")
     "target_steps": 666,  # ~670 optimiser steps (the line strengths drift with steps)
     "max_stars": 60_000,  # a random 60,000 stars: 6 epochs at that budget
 }

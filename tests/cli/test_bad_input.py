@@ -22,7 +22,7 @@ import pytest
 from chemlatent.app import cli
 from chemlatent.encode.streaming import encode_survey
 from chemlatent.errors import ChemlatentError
-from chemlatent.model.modelio import bundled_model_dir, load_model
+from chemlatent.model.modelio import BUNDLED_NAME, bundled_model_dir, load_model
 from chemlatent.synth.generator import generate_survey
 
 N_STARS = 120  # evaluate needs 100 stars with truth labels
@@ -47,7 +47,7 @@ def w(tmp_path_factory) -> dict[str, Path]:
     chunk.write_bytes(chunk.read_bytes()[:1000])
     shutil.rmtree(copy("missing_chunk") / "spectra.zarr" / "flux" / "c" / "0")
     (copy("bad_json") / "survey.json").write_text('{"schema_version": 1, "n_st')
-    lat = copy("bad_latents") / "latents" / "chemvae-v2.parquet"
+    lat = copy("bad_latents") / "latents" / f"{BUNDLED_NAME}.parquet"
     lat.write_bytes(lat.read_bytes()[:200])
     shutil.rmtree(copy("no_latents") / "latents")
     p["empty_dir"] = root / "empty_dir"

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from chemlatent.app.cli import main
 from chemlatent.io.latents import find_latents
 from chemlatent.io.store import Survey
+from chemlatent.model.modelio import BUNDLED_NAME
 from chemlatent.synth.generator import generate_survey
 
 pytestmark = pytest.mark.slow
@@ -96,21 +97,21 @@ def test_killed_encode_leaves_nothing_half_written_and_rerun_is_identical(survey
     rng = random.Random(SEED + 1)
     work = tmp_path / "s"
     shutil.copytree(survey.path, work)
-    lat = work / "latents" / "chemvae-v2.parquet"
+    lat = work / "latents" / f"{BUNDLED_NAME}.parquet"
     argv = ["encode", work, "--chunk", "512", "--device", "cpu"]
     delay, running = kill_at_random_moment(
-        cli(*argv), lambda: any(lat.parent.glob(".chemvae-v2.parquet.tmp-*")), 1.0, rng)
+        cli(*argv), lambda: any(lat.parent.glob(f".{BUNDLED_NAME}.parquet.tmp-*")), 1.0, rng)
     msg = f"seed {SEED}, killed {delay:.2f} s in, {'running' if running else 'finished'}"
     if lat.exists():  # killed after the rename: then it must be complete
         assert len(pd.read_parquet(lat)) == survey.n_stars, msg
     assert main([str(a) for a in argv] + (["--overwrite"] if lat.exists() else [])) == 0, msg
     assert find_latents(work).path == lat, msg  # a temporary file is never taken for latents
-    assert not list(lat.parent.glob(".chemvae-v2.parquet.tmp-*")), msg  # the killed run's is gone
+    assert not list(lat.parent.glob(f".{BUNDLED_NAME}.parquet.tmp-*")), msg  # the killed run's is gone
     ref_dir = tmp_path / "ref"
     shutil.copytree(survey.path, ref_dir)
     assert main(["encode", str(ref_dir), "--chunk", "512", "--device", "cpu"]) == 0
     got = pd.read_parquet(lat).drop(columns="run")
-    ref = pd.read_parquet(ref_dir / "latents" / "chemvae-v2.parquet").drop(columns="run")
+    ref = pd.read_parquet(ref_dir / "latents" / f"{BUNDLED_NAME}.parquet").drop(columns="run")
     pd.testing.assert_frame_equal(got, ref, check_exact=True, obj=msg)
 
 

@@ -18,7 +18,7 @@ from chemlatent.app.cli import main
 from chemlatent.encode.distributed import PARTS_DIR, encode_distributed, open_latents_dask, worker_model_loads
 from chemlatent.encode.streaming import encode_survey
 from chemlatent.errors import ChemlatentError
-from chemlatent.model.modelio import load_model
+from chemlatent.model.modelio import BUNDLED_NAME, load_model
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # worker processes need not import tests/
 
@@ -68,7 +68,7 @@ def test_cluster_encode_equals_local_encode(survey, reference, client):
 
 
 def test_failed_partition_keeps_the_rest_and_a_rerun_resumes(survey, reference, client, monkeypatch):
-    out = survey.path / "latents" / "chemvae-v2.parquet"
+    out = survey.path / "latents" / f"{BUNDLED_NAME}.parquet"
     _run(survey, client)
     before = digest(out)
     real = dist.encode_rows
@@ -131,7 +131,7 @@ def test_a_killed_worker_loses_no_partition_and_duplicates_none(survey, referenc
 
 def test_open_latents_dask_joins_the_catalog(survey, client):
     _run(survey, client)
-    lat = pd.read_parquet(survey.path / "latents" / "chemvae-v2.parquet").drop(columns="run")
+    lat = pd.read_parquet(survey.path / "latents" / f"{BUNDLED_NAME}.parquet").drop(columns="run")
     want = lat.merge(survey.catalog, on="star_id", how="left")
     ddf = open_latents_dask(survey.path)
     got = ddf.compute().sort_values("star_id").reset_index(drop=True)
@@ -154,7 +154,7 @@ def test_cli_scheduler_address(survey, reference, client, capsys):
     assert main(["encode", str(survey.path), "--scheduler", addr, "--chunk", "256", "--overwrite",
                  "--device", "cpu"]) == 0
     assert "3 partitions" in capsys.readouterr().out
-    _same(pd.read_parquet(survey.path / "latents" / "chemvae-v2.parquet"), reference)
+    _same(pd.read_parquet(survey.path / "latents" / f"{BUNDLED_NAME}.parquet"), reference)
     assert main(["encode", str(survey.path), "--scheduler", "tcp://127.0.0.1:9", "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach the Dask scheduler" in err[0]

@@ -25,7 +25,7 @@ from chemlatent.errors import ChemlatentError
 from chemlatent.io.rowreader import plain_chunk_files, take_rows
 from chemlatent.model.devicefeatures import chi2_torch, features_torch, pixel_sigma, upload
 from chemlatent.model.features import chi2_from_raw, features_from_raw
-from chemlatent.model.modelio import load_model
+from chemlatent.model.modelio import BUNDLED_NAME, load_model
 
 CPU = torch.device("cpu")
 
@@ -47,7 +47,7 @@ def model():
 
 
 def _base(survey):
-    return survey.path / "latents" / "chemvae-v2.parquet"
+    return survey.path / "latents" / f"{BUNDLED_NAME}.parquet"
 
 
 @pytest.mark.parametrize("layout", ["scaled", "full"])
@@ -113,9 +113,9 @@ def test_subset_run_is_new_file_with_provenance(survey):
     info = encode_subset(survey.path, ids, device="cpu", batch=2)
     assert digest(base) == before  # nothing replaced
     assert info.path == runs_dir(survey.path) / f"{info.run_id}.parquet" and info.path.exists()
-    assert info.n_stars == 5 and info.base == "chemvae-v2.parquet" and info.samples == 0
+    assert info.n_stars == 5 and info.base == f"{BUNDLED_NAME}.parquet" and info.samples == 0
     meta = run_info(survey.path, info.run_id).meta
-    assert meta["model_name"] == "chemvae-v2" and meta["options"]["batch"] == 2
+    assert meta["model_name"] == BUNDLED_NAME and meta["options"]["batch"] == 2
     assert meta["created"].endswith("Z") and meta["subset"] is True and meta["n_stars"] == 5
     run = read_run(survey.path, info.run_id)
     assert sorted(run["star_id"]) == sorted(set(ids.tolist())) and (run["run"] == info.run_id).all()

@@ -11,6 +11,7 @@ from chemlatent.encode.runs import SubsetEncoding, read_run, runs_dir
 from chemlatent.errors import ChemlatentError
 from chemlatent.jobs import queue as jobs_mod
 from chemlatent.jobs.queue import JobQueue, default_queue
+from chemlatent.model.modelio import BUNDLED_NAME
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +31,14 @@ def _ids(survey, a, b):
 
 
 def test_job_runs_to_a_new_run_with_progress(survey, queue):
-    base = digest(survey.path / "latents" / "chemvae-v2.parquet")
+    base = digest(survey.path / "latents" / f"{BUNDLED_NAME}.parquet")
     jid = queue.submit("ann", survey.path, _ids(survey, 0, 120), device="cpu")
     st = queue.wait(jid, timeout=60)
     assert st.state == "done", st.message
     assert (st.done, st.total) == (120, 120) and st.rate > 0 and st.eta_s == 0
     assert st.run_id and st.run_id in st.message and st.started >= st.submitted
     assert len(read_run(survey.path, st.run_id)) == 120
-    assert digest(survey.path / "latents" / "chemvae-v2.parquet") == base
+    assert digest(survey.path / "latents" / f"{BUNDLED_NAME}.parquet") == base
     assert [j.job_id for j in queue.jobs("ann")] == [jid] and queue.jobs("bob") == []
 
 
