@@ -206,6 +206,36 @@ def refit_encoder(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple]
     return losses
 
 
+@torch.no_grad()
+def refit_nuisance_head(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,
+                        device: torch.device | str = "cpu", chunk: int = 4096, ridge: float = 1e-3) -> dict:
+    """Least-squares fit of the linear nuisance head (Teff/logg) to the labels of ``rows`` on
+    the encoder trunk's features: refit_encoder changes the trunk under a head it does not
+    train, so without this the predicted Teff/logg (and the chi2 encoding computes at them)
+    grow worse. The latents do not change. Returns the rms error (standardised units) of
+    Teff and logg on those rows before and after."""
+    feats, targets, before = [], [], []
+    with _evaluating(model):
+        for b0 in range(0, len(rows), chunk):
+            flux, ivar, labels = (t.to(device) for t in batch(rows[b0:b0 + chunk])[:3])
+            known = torch.isfinite(labels).all(-1)
+            hid = model.encoder(model.features(flux, ivar))[known].double()
+            feats.append(hid)
+            targets.append(standardised_labels(model, labels[known]).double())
+            before.append(model.w_head(hid.float()).double() - targets[-1])
+    x, y = torch.cat(feats), torch.cat(targets)
+    if len(x) < 2 * x.shape[1]:
+        return {}
+    xb = torch.cat([x, torch.ones_like(x[:, :1])], 1)
+    gram = xb.T @ xb + ridge * len(x) * torch.eye(xb.shape[1], dtype=xb.dtype, device=xb.device)
+    coef = torch.linalg.solve(gram, xb.T @ y)  # (hidden + 1, n_w)
+    model.w_head.weight.copy_(coef[:-1].T.to(model.w_head.weight.dtype))
+    model.w_head.bias.copy_(coef[-1].to(model.w_head.bias.dtype))
+    after = model.w_head(x.float()).double() - y
+    rms = lambda e: [round(float(v), 4) for v in e.pow(2).mean(0).sqrt()]  # noqa: E731
+    return {"nuisance_rms_before": rms(torch.cat(before)), "nuisance_rms_after": rms(after)}
+
+
 def _mean_sq_error(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,
                    target: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     flux, ivar = (t.to(device) for t in batch(rows)[:2])
@@ -232,7 +262,11 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
     seconds = round(time.perf_counter() - t0, 1)
     log(f"refined the latents of {n} training stars ({steps} steps) in {seconds:.0f} s")
     losses = refit_encoder(model, batch, rows, targets, epochs=epochs, seed=seed, device=device, log=log)
-    return {"stars": int(n), "steps": steps, "refine_seconds": seconds,
+    head = refit_nuisance_head(model, batch, rows, device)
+    if head:
+        log(f"nuisance head refitted: Teff/logg rms {head['nuisance_rms_before']} -> "
+            f"{head['nuisance_rms_after']} (standardised)")
+    return {**head, "stars": int(n), "steps": steps, "refine_seconds": seconds,
             **({"prior_mean": [round(v, 4) for v in centre]} if centre else {}),
             **({"nuisance_sigma": nuisance_sigma} if nuisance_sigma > 0 else {}),
             **({"at_labels": True} if at_labels else {}),

@@ -164,6 +164,7 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
     assert refit["stars"] == 50 and len(refit["heldout_mse"]) == 2
     assert len(refit["prior_mean"]) == 3 and refit["nuisance_sigma"] == 0.1
     assert opts["refine_at_labels"] is True and refit["at_labels"] is True
+    assert len(refit["nuisance_rms_after"]) == 2  # the Teff/logg head refitted to the new trunk
     assert not any(k.startswith("prior_centre") for k in load_model(out).state_dict())  # training only
     with pytest.raises(SystemExit):
         main(["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-encoder", "-1"])

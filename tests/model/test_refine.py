@@ -14,6 +14,7 @@ from chemlatent.model.refine import (
     refine_latents,
     refine_rows,
     refit_encoder,
+    refit_nuisance_head,
     standardised_labels,
 )
 from chemlatent.model.training import InMemoryData
@@ -169,3 +170,23 @@ def test_refining_at_the_labels_fits_the_decoders_at_each_stars_teff_logg(tiny_s
     # standardised_labels is the model's own label scaling
     mean, std = torch.tensor(model.config.label_mean), torch.tensor(model.config.label_std)
     torch.testing.assert_close(w_lab * std + mean, labels.float())
+
+
+def test_refitting_the_nuisance_head_fits_the_labels_and_leaves_z_alone(tiny_survey):
+    model = _model()
+    n = 60
+    data = InMemoryData(tiny_survey, np.arange(n))
+    flux, ivar, labels = data.batch(torch.arange(n))
+    with torch.no_grad():
+        mu0, _, w0 = model.encode(flux, ivar)
+    out = refit_nuisance_head(model, data.batch, torch.arange(n))
+    with torch.no_grad():
+        mu1, _, w1 = model.encode(flux, ivar)
+    torch.testing.assert_close(mu1, mu0)
+    target = standardised_labels(model, labels)
+    err0, err1 = ((w0 - target) ** 2).mean(0).sqrt(), ((w1 - target) ** 2).mean(0).sqrt()
+    assert torch.all(err1 < err0)
+    np.testing.assert_allclose(out["nuisance_rms_after"], err1.numpy(), atol=2e-3)
+    np.testing.assert_allclose(out["nuisance_rms_before"], err0.numpy(), atol=2e-3)
+    # too few labelled stars for the head's inputs: nothing is fitted
+    assert refit_nuisance_head(model, data.batch, torch.arange(5)) == {}
