@@ -204,7 +204,7 @@ def run(args) -> int:
                         decoder_form=args.decoder, line_doppler=args.doppler,
                         line_strength_weight=args.line_strengths,
                         line_smooth_continuum=args.smooth_continuum, decoder_pixels=args.decoder_pixels,
-                        line_hydrogen=args.hydrogen == "own",
+                        line_hydrogen=args.hydrogen == "own" and args.decoder == "lines",
                         adv_mode=args.adversary, prior=args.prior,
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
                         refine_centred=args.refine_prior == "centred",
