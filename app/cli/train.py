@@ -67,7 +67,7 @@ def add_arguments(p) -> None:
                    choices=["own", "shared"],
                    help="line decoders: hydrogen lines with their own (Stark) damping and wings out to "
                         "128 pixels (own), or damped like the metals with wings cut at 24 (shared; "
-                        "docs/model.md, 'Hydrogen')")
+                        "docs/model.md, 'Hydrogen, and the labels')")
     p.add_argument("--decoder-pixels", default=None, choices=["windows", "all"],
                    help=f"line decoders: model the element windows only (windows) or every pixel of "
                         f"the grid (all: the lines outside the windows carry information too; "
@@ -105,7 +105,7 @@ def add_arguments(p) -> None:
                    choices=["labels", "encoder"],
                    help="with --refine-encoder: start each star's Teff/logg at its labels where it has "
                         "them (labels: as the decoders saw them in training) or at the encoder's "
-                        "guess (encoder; docs/model.md, 'Refining at the labels')")
+                        "guess (encoder; docs/model.md, 'Hydrogen, and the labels')")
     p.add_argument("--no-surrogate", action="store_true",
                    help="line decoders: do not fit the reconstruction surrogate that encoding's chi2 "
                         "uses (chi2 then comes from the line decoders themselves, at about half the "

@@ -161,10 +161,10 @@ class LineDecoder(nn.Module):
         self.hydrogen = hydrogen
         is_h = src[wing] == 3
         half = np.where(is_h, HYDROGEN_TAPS, WING_TAPS) if hydrogen else np.full(wing.size, WING_TAPS)
-        self._taps("wing", lp[wing], int(half.max(initial=WING_TAPS)), pix_width, half)
-        self._const("wing_centre", self.wing_inv_width[:, int(half.max(initial=WING_TAPS)) - 1].numpy())
-        # the torch path renders each wing length on its own taps only: (damped lines, columns)
         top = int(half.max(initial=WING_TAPS))
+        self._taps("wing", lp[wing], top, pix_width, half)
+        self._const("wing_centre", self.wing_inv_width[:, top - 1].numpy())  # 1 / width at the centre
+        # the torch path renders each wing length on its own taps only: (damped lines, columns)
         self._wing_sets = [(f"wing_rows_{k}", slice(top - k, top + k)) for k in sorted(set(half.tolist()))]
         for k in sorted(set(half.tolist())):
             self._const(f"wing_rows_{k}", np.nonzero(half == k)[0])

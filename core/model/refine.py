@@ -9,12 +9,14 @@ mean, a few Adam steps on each star's z minimise the maximum-a-posteriori object
 
     0.5 * chi2(flux, decode(z, w)) + 0.5 * prior_weight * |z - prior_mean|^2
 
-over the element-window pixels, with the nuisance w held at the encoder's value, or free
-within ``nuisance_sigma`` of it (the decoders see every group at once: ``selective=False``).
+over the decoders' pixels, with the nuisance w held at the encoder's value (or at the star's
+Teff/logg labels, as the decoders saw them in training: ``labels``), or free within
+``nuisance_sigma`` of it (the decoders see every group at once: ``selective=False``).
 The prior's centre defaults to the origin; ``prior_mean`` moves it to the population's mean
 (docs/model.md, "The prior's centre"). ``refit_encoder`` then trains the
 encoder to predict the refined z, so that encoding keeps its speed and gets the refined
-axes (``TrainOptions.refine_epochs``).
+axes (``TrainOptions.refine_epochs``), and ``refit_nuisance_head`` fits the Teff/logg head
+to the refitted trunk.
 """
 
 from __future__ import annotations
