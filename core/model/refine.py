@@ -31,7 +31,7 @@ import torch
 
 from chemlatent.errors import ChemlatentError
 from chemlatent.model.latent_range import encoded_means
-from chemlatent.model.vae import DisentangledVAE, star_noise
+from chemlatent.model.vae import DisentangledVAE, standardised_labels, star_noise
 
 
 @dataclass
@@ -125,13 +125,6 @@ def refine_latents(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tenso
             loss.backward()
             opt.step()
     return z.detach()
-
-
-def standardised_labels(model: DisentangledVAE, labels: torch.Tensor) -> torch.Tensor:
-    """Teff/logg (B, 2) in the units of the model's nuisance w (NaN stays NaN)."""
-    mean = torch.tensor(model.config.label_mean, dtype=torch.float32, device=labels.device)
-    std = torch.tensor(model.config.label_std, dtype=torch.float32, device=labels.device)
-    return (labels.float() - mean) / std
 
 
 def encoder_mean(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,

@@ -20,7 +20,13 @@ from chemlatent.model.modelio import flatten_state, save_model, unflatten_state,
 from chemlatent.model.schedule import one_cycle_schedule, stretch_schedule
 from chemlatent.model.step_guard import StepGuard
 from chemlatent.model.train_options import DECODER_OPTIONS, TrainOptions  # noqa: F401 (re-exported)
-from chemlatent.model.vae import DisentangledVAE, ModelConfig, pixel_groups_from_linelist, star_noise
+from chemlatent.model.vae import (
+    DisentangledVAE,
+    ModelConfig,
+    pixel_groups_from_linelist,
+    standardised_labels,
+    star_noise,
+)
 from chemlatent.spectra.grid import ELEMENT_GROUPS, default_windows, load_windows
 
 CHECKPOINT = "checkpoint"
@@ -138,9 +144,7 @@ def loss_terms(model: DisentangledVAE, flux, ivar, labels, opts: TrainOptions, a
     std = torch.exp(0.5 * logvar)
     z = mu + std * torch.randn_like(std) if sample else mu
     have = torch.isfinite(labels).all(-1)
-    y = torch.nan_to_num(labels)
-    y = (y - torch.tensor(model.config.label_mean, device=y.device)) / torch.tensor(
-        model.config.label_std, device=y.device)
+    y = standardised_labels(model, torch.nan_to_num(labels))
     # conditional decoding: the decoders see the known Teff/logg (teacher forcing), the
     # encoder's own prediction only where a star has no labels
     w_dec = torch.where(have[:, None], y, w) if opts.teacher_forcing else w

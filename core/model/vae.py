@@ -64,6 +64,13 @@ def star_noise(ivar: torch.Tensor) -> torch.Tensor:
     return 1.0 / signal_to_noise(ivar)[:, None]
 
 
+def standardised_labels(model: nn.Module, labels: torch.Tensor) -> torch.Tensor:
+    """Teff/logg (B, 2) in the units of the model's nuisance w (NaN stays NaN)."""
+    mean = torch.tensor(model.config.label_mean, dtype=torch.float32, device=labels.device)
+    std = torch.tensor(model.config.label_std, dtype=torch.float32, device=labels.device)
+    return (labels.float() - mean) / std
+
+
 def noise_from_features(x: torch.Tensor) -> torch.Tensor:
     """Each star's typical noise 1 / S/N (B, 1) from encoder input rows (their last column)."""
     return torch.exp(-(x[:, -1:].float() + LOG_SN_OFFSET))

@@ -15,10 +15,9 @@ from chemlatent.model.refine import (
     refine_rows,
     refit_encoder,
     refit_nuisance_head,
-    standardised_labels,
 )
 from chemlatent.model.training import InMemoryData
-from chemlatent.model.vae import signal_to_noise
+from chemlatent.model.vae import signal_to_noise, standardised_labels
 
 
 def _objective(model, flux, ivar, z, prior_weight):
