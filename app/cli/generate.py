@@ -26,6 +26,9 @@ def add_arguments(p) -> None:
                    help="wavelength range in Angstrom (default 3900,10400; e.g. 3700,9000 LAMOST-like)")
     s.add_argument("--mix", default=None, metavar="THIN,THICK,HALO",
                    help="fractions of thin disc, thick disc and halo (default 0.42,0.25,0.33)")
+    s.add_argument("--teff-tilt", type=float, default=0.0, metavar="DEX",
+                   help="atomic lines weaker by this much per 1000 K above the Sun's Teff "
+                        "(stronger below it): another temperature response")
     s.add_argument("--physics-seed", type=nonneg_int, default=1, help="draws the line and band offsets")
 
 
@@ -50,7 +53,8 @@ def standin_from(args):
     if args.wave_range:
         grid = grid_for_range(*_floats(args.wave_range, 2, "--wave-range"))
     mix = _floats(args.mix, 3, "--mix") if args.mix else DEFAULT_MIX
-    standin = StandIn(args.line_scatter, args.band_scatter, args.resolution, mix, args.physics_seed)
+    standin = StandIn(args.line_scatter, args.band_scatter, args.resolution, mix, args.physics_seed,
+                      args.teff_tilt)
     return (None if standin.is_default else standin), grid
 
 

@@ -376,6 +376,8 @@ class Generator:
         """Normalised flux (n, P) float16 and bad-pixel mask (n, P) uint8 for these stars."""
         n = len(labels)
         species, base, dtheta, ashift, vdop, band_tau = species_terms(labels, self.seed)
+        if self.standin.teff_tilt_dex:
+            base = (base + self.standin.tilt(labels["teff"].to_numpy())[:, None]).astype(np.float32)
         if not self.standin.is_default:
             band_tau = (band_tau * self.band_scale[None, :]).astype(np.float32)
         idx = labels["star_id"].to_numpy()

@@ -34,6 +34,18 @@ def test_line_scatter_resolution_and_bands_change_the_spectra_not_the_labels():
     assert not np.array_equal(offs, StandIn(0.3, physics_seed=2).line_offsets(400))
 
 
+def test_teff_tilt_weakens_hot_stars_lines_and_strengthens_cool_ones():
+    base, tilted = Generator(5), Generator(5, standin=StandIn(teff_tilt_dex=0.5))
+    lab = base.labels(np.arange(200))
+    lab["snr"] = 1e4  # depths, not noise
+    depth = lambda g: 1.0 - g.render(lab)[0].astype(np.float32).mean(1)  # noqa: E731
+    change = depth(tilted) - depth(base)
+    hot, cool = lab.teff.to_numpy() > 6200, lab.teff.to_numpy() < 5200
+    assert hot.sum() > 5 and cool.sum() > 5
+    assert (change[hot] < 0).all() and (change[cool] > 0).all()
+    assert StandIn(teff_tilt_dex=0.5).tilt(np.array([5777.0]))[0] == 0.0
+
+
 def test_population_mix():
     idx = np.arange(20000)
     halo = sample_labels(1, idx, (0.1, 0.1, 0.8))["population"].astype(str).str.startswith("halo").mean()
@@ -42,7 +54,7 @@ def test_population_mix():
 
 
 @pytest.mark.parametrize("kw", [{"line_scatter_dex": -1}, {"resolution": 50}, {"mix": (1, -1, 1)},
-                                {"mix": (1, 1)}])
+                                {"mix": (1, 1)}, {"teff_tilt_dex": 3}])
 def test_bad_standins_are_refused(kw):
     with pytest.raises(ChemlatentError):
         StandIn(**kw)
@@ -59,9 +71,11 @@ def test_grid_for_range():
 def test_generate_writes_a_standin_survey(tmp_path, capsys):
     out = tmp_path / "s"
     assert main(["generate", str(out), "--stars", "64", "--seed", "2", "--line-scatter", "0.3",
-                 "--resolution", "1800", "--wave-range", "3700,9000", "--mix", "0.2,0.3,0.5", "--quiet"]) == 0
+                 "--resolution", "1800", "--wave-range", "3700,9000", "--mix", "0.2,0.3,0.5",
+                 "--teff-tilt", "0.3", "--quiet"]) == 0
     prov = json.loads((out / "survey.json").read_text())
     assert prov["provenance"]["standin"]["line_scatter_dex"] == 0.3
+    assert prov["provenance"]["standin"]["teff_tilt_dex"] == 0.3
     assert prov["provenance"]["resolution"] == 1800.0
     assert abs(10 ** prov["grid"]["loglam0"] - 3700) < 0.5
     assert main(["generate", str(tmp_path / "bad"), "--stars", "8", "--mix", "1,2"]) == 2
