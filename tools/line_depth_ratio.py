@@ -1,13 +1,14 @@
-"""Real against synthetic line depths: tools/line_depth_ratio.py SURVEY MODEL [TEFF_TILT].
+"""Real against synthetic line depths: tools/line_depth_ratio.py SURVEY MODEL [TILT [WEAK]].
 
 For the FGK stars (4000-7000 K) of an ingested real survey with literature Teff, logg and
 [Fe/H] in its catalogue (e.g. the MILES development half, made by tools/real_stars.py):
 renders each star with the generator at its literature parameters (noise-free, [alpha/Fe]
-from the usual trend, [C/Fe] = 0; TEFF_TILT: the stand-in's --teff-tilt), normalises both
-spectra by the same running upper envelope, and fits real depth = s * synthetic depth over
-each element group's windows of MODEL. Prints the median s per Teff bin for giants and
-dwarfs and the slope of ln s_fe against Teff: zero when the generator's lines respond to Teff
-as the real ones do (docs/model.md, "Real stars: where the iron goes").
+from the usual trend, [C/Fe] = 0; TILT and WEAK: the stand-in's --teff-tilt and
+--weak-lines), normalises both spectra by the same running upper envelope and fits
+real depth = s * synthetic depth over each element group's windows of MODEL. Prints the
+median s per Teff bin for giants and dwarfs and the slope of ln s_fe against Teff: zero
+when the generator's lines respond to Teff as the real ones do (docs/model.md, "Real
+stars: line depths and the refit").
 """
 import sys
 
@@ -42,7 +43,7 @@ def depth_ratios(real: np.ndarray, synth: np.ndarray, good: np.ndarray, idx: np.
     return (rd * sd).sum(1) / np.maximum((sd * sd).sum(1), 1e-9)
 
 
-def main(survey_dir: str, model_dir: str, tilt: float = 0.0) -> None:
+def main(survey_dir: str, model_dir: str, tilt: float = 0.0, weak_lines: int = 0) -> None:
     sv, model = Survey(survey_dir), load_model(model_dir)
     cat = sv.catalog
     keep = (cat.teff >= 4000) & (cat.teff <= 7000) & cat.fe_h.notna() & cat.logg.notna()
@@ -50,7 +51,7 @@ def main(survey_dir: str, model_dir: str, tilt: float = 0.0) -> None:
     data = InMemoryData(sv, rows)
     flux, ivar, _ = (t.numpy() for t in data.batch(torch.arange(len(data))))
     stars = cat.iloc[rows].reset_index(drop=True)
-    gen = Generator(0, grid=sv.grid, standin=StandIn(teff_tilt_dex=tilt))
+    gen = Generator(0, grid=sv.grid, standin=StandIn(teff_tilt_dex=tilt, weak_lines=weak_lines))
     lab = gen.labels(np.arange(len(stars))).copy()
     for col in ("teff", "logg", "fe_h"):
         lab[col] = stars[col].to_numpy()
@@ -67,8 +68,10 @@ def main(survey_dir: str, model_dir: str, tilt: float = 0.0) -> None:
     table["stars"] = stars.groupby(["teff_bin", "class"], observed=True).size()
     print(table.round(2).to_string())
     slope = np.polyfit(stars.teff / 1000, np.log(np.clip(stars.s_fe, 0.05, None)), 1)[0]
-    print(f"Teff tilt {tilt:g}: slope of ln s_fe per 1000 K = {slope:+.3f} ({len(stars)} stars)")
+    print(f"Teff tilt {tilt:g}, {weak_lines} weak lines: slope of ln s_fe per 1000 K = {slope:+.3f} "
+          f"({len(stars)} stars)")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)
+    a = sys.argv[1:]
+    main(a[0], a[1], float(a[2]) if len(a) > 2 else 0.0, int(a[3]) if len(a) > 3 else 0)

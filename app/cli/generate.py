@@ -29,6 +29,8 @@ def add_arguments(p) -> None:
     s.add_argument("--teff-tilt", type=float, default=0.0, metavar="DEX",
                    help="atomic lines weaker by this much per 1000 K above the Sun's Teff "
                         "(stronger below it): another temperature response")
+    s.add_argument("--weak-lines", type=nonneg_int, default=0, metavar="N",
+                   help="add N weak Fe I lines at random wavelengths (a forest of weak lines)")
     s.add_argument("--physics-seed", type=nonneg_int, default=1, help="draws the line and band offsets")
 
 
@@ -54,7 +56,7 @@ def standin_from(args):
         grid = grid_for_range(*_floats(args.wave_range, 2, "--wave-range"))
     mix = _floats(args.mix, 3, "--mix") if args.mix else DEFAULT_MIX
     standin = StandIn(args.line_scatter, args.band_scatter, args.resolution, mix, args.physics_seed,
-                      args.teff_tilt)
+                      args.teff_tilt, args.weak_lines)
     return (None if standin.is_default else standin), grid
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from chemlatent.app.cli.options import bounded_int, nonneg_float, positive_float
 from chemlatent.model.train_defaults import TRAIN_DEFAULTS as D
 
+AXIS_NAMES = ("fe", "c", "alpha")
+
 MAX_LAYER = 16384  # wider layers than this only exhaust memory on a spectrum-sized input
 MIN_STARS = 16
 
@@ -106,6 +108,11 @@ def add_arguments(p) -> None:
                    help="with --refine-encoder: start each star's Teff/logg at its labels where it has "
                         "them (labels: as the decoders saw them in training) or at the encoder's "
                         "guess (encoder; docs/model.md, 'Hydrogen, and the labels')")
+    p.add_argument("--refine-axes", default=",".join(AXIS_NAMES[a] for a in D.get("refine_axes", (0, 1, 2))),
+                   metavar="AXES",
+                   help="with --refine-encoder: the axes whose refit targets are the refined latents "
+                        "(comma-separated from fe, c, alpha; the others keep the encoder's own; "
+                        "docs/model.md, 'The refit and real stars')")
     p.add_argument("--no-surrogate", action="store_true",
                    help="line decoders: do not fit the reconstruction surrogate that encoding's chi2 "
                         "uses (chi2 then comes from the line decoders themselves, at about half the "
@@ -129,6 +136,17 @@ def _learning_rate(text: str) -> float:
     if value > 1.0:
         raise argparse.ArgumentTypeError(f"must be at most 1 (training diverges), got {text}")
     return value
+
+
+def refine_axes(text: str) -> tuple[int, ...]:
+    """``--refine-axes fe,c,alpha`` as axis numbers."""
+    from chemlatent.errors import ChemlatentError
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in AXIS_NAMES]
+    if bad or not names:
+        raise ChemlatentError(f"--refine-axes takes axes from fe, c, alpha, got {text!r}")
+    return tuple(sorted({AXIS_NAMES.index(n) for n in names}))
 
 
 def check_out(survey: Path, out: Path, *, resume: bool, overwrite: bool) -> None:
@@ -210,6 +228,7 @@ def run(args) -> int:
                         refine_centred=args.refine_prior == "centred",
                         refine_nuisance_sigma=args.refine_nuisance,
                         refine_at_labels=args.refine_start == "labels",
+                        refine_axes=refine_axes(args.refine_axes),
                         latent_range=not args.no_latent_range, surrogate=not args.no_surrogate,
                         anchor_columns=tuple(c.strip() for c in args.anchor_columns.split(",") if c.strip()))
     with warnings.catch_warnings():

@@ -241,19 +241,25 @@ def _mean_sq_error(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple
 def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], n_data: int, *,
                      stars: int, steps: int, epochs: int, seed: int = 0, centred: bool = False,
                      nuisance_sigma: float = 0.0, at_labels: bool = False,
-                     device: torch.device | str = "cpu", log: Callable[[str], None] = print) -> dict:
+                     axes: tuple[int, ...] = (0, 1, 2), device: torch.device | str = "cpu",
+                     log: Callable[[str], None] = print) -> dict:
     """Refine the latents of ``stars`` random rows of a data source of ``n_data`` rows (all
     when ``stars`` <= 0) against the model's decoders and refit the encoder's mean to them
     (``TrainOptions.refine_epochs``); returns what was done (stars, steps, seconds, held-out
     error per epoch) for the model's config. ``centred``: the prior centred on the encoder's
     mean z over those rows (RefineOptions.prior_mean); ``nuisance_sigma``: see RefineOptions;
-    ``at_labels``: refine at the stars' Teff/logg labels (refine_rows)."""
+    ``at_labels``: refine at the stars' Teff/logg labels (refine_rows); ``axes``: the axes
+    whose targets are the refined z, the others keep the encoder's own z as their target."""
     n = min(n_data, stars) if stars > 0 else n_data
     rows = torch.randperm(n_data, generator=torch.Generator().manual_seed(seed + 1))[:n]
     t0 = time.perf_counter()
     centre = encoder_mean(model, batch, rows, device) if centred else None
     opts = RefineOptions(steps=steps, prior_mean=centre, nuisance_sigma=nuisance_sigma)
     targets = refine_rows(model, batch, rows, opts, device, log, at_labels=at_labels)
+    kept = [a for a in range(3) if a not in axes]
+    if kept:
+        with _evaluating(model):
+            targets[:, kept] = encoded_means(model, batch, rows, device)[:, kept]
     seconds = round(time.perf_counter() - t0, 1)
     log(f"refined the latents of {n} training stars ({steps} steps) in {seconds:.0f} s")
     losses = refit_encoder(model, batch, rows, targets, epochs=epochs, seed=seed, device=device, log=log)
@@ -265,4 +271,5 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
             **({"prior_mean": [round(v, 4) for v in centre]} if centre else {}),
             **({"nuisance_sigma": nuisance_sigma} if nuisance_sigma > 0 else {}),
             **({"at_labels": True} if at_labels else {}),
+            **({"axes": list(axes)} if kept else {}),
             "heldout_mse": [round(v, 6) for v in losses]}

@@ -345,7 +345,7 @@ class Generator:
         self.seed = int(seed)
         self.grid = grid
         self.standin = standin or StandIn()
-        ll = self.standin.apply_to_linelist(load_linelist())
+        ll = self.standin.apply_to_linelist(load_linelist(), grid)
         self.ll = ll
         self.line_pix = grid.pixel_of(ll.wave).astype(np.float64)
         self.pix_width = (grid.wave * np.log(10.0) * grid.dloglam).astype(np.float32)
@@ -376,6 +376,9 @@ class Generator:
         """Normalised flux (n, P) float16 and bad-pixel mask (n, P) uint8 for these stars."""
         n = len(labels)
         species, base, dtheta, ashift, vdop, band_tau = species_terms(labels, self.seed)
+        if len(self.ll) > len(species):  # the stand-in's weak lines: all Fe I
+            fe1 = list(_species_groups(load_linelist())).index(("Fe", 1))
+            species = np.concatenate([species, np.full(len(self.ll) - len(species), fe1, species.dtype)])
         if self.standin.teff_tilt_dex:
             base = (base + self.standin.tilt(labels["teff"].to_numpy())[:, None]).astype(np.float32)
         if not self.standin.is_default:

@@ -34,6 +34,11 @@ class StandIn:
     # atomic lines' log strength falls by this much per 1000 K of Teff above the Sun's (rises
     # below it): a steeper (or shallower) temperature response than the generator's own
     teff_tilt_dex: float = 0.0
+    # this many weak Fe I lines (solar line-centre optical depth 0.03-3, random wavelengths
+    # denser to the blue, excitation 0-5 eV) added to the line list: the forest of weak lines
+    # real spectra have and the generator's ~400 strong lines lack (all but 5 % of them are
+    # saturated in the Sun), which respond to Teff and [Fe/H] on the linear curve of growth
+    weak_lines: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.line_scatter_dex <= 2 or not 0 <= self.band_scatter_dex <= 2:
@@ -41,6 +46,8 @@ class StandIn:
         if not -2 <= self.teff_tilt_dex <= 2:
             raise ChemlatentError(
                 f"Teff tilt must be between -2 and 2 dex per 1000 K, not {self.teff_tilt_dex:g}")
+        if not 0 <= self.weak_lines <= 20_000:
+            raise ChemlatentError(f"weak lines must number 0 to 20000, not {self.weak_lines}")
         if not 200 <= self.resolution <= 100_000:
             raise ChemlatentError(f"resolution must be between 200 and 100000, not {self.resolution:g}")
         mix = tuple(float(m) for m in self.mix)
@@ -64,11 +71,13 @@ class StandIn:
             return np.zeros(n_bands)
         return np.random.default_rng([self.physics_seed, 2]).normal(0.0, self.band_scatter_dex, n_bands)
 
-    def apply_to_linelist(self, ll):
-        """The line list with this stand-in's strength offsets."""
-        if self.line_scatter_dex == 0:
-            return ll
-        return dataclasses.replace(ll, log_tau_sun=ll.log_tau_sun + self.line_offsets(len(ll)))
+    def apply_to_linelist(self, ll, grid: WavelengthGrid = DEFAULT_GRID):
+        """The line list with this stand-in's strength offsets, then its weak lines (on ``grid``)."""
+        if self.line_scatter_dex:
+            ll = dataclasses.replace(ll, log_tau_sun=ll.log_tau_sun + self.line_offsets(len(ll)))
+        if self.weak_lines:
+            ll = _with_weak_lines(ll, self.weak_lines, grid, self.physics_seed)
+        return ll
 
     def tilt(self, teff: np.ndarray) -> np.ndarray:
         """Per-star log strength offset (dex) of every atomic line from ``teff_tilt_dex``."""
@@ -77,7 +86,22 @@ class StandIn:
     def to_dict(self) -> dict:
         return {"line_scatter_dex": self.line_scatter_dex, "band_scatter_dex": self.band_scatter_dex,
                 "resolution": self.resolution, "mix": list(self.mix), "physics_seed": self.physics_seed,
-                "teff_tilt_dex": self.teff_tilt_dex}
+                "teff_tilt_dex": self.teff_tilt_dex, "weak_lines": self.weak_lines}
+
+
+def _with_weak_lines(ll, n: int, grid: WavelengthGrid, seed: int):
+    """``ll`` and ``n`` weak Fe I lines after it (drawn from ``seed``, uniform in 1/wavelength
+    over ``grid``: denser to the blue, as real line lists are)."""
+    rng = np.random.default_rng([seed, 3])
+    lo, hi = float(grid.wave[0]), float(grid.wave[-1])
+    wave = 1.0 / (1.0 / lo - rng.uniform(0.0, 1.0, n) * (1.0 / lo - 1.0 / hi))
+    return dataclasses.replace(
+        ll, species=ll.species + ("Fe I",) * n, element=ll.element + ("Fe",) * n,
+        ion=np.concatenate([ll.ion, np.ones(n, ll.ion.dtype)]), wave=np.concatenate([ll.wave, wave]),
+        chi_exc=np.concatenate([ll.chi_exc, rng.uniform(0.0, 5.0, n)]),
+        log_tau_sun=np.concatenate([ll.log_tau_sun, rng.uniform(-1.5, 0.5, n)]),
+        log_a_sun=np.concatenate([ll.log_a_sun, np.full(n, -2.0)]),
+        wings=np.concatenate([ll.wings, np.zeros(n, bool)]))
 
 
 def grid_for_range(lo: float, hi: float, dloglam: float = DEFAULT_GRID.dloglam) -> WavelengthGrid:

@@ -189,3 +189,39 @@ def test_refitting_the_nuisance_head_fits_the_labels_and_leaves_z_alone(tiny_sur
     np.testing.assert_allclose(out["nuisance_rms_before"], err0.numpy(), atol=2e-3)
     # too few labelled stars for the head's inputs: nothing is fitted
     assert refit_nuisance_head(model, data.batch, torch.arange(5)) == {}
+
+
+def test_refit_axes_keep_the_encoders_own_targets_on_the_other_axes(tiny_survey, monkeypatch):
+    import chemlatent.model.refine as refine
+
+    data = InMemoryData(tiny_survey, np.arange(40))
+    seen = {}
+
+    def capture(model, batch, rows, targets, **kw):
+        seen["rows"], seen["targets"] = rows, targets.copy()
+        return [0.0]
+
+    monkeypatch.setattr(refine, "refit_encoder", capture)
+    monkeypatch.setattr(refine, "refit_nuisance_head", lambda *a, **k: {})
+    out = {}
+    for axes in ((0, 1, 2), (1, 2)):
+        model = _model()
+        info = refine.refine_and_refit(model, data.batch, len(data), stars=40, steps=20, epochs=1,
+                                       axes=axes, log=lambda m: None)
+        with torch.no_grad():
+            encoded = model.encode(*data.batch(seen["rows"])[:2])[0].numpy()
+        out[axes] = (seen["targets"], encoded, info)
+    full, enc, info = out[(0, 1, 2)]
+    kept, enc_k, info_k = out[(1, 2)]
+    assert not np.allclose(full[:, 0], enc[:, 0], atol=1e-4)  # refined: z_fe moved
+    np.testing.assert_allclose(kept[:, 0], enc_k[:, 0], atol=1e-5)  # kept: the encoder's own
+    np.testing.assert_allclose(kept[:, 1:], full[:, 1:], atol=1e-5)  # the same refinement
+    assert "axes" not in info and info_k["axes"] == [1, 2]
+
+
+def test_refine_axes_option(tmp_path):
+    from chemlatent.app.cli.train import refine_axes
+
+    assert refine_axes("c,alpha") == (1, 2) and refine_axes("alpha, fe") == (0, 2)
+    with pytest.raises(ChemlatentError, match="--refine-axes"):
+        refine_axes("fe,oxygen")

@@ -46,6 +46,18 @@ def test_teff_tilt_weakens_hot_stars_lines_and_strengthens_cool_ones():
     assert StandIn(teff_tilt_dex=0.5).tilt(np.array([5777.0]))[0] == 0.0
 
 
+def test_weak_lines_add_fe_absorption_that_grows_with_metallicity():
+    base, forest = Generator(5), Generator(5, standin=StandIn(weak_lines=3000))
+    assert len(forest.ll) == len(base.ll) + 3000 and forest.ll.species[-1] == "Fe I"
+    assert (forest.ll.wave[len(base.ll):] < 6000).mean() > 0.5  # denser to the blue
+    lab = base.labels(np.arange(200))
+    lab["snr"] = 1e4
+    extra = (base.render(lab)[0].astype(np.float32) - forest.render(lab)[0].astype(np.float32)).mean(1)
+    assert (extra > 0).mean() > 0.8  # (the continuum normalisation can offset a weak forest)
+    feh = lab.fe_h.to_numpy()
+    assert extra[feh > -0.3].mean() > 2 * extra[feh < -1.5].mean()
+
+
 def test_population_mix():
     idx = np.arange(20000)
     halo = sample_labels(1, idx, (0.1, 0.1, 0.8))["population"].astype(str).str.startswith("halo").mean()
@@ -54,7 +66,7 @@ def test_population_mix():
 
 
 @pytest.mark.parametrize("kw", [{"line_scatter_dex": -1}, {"resolution": 50}, {"mix": (1, -1, 1)},
-                                {"mix": (1, 1)}, {"teff_tilt_dex": 3}])
+                                {"mix": (1, 1)}, {"teff_tilt_dex": 3}, {"weak_lines": -1}])
 def test_bad_standins_are_refused(kw):
     with pytest.raises(ChemlatentError):
         StandIn(**kw)
