@@ -90,8 +90,8 @@ def add_arguments(p) -> None:
                         f"the decoders and train the encoder EPOCHS epochs to predict them (default "
                         f"{D['refine_epochs']}; 0 = off; docs/model.md, 'Refined encoder')")
     p.add_argument("--refine-stars", type=bounded_int(1, 10**9), default=20_000,
-                   help="with --refine-encoder: how many training stars to refine (about 12 ms each "
-                        "on 2 CPU cores with the line decoders)")
+                   help="with --refine-encoder: how many training stars to refine (about 30 ms each "
+                        "on 2 CPU cores with the line decoders; default 20000)")
     p.add_argument("--refine-prior", default="centred" if D["refine_centred"] else "origin",
                    choices=["centred", "origin"],
                    help="with --refine-encoder: centre the refinement's prior on the encoder's mean z "
@@ -112,7 +112,7 @@ def add_arguments(p) -> None:
                    metavar="AXES",
                    help="with --refine-encoder: the axes whose refit targets are the refined latents "
                         "(comma-separated from fe, c, alpha; the others keep the encoder's own; "
-                        "docs/model.md, 'The refit and real stars')")
+                        "docs/model.md, 'Real stars: line depths and the refit')")
     p.add_argument("--no-surrogate", action="store_true",
                    help="line decoders: do not fit the reconstruction surrogate that encoding's chi2 "
                         "uses (chi2 then comes from the line decoders themselves, at about half the "

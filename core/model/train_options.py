@@ -100,7 +100,7 @@ class TrainOptions:
     # in training), not the encoder's guess
     refine_at_labels: bool = False
     # the axes (0 z_fe, 1 z_c, 2 z_alpha) whose refit targets are the refined z; the others
-    # keep the encoder's own z as their target (docs/model.md, "The refit and real stars")
+    # keep the encoder's own z as their target (docs/model.md, "Real stars: line depths and the refit")
     refine_axes: tuple[int, ...] = (0, 1, 2)
     # record the training stars' latent range and clamp every encoding into it (a few stars
     # unlike the training set otherwise get latents far outside it; model.latent_range)
