@@ -89,9 +89,10 @@ def add_arguments(p) -> None:
                    help=f"after training, refine the latents of --refine-stars training stars against "
                         f"the decoders and train the encoder EPOCHS epochs to predict them (default "
                         f"{D['refine_epochs']}; 0 = off; docs/model.md, 'Refined encoder')")
-    p.add_argument("--refine-stars", type=bounded_int(1, 10**9), default=20_000,
+    p.add_argument("--refine-stars", type=bounded_int(1, 10**9), default=D["refine_stars"],
                    help="with --refine-encoder: how many training stars to refine (about 30 ms each "
-                        "on 2 CPU cores with the line decoders; default 20000)")
+                        f"on 2 CPU cores with the line decoders; default {D['refine_stars']}, every training "
+                        f"star of the default --max-stars)")
     p.add_argument("--refine-prior", default="centred" if D["refine_centred"] else "origin",
                    choices=["centred", "origin"],
                    help="with --refine-encoder: centre the refinement's prior on the encoder's mean z "

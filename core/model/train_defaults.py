@@ -14,7 +14,8 @@ TRAIN_DEFAULTS: dict = {
     "decoder_form": "lines",  # the line list's lines and bands (chemlatent.model.lines)
     "adv_mode": "confuse",  # the encoder flattens the Teff/logg adversary's predictions
     "prior": "centred",  # N(m, 1) with one learned centre (conditional_prior.CentredPrior)
-    "refine_epochs": 20,  # refine 20,000 training stars' latents and refit the encoder to them
+    "refine_epochs": 20,  # refine training stars' latents and refit the encoder to them ...
+    "refine_stars": 60_000,  # ... every training star up to 60,000 ("Real stars: line depths and the refit")
     "refine_centred": True,  # refinement's prior centred on the encoder's mean z
     "refine_nuisance_sigma": 0.1,  # refinement fits Teff/logg too, within 0.1 standardised units
     "refine_at_labels": True,  # ... around each training star's Teff/logg labels ("Hydrogen, and the labels")
