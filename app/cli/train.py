@@ -109,10 +109,10 @@ def add_arguments(p) -> None:
                    help="with --refine-encoder: start each star's Teff/logg at its labels where it has "
                         "them (labels: as the decoders saw them in training) or at the encoder's "
                         "guess (encoder; docs/model.md, 'Hydrogen, and the labels')")
-    p.add_argument("--refine-axes", default=",".join(AXIS_NAMES[a] for a in D.get("refine_axes", (0, 1, 2))),
+    p.add_argument("--refine-axes", default=",".join(AXIS_NAMES),
                    metavar="AXES",
                    help="with --refine-encoder: the axes whose refit targets are the refined latents "
-                        "(comma-separated from fe, c, alpha; the others keep the encoder's own; "
+                        "(comma-separated from fe, c, alpha, default all three; the others keep the encoder's own; "
                         "docs/model.md, 'Real stars: line depths and the refit')")
     p.add_argument("--no-surrogate", action="store_true",
                    help="line decoders: do not fit the reconstruction surrogate that encoding's chi2 "
