@@ -112,7 +112,8 @@ def add_arguments(p) -> None:
     p.add_argument("--refine-axes", default=",".join(AXIS_NAMES),
                    metavar="AXES",
                    help="with --refine-encoder: the axes whose refit targets are the refined latents "
-                        "(comma-separated from fe, c, alpha, default all three; the others keep the encoder's own; "
+                        "(comma-separated from fe, c, alpha; default all three; the others keep the "
+                        "encoder's own; "
                         "docs/model.md, 'Real stars: line depths and the refit')")
     p.add_argument("--no-surrogate", action="store_true",
                    help="line decoders: do not fit the reconstruction surrogate that encoding's chi2 "
