@@ -213,7 +213,7 @@ def test_train_defaults_are_the_measured_recipe_and_the_command_line_uses_them(t
     assert main(argv) == 0
     cfg = json.loads((out / "config.json").read_text())
     opts = cfg["training"]["options"]
-    given = {"target_steps": 0, "max_stars": 300}  # --epochs and --max-stars were given
+    given = {"target_steps": 0, "max_stars": 300, "refine_stars": 40}  # given on the command line
     assert {k: opts[k] for k in TRAIN_DEFAULTS} == {**TRAIN_DEFAULTS, **given}
     assert cfg["decoder_form"] == "lines" and cfg["latent_range"] is not None
     assert cfg["decoder_pixels"] == "all" and cfg["line_doppler"] == "physical"
