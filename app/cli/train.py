@@ -9,8 +9,7 @@ from pathlib import Path
 
 from chemlatent.app.cli.options import bounded_int, nonneg_float, positive_float
 from chemlatent.model.train_defaults import TRAIN_DEFAULTS as D
-
-AXIS_NAMES = ("fe", "c", "alpha")
+from chemlatent.spectra.grid import ELEMENT_GROUPS
 
 MAX_LAYER = 16384  # wider layers than this only exhaust memory on a spectrum-sized input
 MIN_STARS = 16
@@ -109,7 +108,7 @@ def add_arguments(p) -> None:
                    help="with --refine-encoder: start each star's Teff/logg at its labels where it has "
                         "them (labels: as the decoders saw them in training) or at the encoder's "
                         "guess (encoder; docs/model.md, 'Hydrogen, and the labels')")
-    p.add_argument("--refine-axes", default=",".join(AXIS_NAMES),
+    p.add_argument("--refine-axes", default=",".join(ELEMENT_GROUPS),
                    metavar="AXES",
                    help="with --refine-encoder: the axes whose refit targets are the refined latents "
                         "(comma-separated from fe, c, alpha; default all three; the others keep the "
@@ -145,10 +144,10 @@ def refine_axes(text: str) -> tuple[int, ...]:
     from chemlatent.errors import ChemlatentError
 
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in AXIS_NAMES]
+    bad = [n for n in names if n not in ELEMENT_GROUPS]
     if bad or not names:
         raise ChemlatentError(f"--refine-axes takes axes from fe, c, alpha, got {text!r}")
-    return tuple(sorted({AXIS_NAMES.index(n) for n in names}))
+    return tuple(sorted({ELEMENT_GROUPS.index(n) for n in names}))
 
 
 def check_out(survey: Path, out: Path, *, resume: bool, overwrite: bool) -> None:

@@ -347,6 +347,10 @@ class Generator:
         self.standin = standin or StandIn()
         ll = self.standin.apply_to_linelist(load_linelist(), grid)
         self.ll = ll
+        # the species of the stand-in's weak lines, after the line list's own: all Fe I
+        base = load_linelist()
+        fe1 = list(_species_groups(base)).index(("Fe", 1))
+        self.weak_species = np.full(len(ll) - len(base), fe1, np.int64)
         self.line_pix = grid.pixel_of(ll.wave).astype(np.float64)
         self.pix_width = (grid.wave * np.log(10.0) * grid.dloglam).astype(np.float32)
         res = self.standin.resolution
@@ -376,9 +380,8 @@ class Generator:
         """Normalised flux (n, P) float16 and bad-pixel mask (n, P) uint8 for these stars."""
         n = len(labels)
         species, base, dtheta, ashift, vdop, band_tau = species_terms(labels, self.seed)
-        if len(self.ll) > len(species):  # the stand-in's weak lines: all Fe I
-            fe1 = list(_species_groups(load_linelist())).index(("Fe", 1))
-            species = np.concatenate([species, np.full(len(self.ll) - len(species), fe1, species.dtype)])
+        if self.weak_species.size:
+            species = np.concatenate([species, self.weak_species])
         if self.standin.teff_tilt_dex:
             base = (base + self.standin.tilt(labels["teff"].to_numpy())[:, None]).astype(np.float32)
         if not self.standin.is_default:
