@@ -4,7 +4,9 @@ For the MILES development half (../shared/realstars/miles-dev): ingests the 1-D 
 (air wavelengths, as MILES publishes them), attaches Teff/logg/[Fe/H] from the parameter
 table by file name, encodes with MODEL (default: the bundled model) and prints Pearson r of
 z_fe with [Fe/H] for FGK stars (4000-7000 K), overall and per Teff bin with the fitted
-zero point of each bin, which shows whether the iron signal is lost or only offset.
+zero point of each bin, which shows whether the iron signal is lost or only offset; then
+the same with z_fe moved to the literature Teff/logg (``chemlatent encode --at-labels``, as a
+survey with its own pipeline's Teff/logg would encode).
 """
 import subprocess
 import sys
@@ -31,12 +33,17 @@ def main(fits_dir: Path, params: Path, work: Path, model: str | None = None) -> 
     if not survey.exists():
         cli("ingest", str(survey), str(fits_dir), "--format", "wcs1d", "--medium", "air")
         cli("labels", str(survey), str(table), "--on", "source_file")
-    cli("encode", str(survey), "--overwrite", *(["--model", model] if model else []))
-    lat = max((survey / "latents").glob("*.parquet"), key=lambda f: f.stat().st_mtime)  # just encoded
+    for extra in ((), ("--at-labels",)):
+        cli("encode", str(survey), "--overwrite", *(["--model", model] if model else []), *extra)
+        lat = max((survey / "latents").glob("*.parquet"), key=lambda f: f.stat().st_mtime)  # just encoded
+        report(survey, lat, "at the literature Teff/logg" if extra else "label-free")
+
+
+def report(survey: Path, lat: Path, how: str) -> None:
     df = pd.read_parquet(lat).merge(pd.read_parquet(survey / "catalog.parquet"), on="star_id")
     fgk = df[(df.teff >= 4000) & (df.teff <= 7000) & df.fe_h.notna()]
     r = np.corrcoef(fgk.z_fe, fgk.fe_h)[0, 1]
-    print(f"{lat.stem}: {len(fgk)} FGK stars, r(z_fe, [Fe/H]) = {r:.3f}")
+    print(f"{lat.stem}, {how}: {len(fgk)} FGK stars, r(z_fe, [Fe/H]) = {r:.3f}")
     for lo, hi in TEFF_BINS:
         s = fgk[(fgk.teff >= lo) & (fgk.teff < hi)]
         slope, zero = np.polyfit(s.fe_h, s.z_fe, 1)

@@ -32,6 +32,10 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=bounded_int(1, 256), default=1,
                    help="worker processes of --scheduler local (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing latents of this model")
+    p.add_argument("--at-labels", action="store_true",
+                   help="move z_fe from the encoder's Teff/logg to the catalog's Teff/logg labels where "
+                        "a star has them (the survey's own pipeline values, attached with chemlatent labels; "
+                        "docs/model.md, 'Encoding at the survey's labels')")
 
 
 def run(args) -> int:
@@ -43,6 +47,9 @@ def run(args) -> int:
     if args.ids and args.overwrite:
         raise ChemlatentError("--overwrite does not apply to --ids: a re-encoding is a new run and "
                               "replaces nothing")
+    if args.at_labels and (args.ids or args.scheduler):
+        raise ChemlatentError("--at-labels encodes a whole survey here; it does not combine with "
+                              f"{'--ids' if args.ids else '--scheduler'}")
     if args.ids:
         return _subset(args)
     if args.scheduler:
@@ -69,10 +76,16 @@ def _whole(args) -> int:
     t0 = time.perf_counter()
     path = encode_survey(survey, model, device=str(device), precision=args.precision,
                          chunk=args.chunk, overwrite=args.overwrite, progress=bar.update,
-                         samples=args.samples, seed=args.seed)
+                         samples=args.samples, seed=args.seed, at_labels=args.at_labels)
     bar.close()
     dt = time.perf_counter() - t0
     print(f"wrote {path} ({survey.n_stars} stars in {dt:.1f} s, {survey.n_stars / dt:,.0f} spectra/s)")
+    if args.at_labels:
+        from chemlatent.io.latents import latents_metadata
+
+        k = latents_metadata(path)["at_labels"]
+        print(f"z_fe moved to the catalog's Teff/logg labels: {k['fe_per_kelvin'] * 1000:+.3f} per 1000 K, "
+              f"{k['fe_per_dex_logg']:+.3f} per dex of logg (measured on {k['n_stars']} stars)")
     return 0
 
 

@@ -1,0 +1,113 @@
+"""Encoding at a survey's own Teff/logg (``chemlatent encode DIR --at-labels``).
+
+The encoder reads Teff/logg and the chemistry from the same spectrum, so where it misreads
+Teff (on real spectra by up to ~1000 K: docs/model.md, "Real stars: line depths and the
+refit") z_fe follows it along the Teff-metallicity degeneracy (a hotter star's lines are
+weaker, as a more metal-poor star's are). Where the survey has Teff/logg labels (its
+pipeline's, attached with ``chemlatent labels``), z_fe can be moved back along that
+degeneracy:
+
+    z_fe <- z_fe - k_teff (teff_pred - teff) - k_logg (logg_pred - logg)
+
+The coupling (k_teff, k_logg) is the model's own, measured on the survey being encoded and
+without any abundance: for each of up to ``max_stars`` labelled stars, the encoder's Jacobian
+J with respect to the flux gives how pixel noise moves z_fe and (Teff, logg) together
+(covariances J diag(1/ivar) J^T); the per-star regression coefficient of z_fe on (Teff, logg)
+is C_fw C_ww^-1, and the coupling is its median over the stars. Only z_fe is moved: the ratio
+axes ([C/Fe], [alpha/Fe]) are differential against iron, and moving z_alpha the same way
+lowered its r on the stand-ins whose line strengths respond to Teff unlike the generator's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from chemlatent.errors import ChemlatentError
+from chemlatent.io.store import Survey
+from chemlatent.model.vae import DisentangledVAE
+
+LABELS = ("teff", "logg")
+MIN_STARS = 20
+
+
+@dataclass
+class LabelCoupling:
+    """How far z_fe moves per unit of the encoder's Teff/logg error (median over ``n_stars``)."""
+
+    fe_per_kelvin: float
+    fe_per_dex_logg: float
+    n_stars: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def labelled_rows(catalog: pd.DataFrame) -> np.ndarray:
+    """Rows whose Teff and logg labels are both finite; an error when the catalog has none."""
+    missing = [c for c in LABELS if c not in catalog.columns]
+    if missing:
+        raise ChemlatentError(
+            f"--at-labels needs Teff/logg labels; the catalog has no {' or '.join(missing)} column: "
+            "attach them first (chemlatent labels DIR TABLE)")
+    ok = np.ones(len(catalog), bool)
+    for c in LABELS:
+        ok &= np.isfinite(pd.to_numeric(catalog[c], errors="coerce").to_numpy(np.float64))
+    return np.nonzero(ok)[0]
+
+
+def per_star_coupling(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tensor) -> np.ndarray:
+    """(B, 2): each star's regression coefficient of z_fe on the standardised (Teff, logg)
+    that pixel noise of variance 1/ivar induces through the encoder (module docstring)."""
+    dev = next(model.parameters()).device
+    x = flux.detach().float().to(dev).clone().requires_grad_(True)
+    ivar = ivar.float().to(dev)
+    with torch.enable_grad():
+        mu, _, w = model.encode(x, ivar)
+        outs = (mu[:, 0], w[:, 0], w[:, 1])
+        jac = torch.stack([torch.autograd.grad(o.sum(), x, retain_graph=i < 2)[0]
+                           for i, o in enumerate(outs)], 1)  # (B, 3, P)
+    var = torch.where(ivar > 0, 1.0 / ivar.clamp_min(1e-12), torch.zeros_like(x))
+    cov = torch.einsum("bip,bp,bjp->bij", jac, var, jac).double().cpu()
+    c_ww = cov[:, 1:, 1:] + 1e-9 * torch.eye(2, dtype=cov.dtype)
+    return torch.linalg.solve(c_ww, cov[:, 1:, 0:1])[..., 0].numpy()
+
+
+def measure_coupling(model: DisentangledVAE, survey: Survey, *, max_stars: int = 2000,
+                     seed: int = 0, chunk: int = 256) -> LabelCoupling:
+    """The model's label coupling on up to ``max_stars`` random labelled stars of ``survey``."""
+    from chemlatent.model.training import InMemoryData
+
+    rows = labelled_rows(survey.catalog)
+    if rows.size < MIN_STARS:
+        raise ChemlatentError(f"--at-labels needs at least {MIN_STARS} stars with Teff and logg "
+                              f"labels to measure the model's coupling, got {rows.size}")
+    if rows.size > max_stars:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_stars, replace=False))
+    data = InMemoryData(survey, rows)
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [data.batch(torch.arange(b, min(b + chunk, len(rows))))[:2]
+                 for b in range(0, len(rows), chunk)]
+        k = np.concatenate([per_star_coupling(model, flux, ivar) for flux, ivar in parts])
+    finally:
+        model.train(was_training)
+    k = np.median(k[np.isfinite(k).all(1)], axis=0) / np.asarray(model.config.label_std, np.float64)
+    return LabelCoupling(float(k[0]), float(k[1]), int(rows.size))
+
+
+def move_to_labels(latents: pd.DataFrame, labels: pd.DataFrame, coupling: LabelCoupling) -> np.ndarray:
+    """z_fe moved from the encoder's Teff/logg to the labels (``latents`` and ``labels`` row
+    by row: teff_pred/logg_pred and teff/logg); stars without both labels keep their z_fe."""
+    def error(col: str) -> np.ndarray:
+        label = pd.to_numeric(labels[col], errors="coerce").to_numpy(np.float64)
+        return latents[f"{col}_pred"].to_numpy(np.float64) - label
+
+    dt, dg = error("teff"), error("logg")
+    shift = coupling.fe_per_kelvin * dt + coupling.fe_per_dex_logg * dg
+    z = latents["z_fe"].to_numpy(np.float64)
+    return np.where(np.isfinite(shift), z - shift, z).astype(latents["z_fe"].dtype)
