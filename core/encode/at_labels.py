@@ -16,6 +16,8 @@ J with respect to the flux gives how pixel noise moves z_fe and (Teff, logg) tog
 is C_fw C_ww^-1, and the coupling is its median over the stars. Only z_fe is moved: the ratio
 axes ([C/Fe], [alpha/Fe]) are differential against iron, and moving z_alpha the same way
 lowered its r on the stand-ins whose line strengths respond to Teff unlike the generator's.
+The model's Teff/logg head must fit its final encoder (``check_head``): a head left over from
+before an encoder refit misreads Teff on its own, and z_fe does not follow that error.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.store import Survey
+from chemlatent.model.modelio import load_config
 from chemlatent.model.vae import DisentangledVAE
 
 LABELS = ("teff", "logg")
@@ -59,6 +62,20 @@ def labelled_rows(catalog: pd.DataFrame) -> np.ndarray:
     return np.nonzero(ok)[0]
 
 
+def check_head(model: DisentangledVAE) -> None:
+    """An error unless the model's Teff/logg head fits its final encoder trunk: a head left
+    from before an encoder refit misreads Teff by itself, and z_fe does not follow that error."""
+    if not isinstance(model, DisentangledVAE):
+        raise ChemlatentError("--at-labels works with chemlatent's own models, not this recipe's")
+    model_dir = getattr(model, "model_dir", None)
+    training = load_config(model_dir)[1].get("training") or {} if model_dir else {}
+    refit = training.get("encoder_refit")
+    if refit and "nuisance_rms_after" not in refit:
+        raise ChemlatentError(
+            "--at-labels needs the model's Teff/logg head fitted to its refitted encoder; this model's "
+            "predates that: run python tools/refit_nuisance_head.py MODEL TRAIN_SURVEY first")
+
+
 def per_star_coupling(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tensor) -> np.ndarray:
     """(B, 2): each star's regression coefficient of z_fe on the standardised (Teff, logg)
     that pixel noise of variance 1/ivar induces through the encoder (module docstring)."""
@@ -81,6 +98,7 @@ def measure_coupling(model: DisentangledVAE, survey: Survey, *, max_stars: int =
     """The model's label coupling on up to ``max_stars`` random labelled stars of ``survey``."""
     from chemlatent.model.training import InMemoryData
 
+    check_head(model)
     rows = labelled_rows(survey.catalog)
     if rows.size < MIN_STARS:
         raise ChemlatentError(f"--at-labels needs at least {MIN_STARS} stars with Teff and logg "

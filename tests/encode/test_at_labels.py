@@ -85,3 +85,21 @@ def test_at_labels_without_labels_is_a_one_line_error(tiny_survey, tmp_path):
                           "--at-labels", "--ids", str(tmp_path / "ids.txt")], capture_output=True, text=True)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "does not combine with --ids" in out.stderr
+
+
+def test_a_teff_head_older_than_the_encoder_refit_is_refused(tiny_survey, tmp_path):
+    import json
+    import shutil
+
+    from chemlatent.model.modelio import resolve_model_dir
+
+    model_dir = tmp_path / "stale"
+    shutil.copytree(resolve_model_dir(None), model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    refit = cfg["training"]["encoder_refit"]
+    assert "nuisance_rms_after" in refit  # the bundled model's head was refitted
+    refit.pop("nuisance_rms_after")
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    sv = small_survey(tiny_survey, tmp_path / "s", n=100, encode=False)
+    with pytest.raises(ChemlatentError, match="Teff/logg head fitted to its refitted encoder"):
+        encode_survey(sv, load_model(model_dir), at_labels=True)
