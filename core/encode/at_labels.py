@@ -68,7 +68,7 @@ def check_head(model: DisentangledVAE) -> None:
     if not isinstance(model, DisentangledVAE):
         raise ChemlatentError("--at-labels works with chemlatent's own models, not this recipe's")
     model_dir = getattr(model, "model_dir", None)
-    training = load_config(model_dir)[1].get("training") or {} if model_dir else {}
+    training = (load_config(model_dir)[1].get("training") or {}) if model_dir else {}
     refit = training.get("encoder_refit")
     if refit and "nuisance_rms_after" not in refit:
         raise ChemlatentError(
