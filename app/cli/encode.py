@@ -64,6 +64,7 @@ def _bar(total: int, desc: str):
 
 
 def _whole(args) -> int:
+    from chemlatent.encode.at_labels import encode_at_labels
     from chemlatent.encode.streaming import encode_survey
     from chemlatent.io.store import Survey
     from chemlatent.model.device import pick_device
@@ -74,9 +75,10 @@ def _whole(args) -> int:
     model = load_model(args.model, device=str(device))
     bar = _bar(survey.n_stars, "encode")
     t0 = time.perf_counter()
-    path = encode_survey(survey, model, device=str(device), precision=args.precision,
-                         chunk=args.chunk, overwrite=args.overwrite, progress=bar.update,
-                         samples=args.samples, seed=args.seed, at_labels=args.at_labels)
+    encode = encode_at_labels if args.at_labels else encode_survey
+    path = encode(survey, model, device=str(device), precision=args.precision,
+                  chunk=args.chunk, overwrite=args.overwrite, progress=bar.update,
+                  samples=args.samples, seed=args.seed)
     bar.close()
     dt = time.perf_counter() - t0
     print(f"wrote {path} ({survey.n_stars} stars in {dt:.1f} s, {survey.n_stars / dt:,.0f} spectra/s)")

@@ -22,7 +22,9 @@ before an encoder refit misreads Teff on its own, and z_fe does not follow that 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -129,3 +131,22 @@ def move_to_labels(latents: pd.DataFrame, labels: pd.DataFrame, coupling: LabelC
     shift = coupling.fe_per_kelvin * dt + coupling.fe_per_dex_logg * dg
     z = latents["z_fe"].to_numpy(np.float64)
     return np.where(np.isfinite(shift), z - shift, z).astype(latents["z_fe"].dtype)
+
+
+def encode_at_labels(survey: Survey, model: DisentangledVAE, **encode_options) -> Path:
+    """``encode_survey(survey, model, **encode_options)`` with z_fe moved to the catalog's
+    Teff/logg labels; the coupling goes into the latents' metadata under ``at_labels``. The
+    coupling is measured first, so a survey without labels fails before any encoding."""
+    import pyarrow.parquet as pq
+
+    from chemlatent.encode.streaming import META_KEY, LatentsWriter, encode_survey
+
+    coupling = measure_coupling(model, survey)
+    path = encode_survey(survey, model, **encode_options)
+    meta = json.loads(pq.read_schema(path).metadata[META_KEY.encode()])
+    df = pd.read_parquet(path)
+    lab = survey.catalog[["star_id", *LABELS]].drop_duplicates("star_id")
+    df["z_fe"] = move_to_labels(df, df[["star_id"]].merge(lab, on="star_id", how="left"), coupling)
+    with LatentsWriter(path, {**meta, "at_labels": coupling.to_dict()}) as writer:
+        writer.write(df)
+        return writer.commit()

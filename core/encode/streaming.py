@@ -24,7 +24,6 @@ import pandas as pd
 import torch
 
 from chemlatent import __version__
-from chemlatent.encode.at_labels import LABELS, measure_coupling, move_to_labels
 from chemlatent.encode.tiles import CPU_TILE, CUDA_TILE, default_workers, map_tiles
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.rowreader import take_rows
@@ -424,25 +423,20 @@ def encode_survey(survey: Survey, model: DisentangledVAE, *, out_path: Path | No
                   device: str = "cpu", precision: str = "auto", chunk: int | None = None,
                   rows: np.ndarray | None = None, run: str | None = None,
                   overwrite: bool = False, progress: Callable[[int], None] | None = None,
-                  features: str = "auto", samples: int = 0, seed: int = 0,
-                  at_labels: bool = False) -> Path:
+                  features: str = "auto", samples: int = 0, seed: int = 0) -> Path:
     """Encode a survey (or the given rows) and write ``latents/<model>.parquet`` atomically.
     ``chunk``: stars per block (default 8192 on CPU, 32768 on a GPU); ``samples`` > 0 adds
-    sampled uncertainties (see :meth:`Encoder.launch`); ``at_labels``: z_fe moved to the
-    catalog's Teff/logg labels where a star has them (chemlatent.encode.at_labels)."""
+    sampled uncertainties (see :meth:`Encoder.launch`)."""
     name = model_name(model)
     out_path = Path(out_path) if out_path else survey.path / LATENTS_DIR / f"{name}.parquet"
     if out_path.exists() and not overwrite:
         raise ChemlatentError(f"{out_path} already exists; pass --overwrite to replace it")
-    coupling = measure_coupling(model, survey) if at_labels else None
     enc = Encoder(model, survey, device=device, precision=precision, features=features)
     chunk = chunk or (32768 if enc.cuda else 8192)
     run = run or f"{name}@{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     star_ids = survey.catalog["star_id"].to_numpy()
     meta = latents_meta(model, survey, run=run, precision=enc.precision, device=str(device),
-                        subset=rows is not None, **({"samples": samples, "seed": seed} if samples else {}),
-                        **({"at_labels": coupling.to_dict()} if coupling else {}))
-    labels = survey.catalog[list(LABELS)] if coupling else None
+                        subset=rows is not None, **({"samples": samples, "seed": seed} if samples else {}))
     gen = enc.generator(seed) if samples else None
     row_iter = None if rows is None else np.sort(np.asarray(rows, np.int64))
     with LatentsWriter(out_path, meta) as writer:
@@ -453,9 +447,6 @@ def encode_survey(survey: Survey, model: DisentangledVAE, *, out_path: Path | No
             else:
                 ids = star_ids[row_iter[done:done + blk.n]]
             df = pd.DataFrame({"star_id": ids, **res})
-            if coupling is not None:
-                at = slice(blk.start, blk.start + blk.n) if rows is None else row_iter[done:done + blk.n]
-                df["z_fe"] = move_to_labels(df, labels.iloc[at], coupling)
             df["run"] = run
             writer.write(df)
             done += blk.n

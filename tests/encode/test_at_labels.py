@@ -11,7 +11,13 @@ import pytest
 import torch
 from encode_helpers import small_survey
 
-from chemlatent.encode.at_labels import LabelCoupling, measure_coupling, move_to_labels, per_star_coupling
+from chemlatent.encode.at_labels import (
+    LabelCoupling,
+    encode_at_labels,
+    measure_coupling,
+    move_to_labels,
+    per_star_coupling,
+)
 from chemlatent.encode.streaming import encode_survey
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.latents import latents_metadata
@@ -61,7 +67,7 @@ def test_encode_at_labels_moves_only_z_fe_by_the_measured_coupling(tiny_survey, 
     sv = small_survey(tiny_survey, tmp_path / "s", n=300, encode=False)
     model = load_model(None)
     plain = pd.read_parquet(encode_survey(sv, model, out_path=tmp_path / "plain.parquet"))
-    path = encode_survey(sv, model, out_path=tmp_path / "lab.parquet", at_labels=True)
+    path = encode_at_labels(sv, model, out_path=tmp_path / "lab.parquet")
     lab = pd.read_parquet(path)
     k = latents_metadata(path)["at_labels"]
     assert k["n_stars"] == 300 and np.isfinite(k["fe_per_kelvin"]) and k["fe_per_kelvin"] != 0
@@ -80,7 +86,7 @@ def test_at_labels_without_labels_is_a_one_line_error(tiny_survey, tmp_path):
     sv = small_survey(tiny_survey, tmp_path / "s", n=100, encode=False)
     sv.catalog.drop(columns=["teff"]).to_parquet(sv.path / "catalog.parquet")
     with pytest.raises(ChemlatentError, match="no teff column"):
-        encode_survey(Survey(sv.path), load_model(None), at_labels=True)
+        encode_at_labels(Survey(sv.path), load_model(None))
     out = subprocess.run([sys.executable, "-m", "chemlatent.app.cli", "encode", str(sv.path),
                           "--at-labels", "--ids", str(tmp_path / "ids.txt")], capture_output=True, text=True)
     assert out.returncode != 0 and "Traceback" not in out.stderr
@@ -102,4 +108,4 @@ def test_a_teff_head_older_than_the_encoder_refit_is_refused(tiny_survey, tmp_pa
     (model_dir / "config.json").write_text(json.dumps(cfg))
     sv = small_survey(tiny_survey, tmp_path / "s", n=100, encode=False)
     with pytest.raises(ChemlatentError, match="Teff/logg head fitted to its refitted encoder"):
-        encode_survey(sv, load_model(model_dir), at_labels=True)
+        encode_at_labels(sv, load_model(model_dir))
