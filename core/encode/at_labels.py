@@ -22,7 +22,6 @@ before an encoder refit misreads Teff on its own, and z_fe does not follow that 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -137,13 +136,12 @@ def encode_at_labels(survey: Survey, model: DisentangledVAE, **encode_options) -
     """``encode_survey(survey, model, **encode_options)`` with z_fe moved to the catalog's
     Teff/logg labels; the coupling goes into the latents' metadata under ``at_labels``. The
     coupling is measured first, so a survey without labels fails before any encoding."""
-    import pyarrow.parquet as pq
-
-    from chemlatent.encode.streaming import META_KEY, LatentsWriter, encode_survey
+    from chemlatent.encode.streaming import LatentsWriter, encode_survey
+    from chemlatent.io.latents import latents_metadata
 
     coupling = measure_coupling(model, survey)
     path = encode_survey(survey, model, **encode_options)
-    meta = json.loads(pq.read_schema(path).metadata[META_KEY.encode()])
+    meta = latents_metadata(path)  # encode_survey's provenance, the file's only metadata
     df = pd.read_parquet(path)
     lab = survey.catalog[["star_id", *LABELS]].drop_duplicates("star_id")
     df["z_fe"] = move_to_labels(df, df[["star_id"]].merge(lab, on="star_id", how="left"), coupling)
