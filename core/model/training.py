@@ -312,6 +312,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     ok = np.isfinite(lab).all(1)
     mean = lab[ok].mean(0).tolist() if ok.any() else [5000.0, 3.0]
     std = (lab[ok].std(0) + 1e-6).tolist() if ok.any() else [800.0, 1.2]
+    if resume:  # the weights were trained on the checkpoint's Teff/logg scaling: keep it
+        mean, std = _checkpoint_label_scale(out / CHECKPOINT, mean, std)
     windows = load_windows(opts.windows_dir) if opts.windows_dir else default_windows()
     cfg = ModelConfig(grid=survey.grid.to_dict(),
                       windows={g: [list(w) for w in windows[g]] for g in ELEMENT_GROUPS},
@@ -552,6 +554,16 @@ def _save_checkpoint(ck: Path, model, opt, sched, epoch: int, history: list,
     for old in ck.glob("state*.safetensors"):  # earlier epochs (and the old single file)
         if old.name != name:
             old.unlink(missing_ok=True)
+
+
+def _checkpoint_label_scale(ck: Path, mean: list, std: list) -> tuple[list, list]:
+    """The Teff/logg mean and scale a checkpoint's weights were trained with (a run resumed
+    on a survey with more or other stars keeps them); ``mean``/``std`` where it has none."""
+    try:
+        cfg = json.loads((ck / "state.json").read_text()).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        return mean, std
+    return list(cfg.get("label_mean", mean)), list(cfg.get("label_std", std))
 
 
 def _same_threads_as_checkpoint(ck: Path, log=print) -> None:

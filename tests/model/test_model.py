@@ -389,6 +389,24 @@ def test_resume_continues_from_checkpoint(tiny_survey, tmp_path):
     assert [h["epoch"] for h in hist] == [1, 2]
 
 
+def test_a_run_resumed_on_more_stars_keeps_the_checkpoints_label_scaling(tiny_survey, tmp_path):
+    """The decoders were trained on the first run's Teff/logg scaling: resuming on more stars
+    (e.g. to refine every star of a larger survey) must not rescale their inputs."""
+    out = tmp_path / "m"
+    small = {**TINY, "max_stars": 400}
+    train(tiny_survey.path, out, TrainOptions(epochs=1, **small), progress=False, log=lambda s: None)
+    first = json.loads((out / "config.json").read_text())
+    train(tiny_survey.path, out, TrainOptions(epochs=1, **TINY), resume=True, progress=False,
+          log=lambda s: None)
+    resumed = json.loads((out / "config.json").read_text())
+    assert resumed["training"]["n_train"] > first["training"]["n_train"]
+    assert resumed["label_mean"] == first["label_mean"]
+    assert resumed["label_std"] == first["label_std"]
+    fresh = tmp_path / "fresh"
+    train(tiny_survey.path, fresh, TrainOptions(epochs=1, **TINY), progress=False, log=lambda s: None)
+    assert json.loads((fresh / "config.json").read_text())["label_mean"] != first["label_mean"]
+
+
 def test_a_longer_resumed_run_anneals_to_its_new_end(tiny_survey, tmp_path):
     """--resume with more --epochs stretches the learning-rate cycle: the rate still falls to
     its floor at the new end instead of climbing again after the old one."""
