@@ -59,6 +59,4 @@ def main(model_dir: str, n: int = 1000, snr: float = 1000.0, seed: int = 424242)
 
 
 if __name__ == "__main__":
-    a = sys.argv[1:]
-    main(a[0], *(int(a[1]),) if len(a) > 1 else (), *(float(a[2]),) if len(a) > 2 else (),
-         *(int(a[3]),) if len(a) > 3 else ())
+    main(*(kind(v) for kind, v in zip((str, int, float, int), sys.argv[1:])))
