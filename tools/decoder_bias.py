@@ -7,7 +7,9 @@ directory, and refines each star's latents against MODEL's decoders at its true 
 and the true abundances is the decoders' own misfit of the generator's physics (and the
 latent prior, which such S/N makes negligible): r near 1 says the decoders can represent
 the survey and the noise is what limits the axes; r well below 1 says the decoders do. Also
-prints the same at the survey's own S/N for the same stars.
+prints the same at the survey's own S/N for the same stars, and at S/N SNR with only the
+element windows' pixels in the fit (the others' weight set to 0): a gain there says pixels
+outside the windows are where the decoders misfit.
 """
 import sys
 import tempfile
@@ -20,6 +22,7 @@ import chemlatent.synth.generator as generator
 from chemlatent.model.modelio import load_model
 from chemlatent.model.refine import RefineOptions, encoder_mean, refine_latents
 from chemlatent.model.training import InMemoryData
+from chemlatent.spectra.grid import window_masks
 
 
 def survey_at_snr(path: Path, n: int, seed: int, snr: float | None):
@@ -39,9 +42,13 @@ def survey_at_snr(path: Path, n: int, seed: int, snr: float | None):
         generator.sample_labels = sample
 
 
-def refined_r(model, survey, steps: int = 200) -> np.ndarray:
+def refined_r(model, survey, steps: int = 200, windows_only: bool = False) -> np.ndarray:
     data = InMemoryData(survey, np.arange(survey.n_stars))
     flux, ivar, labels = data.batch(torch.arange(len(data)))
+    if windows_only:
+        masks = window_masks(survey.grid, model.config.windows)
+        inside = torch.from_numpy(np.logical_or.reduce(list(masks.values())))
+        ivar = ivar * inside
     truth = survey.catalog.iloc[data.rows][["fe_h", "c_fe", "alpha_fe"]].to_numpy()
     centre = encoder_mean(model, data.batch, torch.arange(len(data)))
     z = refine_latents(model, flux, ivar, RefineOptions(steps=steps, prior_mean=centre), labels).numpy()
@@ -51,9 +58,12 @@ def refined_r(model, survey, steps: int = 200) -> np.ndarray:
 def main(model_dir: str, n: int = 1000, snr: float = 1000.0, seed: int = 424242) -> None:
     model = load_model(model_dir).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        for label, value in ((f"S/N {snr:g}", snr), ("the survey's own S/N", None)):
-            survey = survey_at_snr(Path(tmp) / f"s{label[:3]}{value}", n, seed, value)
-            r = refined_r(model, survey)
+        quiet = survey_at_snr(Path(tmp) / "fixed", n, seed, snr)
+        own = survey_at_snr(Path(tmp) / "own", n, seed, None)
+        runs = ((f"S/N {snr:g}", quiet, False), ("the survey's own S/N", own, False),
+                (f"S/N {snr:g}, element windows only", quiet, True))
+        for label, survey, windows_only in runs:
+            r = refined_r(model, survey, windows_only=windows_only)
             print(f"{n} stars at {label}, refined at the true Teff/logg: r Fe / C / alpha "
                   f"{' / '.join(f'{v:.3f}' for v in r)}")
 
