@@ -9,7 +9,8 @@ latent prior, which such S/N makes negligible): r near 1 says the decoders can r
 the survey and the noise is what limits the axes; r well below 1 says the decoders do. Also
 prints the same at the survey's own S/N for the same stars, and at S/N SNR with only the
 element windows' pixels in the fit (the others' weight set to 0): a gain there says pixels
-outside the windows are where the decoders misfit.
+outside the windows are where the decoders misfit. Last, where the decoders' best fit misses
+at S/N SNR, per 100 A.
 """
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import chemlatent.synth.generator as generator
 from chemlatent.model.modelio import load_model
 from chemlatent.model.refine import RefineOptions, encoder_mean, refine_latents
 from chemlatent.model.training import InMemoryData
+from chemlatent.model.vae import standardised_labels, star_noise
 from chemlatent.spectra.grid import window_masks
 
 
@@ -42,7 +44,8 @@ def survey_at_snr(path: Path, n: int, seed: int, snr: float | None):
         generator.sample_labels = sample
 
 
-def refined_r(model, survey, steps: int = 200, windows_only: bool = False) -> np.ndarray:
+def refine(model, survey, steps: int = 200, windows_only: bool = False):
+    """Each star's z refined at its true Teff/logg; returns (z, truth, flux, ivar, labels)."""
     data = InMemoryData(survey, np.arange(survey.n_stars))
     flux, ivar, labels = data.batch(torch.arange(len(data)))
     if windows_only:
@@ -51,8 +54,38 @@ def refined_r(model, survey, steps: int = 200, windows_only: bool = False) -> np
         ivar = ivar * inside
     truth = survey.catalog.iloc[data.rows][["fe_h", "c_fe", "alpha_fe"]].to_numpy()
     centre = encoder_mean(model, data.batch, torch.arange(len(data)))
-    z = refine_latents(model, flux, ivar, RefineOptions(steps=steps, prior_mean=centre), labels).numpy()
+    z = refine_latents(model, flux, ivar, RefineOptions(steps=steps, prior_mean=centre), labels)
+    return z, truth, flux, ivar, labels
+
+
+def refined_r(model, survey, steps: int = 200, windows_only: bool = False) -> np.ndarray:
+    z, truth = refine(model, survey, steps, windows_only)[:2]
     return np.array([np.corrcoef(z[:, i], truth[:, i])[0, 1] for i in range(3)])
+
+
+def misfit_by_region(model, survey, top: int = 15) -> None:
+    """Where the decoders' best fit misses: the rms of flux - model (good pixels) per 100 A,
+    largest first, and how it follows each star's alpha error (z_alpha off its linear
+    relation with the true [alpha/Fe])."""
+    z, truth, flux, ivar, labels = refine(model, survey)
+    idx = model.win_all
+    with torch.no_grad():
+        pred = model.decode(z, standardised_labels(model, labels), selective=False, sigma=star_noise(ivar))
+    res, iv = (flux[:, idx] - pred).numpy(), ivar[:, idx].numpy()
+    wave = survey.grid.wave[idx.numpy()]
+    a = np.c_[truth[:, 2], np.ones(len(truth))]
+    za = z[:, 2].numpy()
+    alpha_error = np.abs(za - a @ np.linalg.lstsq(a, za, rcond=None)[0])
+    print(f"  misfit rms {np.sqrt((res ** 2)[iv > 0].mean()):.4f} (flux); per 100 A, largest first:")
+    rows = []
+    for lo in range(int(wave.min()) // 100 * 100, int(wave.max()) + 1, 100):
+        s = (wave >= lo) & (wave < lo + 100)
+        if s.any() and (iv[:, s] > 0).any():
+            per_star = np.sqrt((iv[:, s] * res[:, s] ** 2).sum(1))
+            rows.append((np.sqrt((res[:, s] ** 2)[iv[:, s] > 0].mean()), lo,
+                         np.corrcoef(per_star, alpha_error)[0, 1]))
+    for rms, lo, corr in sorted(rows, reverse=True)[:top]:
+        print(f"    {lo}-{lo + 100} A: rms {rms:.4f}, r with the star's alpha error {corr:+.2f}")
 
 
 def main(model_dir: str, n: int = 1000, snr: float = 1000.0, seed: int = 424242) -> None:
@@ -66,6 +99,8 @@ def main(model_dir: str, n: int = 1000, snr: float = 1000.0, seed: int = 424242)
             r = refined_r(model, survey, windows_only=windows_only)
             print(f"{n} stars at {label}, refined at the true Teff/logg: r Fe / C / alpha "
                   f"{' / '.join(f'{v:.3f}' for v in r)}")
+        print(f"where the decoders miss at S/N {snr:g}:")
+        misfit_by_region(model, quiet)
 
 
 if __name__ == "__main__":
