@@ -66,7 +66,8 @@ def refined_r(model, survey, steps: int = 200, windows_only: bool = False) -> np
 def misfit_by_region(model, survey, top: int = 15) -> None:
     """Where the decoders' best fit misses: the rms of flux - model (good pixels) per 100 A,
     largest first, and how it follows each star's alpha error (z_alpha off its linear
-    relation with the true [alpha/Fe])."""
+    relation with the true [alpha/Fe]), also with Teff, logg and [Fe/H] regressed out of both
+    (what is left is not just the same stars being hard for both)."""
     z, truth, flux, ivar, labels = refine(model, survey)
     idx = model.win_all
     with torch.no_grad():
@@ -76,6 +77,13 @@ def misfit_by_region(model, survey, top: int = 15) -> None:
     a = np.c_[truth[:, 2], np.ones(len(truth))]
     za = z[:, 2].numpy()
     alpha_error = np.abs(za - a @ np.linalg.lstsq(a, za, rcond=None)[0])
+    cat = survey.catalog
+    params = np.c_[cat.teff, cat.logg, cat.fe_h, cat.teff ** 2 / 1e6, cat.teff * cat.fe_h / 1e3,
+                   np.ones(len(cat))]
+
+    def without_params(y: np.ndarray) -> np.ndarray:  # y with Teff, logg and [Fe/H] regressed out
+        return y - params @ np.linalg.lstsq(params, y, rcond=None)[0]
+
     print(f"  misfit rms {np.sqrt((res ** 2)[iv > 0].mean()):.4f} (flux); per 100 A, largest first:")
     rows = []
     for lo in range(int(wave.min()) // 100 * 100, int(wave.max()) + 1, 100):
@@ -83,9 +91,11 @@ def misfit_by_region(model, survey, top: int = 15) -> None:
         if s.any() and (iv[:, s] > 0).any():
             per_star = np.sqrt((iv[:, s] * res[:, s] ** 2).sum(1))
             rows.append((np.sqrt((res[:, s] ** 2)[iv[:, s] > 0].mean()), lo,
-                         np.corrcoef(per_star, alpha_error)[0, 1]))
-    for rms, lo, corr in sorted(rows, reverse=True)[:top]:
-        print(f"    {lo}-{lo + 100} A: rms {rms:.4f}, r with the star's alpha error {corr:+.2f}")
+                         np.corrcoef(per_star, alpha_error)[0, 1],
+                         np.corrcoef(without_params(per_star), without_params(alpha_error))[0, 1]))
+    for rms, lo, corr, partial in sorted(rows, reverse=True)[:top]:
+        print(f"    {lo}-{lo + 100} A: rms {rms:.4f}, r with the star's alpha error {corr:+.2f} "
+              f"({partial:+.2f} at fixed Teff, logg, [Fe/H])")
 
 
 def main(model_dir: str, n: int = 1000, snr: float = 1000.0, seed: int = 424242) -> None:
