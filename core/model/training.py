@@ -556,13 +556,19 @@ def _save_checkpoint(ck: Path, model, opt, sched, epoch: int, history: list,
             old.unlink(missing_ok=True)
 
 
+def _checkpoint_state(ck: Path) -> dict:
+    """The checkpoint's ``state.json`` ({} where it is missing or unreadable)."""
+    try:
+        state = json.loads((ck / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def _checkpoint_label_scale(ck: Path, mean: list, std: list) -> tuple[list, list]:
     """The Teff/logg mean and scale a checkpoint's weights were trained with (a run resumed
     on a survey with more or other stars keeps them); ``mean``/``std`` where it has none."""
-    try:
-        cfg = json.loads((ck / "state.json").read_text()).get("config", {})
-    except (OSError, ValueError, AttributeError):
-        return mean, std
+    cfg = _checkpoint_state(ck).get("config", {})
     return list(cfg.get("label_mean", mean)), list(cfg.get("label_std", std))
 
 
@@ -570,10 +576,7 @@ def _same_threads_as_checkpoint(ck: Path, log=print) -> None:
     """Use the thread count of the run that wrote the checkpoint: on a CPU the matrix
     library may split sums differently for another count, and a resumed run must continue
     exactly as the uninterrupted one would (docs/model.md, "Reproducible training")."""
-    try:
-        saved = json.loads((ck / "state.json").read_text()).get("threads")
-    except (OSError, ValueError, AttributeError):
-        return
+    saved = _checkpoint_state(ck).get("threads")
     if isinstance(saved, int) and saved > 0 and saved != torch.get_num_threads():
         log(f"using {saved} threads, as the run that wrote the checkpoint did")
         torch.set_num_threads(saved)
