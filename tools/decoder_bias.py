@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from residual_structure import linear_read  # tools/ is on the path when run as a script
 
 import chemlatent.synth.generator as generator
 from chemlatent.model.modelio import load_model
@@ -58,31 +59,28 @@ def refine(model, survey, steps: int = 200, windows_only: bool = False):
     return z, truth, flux, ivar, labels
 
 
-def refined_r(model, survey, steps: int = 200, windows_only: bool = False) -> np.ndarray:
-    z, truth = refine(model, survey, steps, windows_only)[:2]
+def r_with_truth(z: torch.Tensor, truth: np.ndarray) -> np.ndarray:
     return np.array([np.corrcoef(z[:, i], truth[:, i])[0, 1] for i in range(3)])
 
 
-def misfit_by_region(model, survey, top: int = 15) -> None:
+def misfit_by_region(model, survey, refined: tuple, top: int = 15) -> None:
     """Where the decoders' best fit misses: the rms of flux - model (good pixels) per 100 A,
     largest first, and how it follows each star's alpha error (z_alpha off its linear
     relation with the true [alpha/Fe]), also with Teff, logg and [Fe/H] regressed out of both
-    (what is left is not just the same stars being hard for both)."""
-    z, truth, flux, ivar, labels = refine(model, survey)
+    (what is left is not just the same stars being hard for both). ``refined``: what
+    refine() returned for ``survey``."""
+    z, truth, flux, ivar, labels = refined
     idx = model.win_all
     with torch.no_grad():
         pred = model.decode(z, standardised_labels(model, labels), selective=False, sigma=star_noise(ivar))
     res, iv = (flux[:, idx] - pred).numpy(), ivar[:, idx].numpy()
     wave = survey.grid.wave[idx.numpy()]
-    a = np.c_[truth[:, 2], np.ones(len(truth))]
-    za = z[:, 2].numpy()
-    alpha_error = np.abs(za - a @ np.linalg.lstsq(a, za, rcond=None)[0])
+    alpha_error = np.abs(linear_read(truth[:, 2:3], z[:, 2].numpy().astype(np.float64))[1])
     cat = survey.catalog
-    params = np.c_[cat.teff, cat.logg, cat.fe_h, cat.teff ** 2 / 1e6, cat.teff * cat.fe_h / 1e3,
-                   np.ones(len(cat))]
+    params = np.c_[cat.teff, cat.logg, cat.fe_h, cat.teff ** 2 / 1e6, cat.teff * cat.fe_h / 1e3]
 
     def without_params(y: np.ndarray) -> np.ndarray:  # y with Teff, logg and [Fe/H] regressed out
-        return y - params @ np.linalg.lstsq(params, y, rcond=None)[0]
+        return linear_read(params, y)[1]
 
     print(f"  misfit rms {np.sqrt((res ** 2)[iv > 0].mean()):.4f} (flux); per 100 A, largest first:")
     rows = []
@@ -105,12 +103,13 @@ def main(model_dir: str, n: int = 1000, snr: float = 1000.0, seed: int = 424242)
         own = survey_at_snr(Path(tmp) / "own", n, seed, None)
         runs = ((f"S/N {snr:g}", quiet, False), ("the survey's own S/N", own, False),
                 (f"S/N {snr:g}, element windows only", quiet, True))
-        for label, survey, windows_only in runs:
-            r = refined_r(model, survey, windows_only=windows_only)
+        refined = {label: refine(model, survey, windows_only=windows_only)
+                   for label, survey, windows_only in runs}
+        for label, (z, truth, *_) in refined.items():
             print(f"{n} stars at {label}, refined at the true Teff/logg: r Fe / C / alpha "
-                  f"{' / '.join(f'{v:.3f}' for v in r)}")
+                  f"{' / '.join(f'{v:.3f}' for v in r_with_truth(z, truth))}")
         print(f"where the decoders miss at S/N {snr:g}:")
-        misfit_by_region(model, quiet)
+        misfit_by_region(model, quiet, refined[runs[0][0]])
 
 
 if __name__ == "__main__":
