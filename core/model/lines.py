@@ -39,6 +39,7 @@ units"): physical Doppler widths from Teff/logg instead of a learned one
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -268,16 +269,17 @@ class LineDecoder(nn.Module):
         self._const(f"{name}_inv_width", 1.0 / pix_width[jc])
 
     def _band_atoms(self, u: torch.Tensor, z_fe_sg: torch.Tensor, co_logit: torch.Tensor,
-                    s: torch.Tensor) -> torch.Tensor:
+                    s: torch.Tensor, other: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """sum over a band's atoms of log10 (free abundance), dex (B, n_band). Carbon and
         oxygen first pair up into CO (a share f(Teff, logg) of min(C, O) in cool atmospheres),
         so carbon bands grow faster than carbon once C > O and oxygen's partner abundance
-        enters them; each band trains only its own group's axis (the other inputs detached)."""
+        enters them; each band trains only its own group's axis (``other``: how the other
+        groups' inputs enter, see _optics)."""
         lc = s * u[:, 1]  # log C, up to the zero point
         lo = s * u[:, 2]  # log O (an alpha element)
         f = torch.sigmoid(co_logit)
-        c_over_o = (s * (u[:, 1] - u[:, 2].detach()) + self.co_offset).clamp(-3.0, 3.0)
-        o_over_c = -(s * (u[:, 1].detach() - u[:, 2]) + self.co_offset).clamp(-3.0, 3.0)
+        c_over_o = (s * (u[:, 1] - other(u[:, 2])) + self.co_offset).clamp(-3.0, 3.0)
+        o_over_c = -(s * (other(u[:, 1]) - u[:, 2]) + self.co_offset).clamp(-3.0, 3.0)
         one = torch.ones_like(f)
         free_c = (1.0 - f * torch.minimum(one, 0.98 * torch.pow(10.0, -c_over_o))).clamp_min(0.02)
         free_o = (1.0 - f * torch.minimum(torch.pow(10.0, -o_over_c), 0.98 * one)).clamp_min(0.02)
@@ -303,9 +305,13 @@ class LineDecoder(nn.Module):
         gradients), ``sigma`` (B, 1) the star's typical noise (None: noiseless)."""
         return self.normaliser(torch.cat([flux.T, torch.ones_like(flux[:, :1]).T]), sigma).T
 
-    def _optics(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor):
+    def _optics(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor, selective: bool = True):
         """Per-star line optical depths and widths, band optical depths and the Teff/logg
-        trunk's output (see the module docstring)."""
+        trunk's output (see the module docstring). ``selective``: another group's abundance
+        input reaches a line or band detached, so each trains only its own group's axis (the
+        decoders' training); False: with its gradient, as a fit of z to the decoders needs
+        (chemlatent.model.refine: its steps must follow the whole chi2)."""
+        other = (lambda t: t.detach()) if selective else (lambda t: t)
         h = self.trunk(w)
         head = self.head(h).float()
         nl, ns = self.n_line_terms, self.n_species
@@ -315,7 +321,7 @@ class LineDecoder(nn.Module):
         # gradient, the others' detached (a line trains only its own group's axis)
         z_alpha = u[:, 2:3] - z_fe_sg
         m = s * (torch.where(self.line_src == 0, u[:, :1], z_fe_sg)
-                 + self.alpha_electrons * torch.where(self.line_src == 2, z_alpha, z_alpha.detach()))
+                 + self.alpha_electrons * torch.where(self.line_src == 2, z_alpha, other(z_alpha)))
         ratio = head[:, nl:nl + ns][:, self.line_species] - self.electron_response * m  # log N_II/N_I
         log_frac = torch.where(self.line_ion == 1, ratio, torch.zeros_like(ratio)) - softplus10(ratio)
         log_tau = (self.line_tau0 + self._strength_terms(head[:, :nl], w) + s * u4[:, self.line_src]
@@ -329,8 +335,8 @@ class LineDecoder(nn.Module):
         dld = self.line_wave / C_KMS * self._doppler_kms(w, head[:, -2:-1])  # Doppler width, Angstrom
         width = dld * torch.exp(voigt_log_width(log_tau, la).clamp(max=12.0))  # equivalent width
         # molecules ~ Pg^2 / kappa: metallicity lowers them at fixed abundances like ~2 k_o m
-        band = (self.band_tau0 + head[:, nl + ns:-3] + self._band_atoms(u, z_fe_sg, head[:, -3], s)
-                - 2.0 * self.opacity_response * s * (z_fe_sg + self.alpha_electrons * z_alpha.detach()))
+        band = (self.band_tau0 + head[:, nl + ns:-3] + self._band_atoms(u, z_fe_sg, head[:, -3], s, other)
+                - 2.0 * self.opacity_response * s * (z_fe_sg + self.alpha_electrons * other(z_alpha)))
         band_tau = torch.log1p(torch.pow(10.0, band.clamp(-8.0, 3.0)))
         return h, log_tau, la, dld, width, band_tau
 
@@ -361,11 +367,11 @@ class LineDecoder(nn.Module):
         logg = w[:, 1:2].float() * g_std + g_mean
         return doppler_width_kms(teff, logg, self.line_mass)
 
-    def _widths(self, u, z_fe_sg, w):
+    def _widths(self, u, z_fe_sg, w, selective: bool = True):
         """What rendering needs: the trunk's output, each line's core equivalent width (B, L),
         the damped lines' wing widths and Lorentzian half widths in pixels (B, Lw), the band
         optical depths (B, nb), the line-spread kernel (L, T) and its sigma (pixels)."""
-        h, log_tau, la, dld, width, band_tau = self._optics(u, z_fe_sg, w)
+        h, log_tau, la, dld, width, band_tau = self._optics(u, z_fe_sg, w, selective)
         sig = self.log_lsf.exp()
         norm = self.core_inv_width / (math.sqrt(2 * math.pi) * sig)  # per unit equivalent width
         kern = torch.exp(-0.5 * (self.core_dx / sig) ** 2) * norm  # (L, T)
@@ -381,9 +387,9 @@ class LineDecoder(nn.Module):
             g = g / (self.line_wave[wl] * LN10 * 1e-4)
         return h, core_w, wing_w, g, band_tau, kern, sig
 
-    def _render(self, u, z_fe_sg, w, groups: bool):
+    def _render(self, u, z_fe_sg, w, groups: bool, selective: bool = True):
         """Pixel-major optical depths (npix + 1, B): the total, or one per group (a list)."""
-        h, core_w, wing_w, g, band_tau, kern, sig = self._widths(u, z_fe_sg, w)
+        h, core_w, wing_w, g, band_tau, kern, sig = self._widths(u, z_fe_sg, w, selective)
         wl = self.wing_lines
         wings = []  # per wing length: (damped lines, their optical depths (Lk, Tk, B), targets)
         for name, cols in self._wing_sets if wl.numel() else []:
@@ -409,29 +415,31 @@ class LineDecoder(nn.Module):
         return h, (out if groups else out[0])
 
     def forward(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor,
-                sigma: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                sigma: torch.Tensor | None = None,
+                selective: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Optical depth (B, 3, n_win) of the iron (with hydrogen and the term no abundance
         moves), carbon and alpha groups at the window pixels, and the log of the continuum the
         survey's normalisation divides by there (B, n_win): normalised flux = exp(-sum of the
         depths - log continuum). ``u`` (B, 3): the abundance inputs z_fe, z_fe + z_c,
         z_fe + z_alpha; ``z_fe_sg`` (B, 1): z_fe as the carbon and alpha lines see it (detached
         in training) in the metallicity response shared by all lines; ``sigma`` (B, 1): each
-        star's typical noise (the normalisation's clipping; None: noiseless)."""
+        star's typical noise (the normalisation's clipping; None: noiseless); ``selective``:
+        see _optics (the values do not depend on it, only the gradients)."""
         u, z_fe_sg, w = u.float(), z_fe_sg.float(), w.float()
-        h, taus = self._render(u, z_fe_sg, w, groups=True)
+        h, taus = self._render(u, z_fe_sg, w, groups=True, selective=selective)
         log_cont = self.normaliser(torch.exp(-(taus[0] + taus[1] + taus[2])), sigma).T
         tau = torch.stack([t[self.win_idx].T for t in taus], 1)
         tau[:, 0] = tau[:, 0] + self.continuum_depth(h).float()
         return tau, log_cont
 
     def flux(self, u: torch.Tensor, z_fe_sg: torch.Tensor, w: torch.Tensor,
-             sigma: torch.Tensor | None = None) -> torch.Tensor:
+             sigma: torch.Tensor | None = None, selective: bool = True) -> torch.Tensor:
         """Normalised model flux at the window pixels (B, n_win): the fast path of forward
         (one total optical depth instead of one per group); without gradients on a CPU the
         compiled renderer (chemlatent.model.line_render)."""
         u, z_fe_sg, w = u.float(), z_fe_sg.float(), w.float()
         if torch.is_grad_enabled() or u.device.type != "cpu":
-            h, tau = self._render(u, z_fe_sg, w, groups=False)
+            h, tau = self._render(u, z_fe_sg, w, groups=False, selective=selective)
             log_cont = self.normaliser(torch.exp(-tau), sigma)
             return torch.exp(-(tau[self.win_idx] + log_cont).T - self.continuum_depth(h).float())
         return self._compiled_flux(u, z_fe_sg, w, sigma)

@@ -426,7 +426,7 @@ class DisentangledVAE(nn.Module):
         zr = zf if fe_for_ratios is None else fe_for_ratios * self.orient[0]
         sg = (lambda t: t.detach()) if selective else (lambda t: t)
         if self.form == "lines":  # optical depths, not absorptions (combine takes exp(-sum))
-            tau, log_cont = self.lines(*self._line_inputs(z, fe_for_ratios, selective), w, sigma)
+            tau, log_cont = self.lines(*self._line_inputs(z, fe_for_ratios, selective), w, sigma, selective)
             return {**{g: tau[:, k] for k, g in enumerate(ELEMENT_GROUPS)}, "normalisation": log_cont}
         if self.form in ("logtau", "cog"):
             s = self.log_slope.exp()
@@ -510,7 +510,8 @@ class DisentangledVAE(nn.Module):
         group. ``sigma`` (B, 1), each star's typical noise, matters to line decoders only (the
         continuum normalisation clips by it); ``fe_for_ratios`` as in absorption."""
         if getattr(self, "form", None) == "lines":  # (the signor2025 recipe borrows this method)
-            return self.lines.flux(*self._line_inputs(z * self.orient, fe_for_ratios, selective), w, sigma)
+            return self.lines.flux(*self._line_inputs(z * self.orient, fe_for_ratios, selective), w, sigma,
+                                   selective)
         if fe_for_ratios is None:
             return self.combine(self.absorption(z, w, selective))
         return self.combine(self.absorption(z, w, selective, fe_for_ratios))
