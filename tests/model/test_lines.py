@@ -81,6 +81,34 @@ def test_selective_gradients_and_deeper_lines_with_more_metal():
             model.absorption(z.detach(), w)["normalisation"].mean())
 
 
+def test_unselective_gradients_are_the_optical_depths_own_derivatives():
+    """Refinement fits z to the decoders with selective=False: there the gradient of every
+    group's optical depth with respect to each latent must be its true derivative (iron and
+    carbon depths move with z_alpha through the alpha elements' electrons and oxygen's CO),
+    while training (selective=True) lets each group train only its own axis."""
+    model = _model(1)
+    z0 = torch.randn(4, 3) * 0.5
+    w = torch.randn(4, 2) * 0.5
+    z = z0.clone().requires_grad_(True)
+    full, sel = model.absorption(z, w, selective=False), model.absorption(z, w)
+    eps = 1e-2
+    for axis in (1, 2):
+        up, down = z0.clone(), z0.clone()
+        up[:, axis] += eps
+        down[:, axis] -= eps
+        with torch.no_grad():
+            above, below = model.absorption(up, w), model.absorption(down, w)
+        for g in ("fe", "c", "alpha"):
+            torch.testing.assert_close(full[g], sel[g])  # the same values either way
+            fd = (above[g].sum(1) - below[g].sum(1)) / (2 * eps)
+            (grad,) = torch.autograd.grad(full[g].sum(), z, retain_graph=True)
+            torch.testing.assert_close(grad[:, axis], fd, rtol=2e-3, atol=2e-3)
+    # z_alpha moves the iron lines (the electron donors), which training's gradient leaves out
+    (g_fe_full,) = torch.autograd.grad(full["fe"].sum(), z, retain_graph=True)
+    (g_fe_sel,) = torch.autograd.grad(sel["fe"].sum(), z)
+    assert torch.all(g_fe_full[:, 2].abs() > 0.1) and torch.all(g_fe_sel[:, 2] == 0)
+
+
 def test_model_continuum_is_the_survey_normalisation():
     """The line decoders divide by the continuum chemlatent's normaliser would fit to their own
     spectrum: the same bins, clipping and interpolation (spectra.continuum.fit_continuum)."""
