@@ -1,0 +1,61 @@
+"""How well the refit's targets read the abundances: tools/refine_targets.py MODEL SURVEY [STARS].
+
+For the first STARS (default 1000) stars of SURVEY (a generated survey, or any survey whose
+catalog has fe_h, c_fe and alpha_fe), prints r(z, truth) for Fe / C / alpha of the encoder's
+mean and of the latents refined against MODEL's decoders with `train`'s refinement settings
+(chemlatent.model.train_defaults: 60 Adam steps from the encoder's guess, the prior centred
+on the encoder's mean, Teff/logg within 0.1 standardised units of the stars' labels). These
+refined latents are what `train` refits the encoder to, so they bound what the refit can
+learn. DETACHED=1 in the environment reproduces the refinement before "Refinement follows the
+whole chi2" (docs/model.md): inside the line decoders another group's abundance input reaches
+a line detached, as in training, so z_alpha's steps ignore what it does to the iron,
+hydrogen and carbon lines.
+"""
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from chemlatent.io.store import Survey
+from chemlatent.model.lines import LineDecoder
+from chemlatent.model.modelio import load_model
+from chemlatent.model.refine import RefineOptions, encoder_mean, refine_rows
+from chemlatent.model.train_defaults import TRAIN_DEFAULTS
+from chemlatent.model.training import InMemoryData
+
+
+def r_with_truth(z: np.ndarray, truth: np.ndarray) -> str:
+    """' / '-joined r of each latent with its abundance, three decimals."""
+    return " / ".join(f"{np.corrcoef(z[:, i], truth[:, i])[0, 1]:.3f}" for i in range(3))
+
+
+def detach_other_groups() -> None:
+    """Every line decoder's optics as in training, whatever the caller asks."""
+    optics = LineDecoder._optics
+    LineDecoder._optics = lambda self, u, z_fe_sg, w, selective=True: optics(self, u, z_fe_sg, w, True)
+
+
+def main(model_dir: str, survey_dir: str, stars: int = 1000) -> None:
+    model = load_model(model_dir).eval()
+    survey = Survey(survey_dir)
+    data = InMemoryData(survey, np.arange(min(stars, survey.n_stars)))
+    rows = torch.arange(len(data))
+    truth = survey.catalog.iloc[data.rows][["fe_h", "c_fe", "alpha_fe"]].to_numpy()
+    centre = encoder_mean(model, data.batch, rows)
+    with torch.no_grad():
+        flux, ivar = data.batch(rows)[:2]
+        mu = model.encode(flux, ivar)[0].numpy()
+    t0 = time.perf_counter()
+    opts = RefineOptions(steps=TRAIN_DEFAULTS.get("refine_steps", 60), prior_mean=centre,
+                         nuisance_sigma=TRAIN_DEFAULTS["refine_nuisance_sigma"])
+    z = refine_rows(model, data.batch, rows, opts, at_labels=TRAIN_DEFAULTS["refine_at_labels"])
+    print(f"{len(data)} stars of {survey_dir}, r Fe / C / alpha: encoder {r_with_truth(mu, truth)}, "
+          f"refined {r_with_truth(z, truth)} ({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    if os.environ.get("DETACHED") == "1":
+        detach_other_groups()
+    main(*(kind(v) for kind, v in zip((str, str, int), sys.argv[1:])))
