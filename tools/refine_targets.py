@@ -3,10 +3,10 @@
 For the first STARS (default 1000) stars of SURVEY (a generated survey, or any survey whose
 catalog has fe_h, c_fe and alpha_fe), prints r(z, truth) for Fe / C / alpha of the encoder's
 mean and of the latents refined against MODEL's decoders with `train`'s refinement settings
-(chemlatent.model.train_defaults: 60 Adam steps from the encoder's guess, the prior centred
-on the encoder's mean, Teff/logg within 0.1 standardised units of the stars' labels). These
-refined latents are what `train` refits the encoder to, so they bound what the refit can
-learn. DETACHED=1 in the environment reproduces the refinement before "Refinement follows the
+(chemlatent.model.train_defaults.default_options: 60 Adam steps from the encoder's guess, the
+prior centred on the encoder's mean, Teff/logg within 0.1 standardised units of the stars'
+labels). These refined latents are what `train` refits the encoder to, so they bound what
+the refit can learn. DETACHED=1 in the environment reproduces the refinement before "Refinement follows the
 whole chi2" (docs/model.md): inside the line decoders another group's abundance input reaches
 a line detached, as in training, so z_alpha's steps ignore what it does to the iron,
 hydrogen and carbon lines.
@@ -22,7 +22,7 @@ from chemlatent.io.store import Survey
 from chemlatent.model.lines import LineDecoder
 from chemlatent.model.modelio import load_model
 from chemlatent.model.refine import RefineOptions, encoder_mean, refine_rows
-from chemlatent.model.train_defaults import TRAIN_DEFAULTS
+from chemlatent.model.train_defaults import default_options
 from chemlatent.model.training import InMemoryData
 
 
@@ -48,9 +48,10 @@ def main(model_dir: str, survey_dir: str, stars: int = 1000) -> None:
         flux, ivar = data.batch(rows)[:2]
         mu = model.encode(flux, ivar)[0].numpy()
     t0 = time.perf_counter()
-    opts = RefineOptions(steps=TRAIN_DEFAULTS.get("refine_steps", 60), prior_mean=centre,
-                         nuisance_sigma=TRAIN_DEFAULTS["refine_nuisance_sigma"])
-    z = refine_rows(model, data.batch, rows, opts, at_labels=TRAIN_DEFAULTS["refine_at_labels"])
+    train = default_options()
+    opts = RefineOptions(steps=train.refine_steps, prior_mean=centre if train.refine_centred else None,
+                         nuisance_sigma=train.refine_nuisance_sigma)
+    z = refine_rows(model, data.batch, rows, opts, at_labels=train.refine_at_labels)
     print(f"{len(data)} stars of {survey_dir}, r Fe / C / alpha: encoder {r_with_truth(mu, truth)}, "
           f"refined {r_with_truth(z, truth)} ({time.perf_counter() - t0:.0f} s)")
 

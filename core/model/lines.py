@@ -318,7 +318,8 @@ class LineDecoder(nn.Module):
         s = self.log_slope.exp()
         u4 = torch.cat([u, torch.zeros_like(u[:, :1])], -1)
         # metallicity of the electron donors, dex (B, L): each line's own group's latent with its
-        # gradient, the others' detached (a line trains only its own group's axis)
+        # gradient, the others' through ``other`` (detached in training: a line trains only its
+        # own group's axis)
         z_alpha = u[:, 2:3] - z_fe_sg
         m = s * (torch.where(self.line_src == 0, u[:, :1], z_fe_sg)
                  + self.alpha_electrons * torch.where(self.line_src == 2, z_alpha, other(z_alpha)))
