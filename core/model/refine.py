@@ -11,7 +11,9 @@ mean, a few Adam steps on each star's z minimise the maximum-a-posteriori object
 
 over the decoders' pixels, with the nuisance w held at the encoder's value (or at the star's
 Teff/logg labels, as the decoders saw them in training: ``labels``), or free within
-``nuisance_sigma`` of it (the decoders see every group at once: ``selective=False``).
+``nuisance_sigma`` of it. The decoders see every group at once with every gradient
+(``selective=False``), so each latent's steps follow the whole chi2 (docs/model.md,
+"Refinement follows the whole chi2").
 The prior's centre defaults to the origin; ``prior_mean`` moves it to the population's mean
 (docs/model.md, "The prior's centre"). ``refit_encoder`` then trains the
 encoder to predict the refined z, so that encoding keeps its speed and gets the refined
