@@ -17,8 +17,10 @@ import time
 
 import numpy as np
 import torch
+from decoder_bias import r_with_truth  # tools/ is on the path when run as a script
 
 from chemlatent.io.store import Survey
+from chemlatent.model.latent_range import encoded_means
 from chemlatent.model.lines import LineDecoder
 from chemlatent.model.modelio import load_model
 from chemlatent.model.refine import RefineOptions, encoder_mean, refine_rows
@@ -26,9 +28,9 @@ from chemlatent.model.train_defaults import default_options
 from chemlatent.model.training import InMemoryData
 
 
-def r_with_truth(z: np.ndarray, truth: np.ndarray) -> str:
-    """' / '-joined r of each latent with its abundance, three decimals."""
-    return " / ".join(f"{np.corrcoef(z[:, i], truth[:, i])[0, 1]:.3f}" for i in range(3))
+def read(z: np.ndarray, truth: np.ndarray) -> str:
+    """' / '-joined r of each latent with its abundance (decoder_bias.r_with_truth), three decimals."""
+    return " / ".join(f"{r:.3f}" for r in r_with_truth(z, truth))
 
 
 def detach_other_groups() -> None:
@@ -44,16 +46,14 @@ def main(model_dir: str, survey_dir: str, stars: int = 1000) -> None:
     rows = torch.arange(len(data))
     truth = survey.catalog.iloc[data.rows][["fe_h", "c_fe", "alpha_fe"]].to_numpy()
     centre = encoder_mean(model, data.batch, rows)
-    with torch.no_grad():
-        flux, ivar = data.batch(rows)[:2]
-        mu = model.encode(flux, ivar)[0].numpy()
+    mu = encoded_means(model, data.batch, rows)
     t0 = time.perf_counter()
     train = default_options()
     opts = RefineOptions(steps=train.refine_steps, prior_mean=centre if train.refine_centred else None,
                          nuisance_sigma=train.refine_nuisance_sigma)
     z = refine_rows(model, data.batch, rows, opts, at_labels=train.refine_at_labels)
-    print(f"{len(data)} stars of {survey_dir}, r Fe / C / alpha: encoder {r_with_truth(mu, truth)}, "
-          f"refined {r_with_truth(z, truth)} ({time.perf_counter() - t0:.0f} s)")
+    print(f"{len(data)} stars of {survey_dir}, r Fe / C / alpha: encoder {read(mu, truth)}, "
+          f"refined {read(z, truth)} ({time.perf_counter() - t0:.0f} s)")
 
 
 if __name__ == "__main__":
