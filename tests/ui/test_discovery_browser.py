@@ -51,6 +51,13 @@ def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):
         page.wait_for_timeout(600)
         page.get_by_role("button", name=f"{verb.title()} ({verb[0]})", exact=True).first.click()
         page.get_by_text(re.compile(f"{verb}ed: 1 star")).first.wait_for()
+        # the second accept (reject) shows the same line as the first: wait for this verdict's
+        # re-rank, which takes the vetted star out of the table, before picking the next star
+        for _ in range(150):
+            if sid not in {int(s) for s in dash.candidates.table.value["star_id"]}:
+                break
+            page.wait_for_timeout(200)
+        assert sid not in {int(s) for s in dash.candidates.table.value["star_id"]}
     page.get_by_text(re.compile(r"Best next: learned from \d+ verdicts")).first.wait_for()
     n_verdicts = int(dash.state.data.store.verdicts()["verdict"].isin(["accepted", "rejected"]).sum())
     # earlier tests may have left verdicts, so "learned from" can show before the last re-rank:
