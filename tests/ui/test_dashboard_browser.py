@@ -82,10 +82,11 @@ def test_tap_shows_spectrum_with_windows(page, served):
     assert dash.state.picked is not None
     from bokeh.models import GlyphRenderer, VStrip
 
+    # "survey row" can come from the star's other views first: wait for the spectrum's figure
+    assert _wait_until(lambda: dash.spec_pane.object.title.text.startswith(f"star {dash.state.picked}:"), 30)
     fig = dash.spec_pane.object
     strips = [r for r in fig.renderers if isinstance(r, GlyphRenderer) and isinstance(r.glyph, VStrip)]
     assert len(strips) == 3  # Fe, C, alpha windows
-    assert fig.title.text.startswith(f"star {dash.state.picked}:")
     page.wait_for_timeout(1500)
     img = _image(page.locator(".cl-spectrum").first.screenshot())
     r, b = img[..., 0], img[..., 2]
