@@ -24,7 +24,7 @@ WEIGHTS = "weights.safetensors"
 METRICS = "metrics.json"
 CALIBRATION = "calibration.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
-BUNDLED_NAME = "chemvae-v6"
+BUNDLED_NAME = "chemvae-v7"
 
 
 def bundled_model_dir() -> Path:
