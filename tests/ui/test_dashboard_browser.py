@@ -82,7 +82,7 @@ def test_tap_shows_spectrum_with_windows(page, served):
     assert dash.state.picked is not None
     from bokeh.models import GlyphRenderer, VStrip
 
-    # "survey row" can come from the star's other views first: wait for the spectrum's figure
+    # the caption ("survey row") is written at once, the figure on the session's loop later: wait
     assert _wait_until(lambda: dash.spec_pane.object.title.text.startswith(f"star {dash.state.picked}:"), 30)
     fig = dash.spec_pane.object
     strips = [r for r in fig.renderers if isinstance(r, GlyphRenderer) and isinstance(r.glyph, VStrip)]
