@@ -22,6 +22,18 @@ def typed_reaches_server(page, widget, text: str) -> None:
     page.wait_for_timeout(300)
 
 
+def best_next_shows(page, dash, stars: set[int], polls: int = 150) -> set[int]:
+    """Which of ``stars`` the candidate table still shows, polled until none (or ``polls``
+    x 200 ms): the status line and the re-ranked table are two updates, and on a loaded
+    machine the table comes later."""
+    for _ in range(polls):
+        shown = stars & {int(s) for s in dash.candidates.table.value["star_id"]}
+        if not shown:
+            break
+        page.wait_for_timeout(200)
+    return shown
+
+
 def test_compare_panel_shows_spectra_and_features(page, served):
     dash = served["apps"][-1]
     f = dash.state.data.frame
@@ -53,23 +65,13 @@ def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):
         page.get_by_text(re.compile(f"{verb}ed: 1 star")).first.wait_for()
         # the second accept (reject) shows the same line as the first: wait for this verdict's
         # re-rank, which takes the vetted star out of the table, before picking the next star
-        for _ in range(150):
-            if sid not in {int(s) for s in dash.candidates.table.value["star_id"]}:
-                break
-            page.wait_for_timeout(200)
-        assert sid not in {int(s) for s in dash.candidates.table.value["star_id"]}
+        assert not best_next_shows(page, dash, {sid})
     page.get_by_text(re.compile(r"Best next: learned from \d+ verdicts")).first.wait_for()
     n_verdicts = int(dash.state.data.store.verdicts()["verdict"].isin(["accepted", "rejected"]).sum())
     # earlier tests may have left verdicts, so "learned from" can show before the last re-rank:
     # wait for the line that counts every verdict, then the table is the re-ranked one
     page.get_by_text(re.compile(rf"Best next: learned from {n_verdicts} verdicts")).first.wait_for()
-    vetted = set(ids[:4])
-    for _ in range(100):  # the line and the table are two updates: on a loaded machine, poll
-        shown = {int(s) for s in dash.candidates.table.value["star_id"]}
-        if not shown & vetted:
-            break
-        page.wait_for_timeout(200)
-    assert not shown & vetted  # vetted stars leave the best-next table
+    assert not best_next_shows(page, dash, set(ids[:4]))  # vetted stars leave the best-next table
 
 
 def test_named_selection_undo_and_url(page, served, browser):
