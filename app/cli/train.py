@@ -69,6 +69,11 @@ def add_arguments(p) -> None:
                    help="line decoders: hydrogen lines with their own (Stark) damping and wings out to "
                         "128 pixels (own), or damped like the metals with wings cut at 24 (shared; "
                         "docs/model.md, 'Hydrogen, and the labels')")
+    p.add_argument("--wings", default="cut" if D.get("line_wing_cut") else "taps", choices=["cut", "taps"],
+                   help="line decoders: each damped line's wing reaches 12 Lorentzian half widths from "
+                        "its centre (cut; Ca II H and K out to 128 pixels), or fills a fixed number of "
+                        "pixels (taps: models trained before; docs/model.md, 'Wings that reach as far "
+                        "as the line's damping')")
     p.add_argument("--decoder-pixels", default=None, choices=["windows", "all"],
                    help=f"line decoders: model the element windows only (windows) or every pixel of "
                         f"the grid (all: the lines outside the windows carry information too; "
@@ -224,6 +229,7 @@ def run(args) -> int:
                         line_strength_weight=args.line_strengths,
                         line_smooth_continuum=args.smooth_continuum, decoder_pixels=args.decoder_pixels,
                         line_hydrogen=args.hydrogen == "own" and args.decoder == "lines",
+                        line_wing_cut=args.wings == "cut" and args.decoder == "lines",
                         adv_mode=args.adversary, prior=args.prior,
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
                         refine_centred=args.refine_prior == "centred",

@@ -16,12 +16,13 @@ import numpy as np
 
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def render_window_flux(core_w, core_target, kern, wing_w, wing_g, wing_target, wing_dx, wing_centre,
-                       sig, band_tau, band_tmpl, band_lo, band_hi, sigma, niter, bin_pix, bin_count,
-                       win_idx, win_bin, win_bin_t, extra, out):
+                       wing_k, wing_cut, sig, band_tau, band_tmpl, band_lo, band_hi, sigma, niter,
+                       bin_pix, bin_count, win_idx, win_bin, win_bin_t, extra, out):
     """out[k, i] = exp(-tau_k[win_idx[i]] - extra[k, i]) / continuum_k(win_idx[i]) for every
     star k: tau from the lines' core equivalent widths ``core_w`` (B, L) spread by ``kern``
     (L, T) on ``core_target`` (pixel npix: off the grid), the damped lines' wing widths
-    ``wing_w`` and half widths ``wing_g`` (B, Lw) as Lorentzian wings, and the bands
+    ``wing_w`` and half widths ``wing_g`` (B, Lw) as Lorentzian wings (``wing_cut`` > 0: out
+    to ``wing_cut`` half widths plus 5 sigma, taps at offsets ``wing_k``), and the bands
     ``band_tau`` (B, nb) times their templates; the continuum as in
     chemlatent.spectra.continuum (clipped bin means with noise ``sigma`` (B,), linear between
     bin centres)."""
@@ -40,10 +41,11 @@ def render_window_flux(core_w, core_target, kern, wing_w, wing_g, wing_target, w
         prof = np.empty(n_wtaps, dtype=np.float32)
         for ln in range(n_wing):
             g2 = wing_g[k, ln] * wing_g[k, ln]
+            reach = math.floor(wing_cut * wing_g[k, ln] + 5.0 * sig) + 1.0 if wing_cut > 0 else 1e9
             area = 0.0
             for t in range(n_wtaps):
                 u = g2 / (wing_dx[ln, t] * wing_dx[ln, t] + sig2)
-                prof[t] = u / (1.0 + u)
+                prof[t] = u / (1.0 + u) if abs(wing_k[t]) <= reach else 0.0
                 area += prof[t]
             scale = wing_w[k, ln] / max(area, 1e-12) * wing_centre[ln]
             for t in range(n_wtaps):

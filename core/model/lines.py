@@ -65,6 +65,12 @@ WING_TAPS = 24  # pixels each side for the Lorentzian wings of damped lines
 # lines of F and G stars reach ~60 pixels at R ~ 2000, and a profile cut at WING_TAPS puts
 # their whole wing into its inner pixels
 HYDROGEN_TAPS = 128
+# ``wing_cut``: a damped line's wing is rendered out to WING_CUT Lorentzian half widths (plus
+# the line-spread function), where its depth is ~1/150 of the centre's; beyond, the continuum
+# normalisation absorbs it. Resonance lines this strong at the Sun (log10 tau0 + log10 a)
+# reach past WING_TAPS and get HYDROGEN_TAPS (Ca II H and K)
+WING_CUT = 12.0
+LONG_WING_STRENGTH = 4.0
 # element group -> index of the abundance input (0: z_fe, 1: z_fe + z_c, 2: z_fe + z_alpha)
 GROUP_INPUT = {"fe": 0, "c": 1, "alpha": 2}
 
@@ -119,7 +125,7 @@ class LineDecoder(nn.Module):
     def __init__(self, grid: WavelengthGrid, win_idx: np.ndarray, n_w: int, hidden: list,
                  pressure_damping: bool = False, doppler_labels: tuple | None = None,
                  anchored_strengths: bool = False, smooth_continuum: int = 0,
-                 hydrogen: bool = False) -> None:
+                 hydrogen: bool = False, wing_cut: bool = False) -> None:
         super().__init__()
         ll = load_linelist()
         npix = grid.npix
@@ -162,8 +168,13 @@ class LineDecoder(nn.Module):
         self.hydrogen = hydrogen
         is_h = src[wing] == 3
         half = np.where(is_h, HYDROGEN_TAPS, WING_TAPS) if hydrogen else np.full(wing.size, WING_TAPS)
+        self.wing_cut = wing_cut
+        if wing_cut:
+            strong = ll.log_tau_sun[sel][wing] + ll.log_a_sun[sel][wing] >= LONG_WING_STRENGTH
+            half = np.where(strong, HYDROGEN_TAPS, half)
         top = int(half.max(initial=WING_TAPS))
         self._taps("wing", lp[wing], top, pix_width, half)
+        self._const("wing_k", np.arange(-top + 1, top + 1))  # each tap's offset from the centre pixel
         self._const("wing_centre", self.wing_inv_width[:, top - 1].numpy())  # 1 / width at the centre
         # the torch path renders each wing length on its own taps only: (damped lines, columns)
         self._wing_sets = [(f"wing_rows_{k}", slice(top - k, top + k)) for k in sorted(set(half.tolist()))]
@@ -398,6 +409,9 @@ class LineDecoder(nn.Module):
             gk = g.T[rows][:, None, :]  # (Lk, 1, B)
             prof = gk * gk / (self.wing_dx[rows][:, cols, None] ** 2 + sig * sig)
             prof = prof / (1.0 + prof)
+            if self.wing_cut:
+                reach = torch.floor(WING_CUT * gk.detach() + 5.0 * sig.detach()) + 1.0
+                prof = prof * (self.wing_k[cols].abs()[None, :, None] <= reach)
             area = prof.sum(1, keepdim=True).clamp_min(1e-12)
             scale = wing_w.T[rows][:, None, :] / area * self.wing_centre[rows][:, None, None]
             d = (scale * prof).clamp(max=0.95)
@@ -459,6 +473,7 @@ class LineDecoder(nn.Module):
         nm = self.normaliser
         render_window_flux(arr(core_w), self.core_target.numpy(), arr(kern), arr(wing_w), arr(g),
                            self.wing_target.numpy(), self.wing_dx.numpy(), self.wing_centre.numpy(),
+                           self.wing_k.numpy(), WING_CUT if self.wing_cut else 0.0,
                            float(sig), arr(band_tau), self.band_tmpl.numpy(), self._band_lo, self._band_hi,
                            noise, N_ITER, nm.bin_pix.numpy(), nm.bin_count.numpy(), self.win_idx.numpy(),
                            nm.win_bin.numpy(), nm.win_bin_t.numpy(), arr(extra), out)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 # TrainOptions fields that ModelConfig stores under the same name
 DECODER_OPTIONS = ("decoder_mode", "abundance_input", "decoder_form", "ratio_decoders_see_fe",
                    "carbon_on_all_windows", "line_pressure_damping", "line_doppler",
-                   "line_strength_weight", "line_smooth_continuum", "line_hydrogen", "decoder_pixels")
+                   "line_strength_weight", "line_smooth_continuum", "line_hydrogen", "line_wing_cut",
+                   "decoder_pixels")
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TrainOptions:
     line_strength_weight: float = 0.0
     line_smooth_continuum: int = 0
     line_hydrogen: bool = False  # see ModelConfig.line_hydrogen
+    line_wing_cut: bool = False  # see ModelConfig.line_wing_cut
     decoder_pixels: str = "windows"  # see ModelConfig.decoder_pixels
     # the carbon and alpha decoders see z_fe's posterior mean instead of its sample, so their
     # metallicity input is not blurred by z_fe's sampling noise (z_x then has no reason to

@@ -116,6 +116,10 @@ class ModelConfig:
     # line decoders: hydrogen lines with their own damping term and wings out to
     # lines.HYDROGEN_TAPS pixels (False: damped like the metals, wings cut at WING_TAPS)
     line_hydrogen: bool = False
+    # line decoders: each damped line's wing reaches lines.WING_CUT Lorentzian half widths (plus
+    # the line-spread function), Ca II H and K on lines.HYDROGEN_TAPS taps (False: a wing fills
+    # its fixed taps, as models trained before this option)
+    line_wing_cut: bool = False
     # which pixels the decoders model: the element windows ("windows"), or the whole grid
     # ("all", line decoders only: every line of the line list, inside the windows or not)
     decoder_pixels: str = "windows"
@@ -346,7 +350,7 @@ class DisentangledVAE(nn.Module):
                                      doppler_labels=doppler,
                                      anchored_strengths=config.line_strength_weight > 0,
                                      smooth_continuum=config.line_smooth_continuum,
-                                     hydrogen=config.line_hydrogen)
+                                     hydrogen=config.line_hydrogen, wing_cut=config.line_wing_cut)
             self.decoders = nn.ModuleDict()
             self._part_idx = {g: win_idx for g in ELEMENT_GROUPS}
         elif self.form == "mlp":

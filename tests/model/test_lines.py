@@ -300,3 +300,52 @@ def test_hydrogen_lines_get_their_own_damping_and_long_wings():
     assert depths[1] > 2 * depths[0] > 0
     # a model saved without the option has no such parameter and loads as before
     assert not any("hydrogen" in k for k in _model(4).state_dict())
+
+
+def test_cut_wings_reach_twelve_half_widths():
+    model = _model(4, line_hydrogen=True, decoder_pixels="all", line_doppler="physical",
+                   line_wing_cut=True)
+    dec = model.lines
+    wave = dec.line_wave.numpy()
+    k_line = int(np.argmin(np.abs(wave - 3934.8)))  # Ca II K: long taps once wings are cut
+    row = int((dec.wing_lines == k_line).nonzero()[0, 0])
+    assert int((dec.wing_target[row] < dec.npix).sum()) > 2 * WING_TAPS
+    z, w = torch.zeros(3, 3), torch.tensor([[-1.0, 1.0], [0.2, -0.3], [1.5, 1.0]])
+    sigma = torch.full((3, 1), 0.02)
+    with torch.no_grad():
+        split = model.combine(model.absorption(z, w, selective=False, sigma=sigma))
+        fast = model.decode(z, w, selective=False, sigma=sigma)
+        g, sig = dec._widths(z, z[:, :1], w)[3], float(dec.log_lsf.exp())
+        k_alone = _wing_alone(dec, row, z, w)
+        dec.wing_cut = False
+        k_taps = _wing_alone(dec, row, z, w)
+    torch.testing.assert_close(fast, split, rtol=0, atol=2e-4)  # compiled and torch paths agree
+    centre = int(np.floor(DEFAULT_GRID.pixel_of(wave[k_line:k_line + 1])[0]))
+    reach = np.floor(12.0 * g[:, row].numpy() + 5.0 * sig).astype(int) + 1
+    assert (reach > WING_TAPS).any() and (reach < 100).all()
+    for star in range(3):  # Ca II K's wing ends at its reach, with the same equivalent width
+        depth = k_alone[:, star].numpy()
+        assert depth[centre + reach[star]] > 0 and depth[centre + reach[star] + 1] == 0
+        if centre - reach[star] - 1 >= 0:  # the grid may start inside the wing's blue side
+            assert depth[centre - reach[star]] > 0 and depth[centre - reach[star] - 1] == 0
+        assert k_taps[centre + reach[star] + 1, star] > 0  # without the cut it goes on
+        ew_cut, ew_taps = -np.expm1(-depth).sum(), -np.expm1(-k_taps[:, star].numpy()).sum()
+        np.testing.assert_allclose(ew_cut, ew_taps, rtol=0.02)
+    assert not _model(4).lines.wing_cut  # the option is off for models saved without it
+
+
+def _wing_alone(dec, row: int, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Optical depth (npix + 1, B) of one damped line's wing alone (every other width zeroed)."""
+    widths = dec._widths
+
+    def only_wing(*args, **kwargs):
+        h, core_w, wing_w, g, band_tau, kern, sig = widths(*args, **kwargs)
+        keep = torch.zeros_like(wing_w)
+        keep[:, row] = 1.0
+        return h, core_w * 0, wing_w * keep, g, band_tau * 0, kern, sig
+
+    dec._widths = only_wing
+    try:
+        return dec._render(z, z[:, :1], w, groups=False)[1]
+    finally:
+        del dec._widths
