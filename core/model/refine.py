@@ -26,13 +26,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from chemlatent.errors import ChemlatentError
 from chemlatent.model.latent_range import encoded_means
+from chemlatent.model.refine_cache import RefineCache, refine_key
 from chemlatent.model.vae import DisentangledVAE, standardised_labels, star_noise
 
 
@@ -141,18 +143,28 @@ def encoder_mean(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple],
 
 def refine_rows(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,
                 opts: RefineOptions | None = None, device: torch.device | str = "cpu",
-                log: Callable[[str], None] | None = None, at_labels: bool = False) -> np.ndarray:
+                log: Callable[[str], None] | None = None, at_labels: bool = False,
+                cache: RefineCache | None = None) -> np.ndarray:
     """Refined z (len(rows), 3) for ``rows`` of a data source whose ``batch(rows)`` returns
     (flux, ivar, labels) as InMemoryData does; ``at_labels``: the nuisance from the stars'
-    Teff/logg labels where known (refine_latents)."""
+    Teff/logg labels where known (refine_latents); ``cache``: the rows it holds are taken
+    from it, each new batch is written to it."""
     opts = opts or RefineOptions()
     n = len(rows)
     out = np.empty((n, 3), np.float32)
-    for b0 in range(0, n, opts.batch):
+    start = 0
+    if cache is not None and cache.done:
+        start = cache.done
+        out[:start] = cache.targets[:start]
+        if log is not None:
+            log(f"{start} of {n} stars already refined ({cache.path})")
+    for b0 in range(start, n, opts.batch):
         flux, ivar, labels = (t.to(device) for t in batch(rows[b0:b0 + opts.batch])[:3])
         out[b0:b0 + opts.batch] = refine_latents(model, flux, ivar, opts,
                                                  labels if at_labels else None).cpu().numpy()
-        if log is not None and (b0 // opts.batch) % 10 == 9:
+        if cache is not None:
+            cache.store(b0, out[b0:b0 + opts.batch])
+        if log is not None and ((b0 - start) // opts.batch) % 10 == 9:
             log(f"refined {min(n, b0 + opts.batch)} of {n} stars")
     return out
 
@@ -244,20 +256,26 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
                      stars: int, steps: int, epochs: int, seed: int = 0, centred: bool = False,
                      nuisance_sigma: float = 0.0, at_labels: bool = False,
                      axes: tuple[int, ...] = (0, 1, 2), device: torch.device | str = "cpu",
-                     log: Callable[[str], None] = print) -> dict:
+                     log: Callable[[str], None] = print, cache: str | Path | None = None) -> dict:
     """Refine the latents of ``stars`` random rows of a data source of ``n_data`` rows (all
     when ``stars`` <= 0) against the model's decoders and refit the encoder's mean to them
     (``TrainOptions.refine_epochs``); returns what was done (stars, steps, seconds, held-out
     error per epoch) for the model's config. ``centred``: the prior centred on the encoder's
     mean z over those rows (RefineOptions.prior_mean); ``nuisance_sigma``: see RefineOptions;
     ``at_labels``: refine at the stars' Teff/logg labels (refine_rows); ``axes``: the axes
-    whose targets are the refined z, the others keep the encoder's own z as their target."""
+    whose targets are the refined z, the others keep the encoder's own z as their target;
+    ``cache``: a file that keeps the refined z as they come (refine_cache: a stopped run, or
+    another refit of the same model and settings, refines only what the file lacks)."""
     n = min(n_data, stars) if stars > 0 else n_data
     rows = torch.randperm(n_data, generator=torch.Generator().manual_seed(seed + 1))[:n]
     t0 = time.perf_counter()
     centre = encoder_mean(model, batch, rows, device) if centred else None
     opts = RefineOptions(steps=steps, prior_mean=centre, nuisance_sigma=nuisance_sigma)
-    targets = refine_rows(model, batch, rows, opts, device, log, at_labels=at_labels)
+    store = None
+    if cache is not None:
+        settings = {**asdict(opts), "at_labels": at_labels}
+        store = RefineCache(cache, refine_key(model, rows, settings), n)
+    targets = refine_rows(model, batch, rows, opts, device, log, at_labels=at_labels, cache=store)
     kept = [a for a in range(3) if a not in axes]
     if kept:
         with _evaluating(model):

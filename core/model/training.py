@@ -30,6 +30,7 @@ from chemlatent.model.vae import (
 from chemlatent.spectra.grid import ELEMENT_GROUPS, default_windows, load_windows
 
 CHECKPOINT = "checkpoint"
+REFINED = "refined.safetensors"  # the refinement's targets as they come (chemlatent.model.refine_cache)
 IVAR_MAX_F16 = 65504.0  # the largest finite float16
 
 
@@ -435,7 +436,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                                  steps=opts.refine_steps, epochs=opts.refine_epochs, seed=opts.seed,
                                  centred=opts.refine_centred, nuisance_sigma=opts.refine_nuisance_sigma,
                                  at_labels=opts.refine_at_labels, axes=tuple(opts.refine_axes),
-                                 device=device, log=log)
+                                 device=device, log=log, cache=ck / REFINED)
     # anchored axes already have the references' sign; the others are oriented label-free
     pinned = set(data.anchored_axes()) if opts.anchor_stars else set()
     orient_axes(model, axes=tuple(a for a in range(3) if a not in pinned))

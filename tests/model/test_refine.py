@@ -225,3 +225,52 @@ def test_refine_axes_option(tmp_path):
     assert refine_axes("c,alpha") == (1, 2) and refine_axes("alpha, fe") == (0, 2)
     with pytest.raises(ChemlatentError, match="--refine-axes"):
         refine_axes("fe,oxygen")
+
+
+def test_refined_targets_are_cached_and_a_stopped_run_resumes_where_the_file_ends(tiny_survey, monkeypatch,
+                                                                                  tmp_path):
+    import chemlatent.model.refine as refine
+
+    data = InMemoryData(tiny_survey, np.arange(30))
+    seen = []
+    monkeypatch.setattr(refine, "refit_encoder",
+                        lambda m, b, rows, targets, **kw: seen.append(targets.copy()) or [0.0])
+    monkeypatch.setattr(refine, "refit_nuisance_head", lambda *a, **k: {})
+    cache = tmp_path / "ck" / "refined.safetensors"
+    real = refine.refine_latents
+    calls = []
+
+    def counted(model, flux, *a, **k):
+        calls.append(len(flux))
+        return real(model, flux, *a, **k)
+
+    monkeypatch.setattr(refine, "refine_latents", counted)
+    monkeypatch.setattr(refine, "RefineOptions", lambda **k: RefineOptions(batch=8, **k))
+    run = dict(stars=30, steps=10, epochs=1, log=lambda m: None)
+    model = _model()
+    refine.refine_and_refit(model, data.batch, len(data), **run)  # no cache: the reference
+    assert sum(calls) == 30
+    calls.clear()
+    refine.refine_and_refit(_model(), data.batch, len(data), cache=cache, **run)
+    assert sum(calls) == 30 and cache.is_file()
+    np.testing.assert_allclose(seen[1], seen[0], atol=1e-5)
+    calls.clear()
+    refine.refine_and_refit(_model(), data.batch, len(data), cache=cache, **run)  # all cached
+    assert calls == [] and np.array_equal(seen[2], seen[1])
+    # a run stopped after two batches: the third refines only the rest, with the same targets
+    from chemlatent.model.refine_cache import RefineCache
+
+    full = RefineCache(cache, "unused", 30)  # another key: nothing is taken from the file
+    assert full.done == 0
+    key = refine.refine_key(_model(), torch.randperm(30, generator=torch.Generator().manual_seed(1))[:30],
+                            {**refine.asdict(RefineOptions(batch=8, steps=10)), "at_labels": False})
+    partial = RefineCache(tmp_path / "partial.safetensors", key, 30)
+    partial.store(0, seen[1][:16])
+    calls.clear()
+    refine.refine_and_refit(_model(), data.batch, len(data), cache=tmp_path / "partial.safetensors", **run)
+    assert sum(calls) == 14
+    np.testing.assert_allclose(seen[-1], seen[1], atol=1e-5)
+    # other settings (more steps) do not reuse the file
+    calls.clear()
+    refine.refine_and_refit(_model(), data.batch, len(data), cache=cache, **{**run, "steps": 11})
+    assert sum(calls) == 30
