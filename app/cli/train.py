@@ -119,6 +119,12 @@ def add_arguments(p) -> None:
                         "(comma-separated from fe, c, alpha; default all three; the others keep the "
                         "encoder's own; "
                         "docs/model.md, 'Real stars: line depths and the refit')")
+    p.add_argument("--refit-loss", default=D.get("refit_loss", "equal"), choices=["equal", "standardised"],
+                   help="with --refine-encoder: the refit's squared error per axis counts alike (equal; "
+                        "the widest axis, z_fe, leads) or divided by that axis's variance (standardised)")
+    p.add_argument("--refit-lr", default=D.get("refit_schedule", "constant"), choices=["constant", "cosine"],
+                   help="with --refine-encoder: the refit's learning rate constant or falling along a "
+                        "half cosine to 0 (cosine)")
     p.add_argument("--no-surrogate", action="store_true",
                    help="line decoders: do not fit the reconstruction surrogate that encoding's chi2 "
                         "uses (chi2 then comes from the line decoders themselves, at about half the "
@@ -236,6 +242,7 @@ def run(args) -> int:
                         refine_nuisance_sigma=args.refine_nuisance,
                         refine_at_labels=args.refine_start == "labels",
                         refine_axes=refine_axes(args.refine_axes),
+                        refit_loss=args.refit_loss, refit_schedule=args.refit_lr,
                         latent_range=not args.no_latent_range, surrogate=not args.no_surrogate,
                         anchor_columns=tuple(c.strip() for c in args.anchor_columns.split(",") if c.strip()))
     with warnings.catch_warnings():

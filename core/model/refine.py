@@ -23,6 +23,7 @@ to the refitted trunk.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,9 @@ from chemlatent.errors import ChemlatentError
 from chemlatent.model.latent_range import encoded_means
 from chemlatent.model.refine_cache import RefineCache, refine_key
 from chemlatent.model.vae import DisentangledVAE, standardised_labels, star_noise
+
+REFIT_LOSSES = ("equal", "standardised")
+REFIT_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -172,21 +176,35 @@ def refine_rows(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], 
 def refit_encoder(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple],
                   rows: torch.Tensor, targets: np.ndarray, *, epochs: int, lr: float = 3e-4,
                   batch_size: int = 256, holdout: float = 0.1, seed: int = 0,
-                  device: torch.device | str = "cpu",
+                  device: torch.device | str = "cpu", loss: str = "equal", schedule: str = "constant",
                   log: Callable[[str], None] | None = None) -> list[float]:
     """Train the encoder trunk and its mean head to predict ``targets`` (len(rows), 3) for
     ``rows`` (mean squared error); decoders, nuisance head and log-variance head unchanged.
     A random ``holdout`` share of the rows is not trained on: the encoder kept is the one of
-    the epoch with the lowest mean squared error on them. Returns that error per epoch."""
+    the epoch with the lowest error on them. Returns that error per epoch. ``loss``: "equal"
+    (every axis's squared error counts alike, so the widest axis, z_fe, leads) or
+    "standardised" (each axis's divided by its targets' variance); ``schedule``: the learning
+    rate "constant" or falling along a half cosine to 0 over the epochs ("cosine")."""
     if epochs < 1:
         raise ChemlatentError(f"refit epochs must be >= 1, got {epochs}")
+    if loss not in REFIT_LOSSES or schedule not in REFIT_SCHEDULES:
+        raise ChemlatentError(f"refit loss must be one of {REFIT_LOSSES} and schedule one of "
+                              f"{REFIT_SCHEDULES}, got {loss!r} and {schedule!r}")
     params = list(model.encoder.parameters()) + list(model.mu.parameters())
     target = torch.from_numpy(np.ascontiguousarray(targets, np.float32))
+    weights = torch.ones(3)
+    if loss == "standardised":
+        weights = 1.0 / target.var(0).clamp_min(1e-6)
+        weights = weights * 3.0 / weights.sum()
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(target), generator=gen)
     n_hold = int(round(holdout * len(target))) if len(target) >= 10 else 0
     held, fit = order[:n_hold], order[n_hold:]
     opt = torch.optim.Adam(params, lr=lr)
+    steps = epochs * max(1, -(-len(fit) // batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, (lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, steps) / steps))) if schedule == "cosine"
+        else (lambda k: 1.0))
     losses: list[float] = []
     best: tuple[float, dict] | None = None
     with _frozen(model, keep=tuple(params)):
@@ -194,15 +212,16 @@ def refit_encoder(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple]
             for epoch in range(epochs):
                 model.train()
                 for pos in fit[torch.randperm(len(fit), generator=gen)].split(batch_size):
-                    loss = _mean_sq_error(model, batch, rows[pos], target[pos], device)
+                    err = _mean_sq_error(model, batch, rows[pos], target[pos], device, weights)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    err.backward()
                     opt.step()
+                    sched.step()
                 model.eval()
                 with torch.no_grad():
                     check = held if n_hold else fit
-                    err = sum(float(_mean_sq_error(model, batch, rows[pos], target[pos], device)) * len(pos)
-                              for pos in check.split(4096)) / len(check)
+                    err = sum(float(_mean_sq_error(model, batch, rows[pos], target[pos], device, weights))
+                              * len(pos) for pos in check.split(4096)) / len(check)
                 losses.append(err)
                 if best is None or err < best[0]:
                     best = (err, {k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -246,17 +265,20 @@ def refit_nuisance_head(model: DisentangledVAE, batch: Callable[[torch.Tensor], 
 
 
 def _mean_sq_error(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,
-                   target: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+                   target: torch.Tensor, device: torch.device | str,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
     flux, ivar = (t.to(device) for t in batch(rows)[:2])
     mu, _, _ = model.encode(flux, ivar)
-    return ((mu - target.to(device)) ** 2).mean()
+    sq = (mu - target.to(device)) ** 2
+    return (sq * weights.to(device)).mean() if weights is not None else sq.mean()
 
 
 def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], n_data: int, *,
                      stars: int, steps: int, epochs: int, seed: int = 0, centred: bool = False,
                      nuisance_sigma: float = 0.0, at_labels: bool = False,
                      axes: tuple[int, ...] = (0, 1, 2), device: torch.device | str = "cpu",
-                     log: Callable[[str], None] = print, cache: str | Path | None = None) -> dict:
+                     log: Callable[[str], None] = print, cache: str | Path | None = None,
+                     refit_loss: str = "equal", refit_schedule: str = "constant") -> dict:
     """Refine the latents of ``stars`` random rows of a data source of ``n_data`` rows (all
     when ``stars`` <= 0) against the model's decoders and refit the encoder's mean to them
     (``TrainOptions.refine_epochs``); returns what was done (stars, steps, seconds, held-out
@@ -265,7 +287,8 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
     ``at_labels``: refine at the stars' Teff/logg labels (refine_rows); ``axes``: the axes
     whose targets are the refined z, the others keep the encoder's own z as their target;
     ``cache``: a file that keeps the refined z as they come (refine_cache: a stopped run, or
-    another refit of the same model and settings, refines only what the file lacks)."""
+    another refit of the same model and settings, refines only what the file lacks);
+    ``refit_loss``, ``refit_schedule``: refit_encoder's ``loss`` and ``schedule``."""
     n = min(n_data, stars) if stars > 0 else n_data
     rows = torch.randperm(n_data, generator=torch.Generator().manual_seed(seed + 1))[:n]
     t0 = time.perf_counter()
@@ -282,7 +305,8 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
             targets[:, kept] = encoded_means(model, batch, rows, device)[:, kept]
     seconds = round(time.perf_counter() - t0, 1)
     log(f"refined the latents of {n} training stars ({steps} steps) in {seconds:.0f} s")
-    losses = refit_encoder(model, batch, rows, targets, epochs=epochs, seed=seed, device=device, log=log)
+    losses = refit_encoder(model, batch, rows, targets, epochs=epochs, seed=seed, device=device, log=log,
+                           loss=refit_loss, schedule=refit_schedule)
     head = refit_nuisance_head(model, batch, rows, device)
     if head:
         log(f"nuisance head refitted: Teff/logg rms {head['nuisance_rms_before']} -> "
@@ -292,4 +316,6 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
             **({"nuisance_sigma": nuisance_sigma} if nuisance_sigma > 0 else {}),
             **({"at_labels": True} if at_labels else {}),
             **({"axes": list(axes)} if kept else {}),
+            **({"refit_loss": refit_loss} if refit_loss != "equal" else {}),
+            **({"refit_schedule": refit_schedule} if refit_schedule != "constant" else {}),
             "heldout_mse": [round(v, 6) for v in losses]}

@@ -104,6 +104,10 @@ class TrainOptions:
     # the axes (0 z_fe, 1 z_c, 2 z_alpha) whose refit targets are the refined z; the others
     # keep the encoder's own z as their target (docs/model.md, "Real stars: line depths and the refit")
     refine_axes: tuple[int, ...] = (0, 1, 2)
+    # the refit's loss and learning rate (chemlatent.model.refine.refit_encoder): "equal" or
+    # "standardised" squared errors per axis, a "constant" or "cosine" learning rate
+    refit_loss: str = "equal"
+    refit_schedule: str = "constant"
     # record the training stars' latent range and clamp every encoding into it (a few stars
     # unlike the training set otherwise get latents far outside it; model.latent_range)
     latent_range: bool = True

@@ -436,7 +436,8 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                                  steps=opts.refine_steps, epochs=opts.refine_epochs, seed=opts.seed,
                                  centred=opts.refine_centred, nuisance_sigma=opts.refine_nuisance_sigma,
                                  at_labels=opts.refine_at_labels, axes=tuple(opts.refine_axes),
-                                 device=device, log=log, cache=ck / REFINED)
+                                 device=device, log=log, cache=ck / REFINED,
+                                 refit_loss=opts.refit_loss, refit_schedule=opts.refit_schedule)
     # anchored axes already have the references' sign; the others are oriented label-free
     pinned = set(data.anchored_axes()) if opts.anchor_stars else set()
     orient_axes(model, axes=tuple(a for a in range(3) if a not in pinned))

@@ -274,3 +274,25 @@ def test_refined_targets_are_cached_and_a_stopped_run_resumes_where_the_file_end
     calls.clear()
     refine.refine_and_refit(_model(), data.batch, len(data), cache=cache, **{**run, "steps": 11})
     assert sum(calls) == 30
+
+
+def test_standardised_refit_weighs_a_narrow_axis_like_a_wide_one(tiny_survey):
+    data, flux, ivar = _spectra(tiny_survey, 200)
+    rows = torch.arange(200)
+    with torch.no_grad():
+        targets = _model(seed=1).encode(flux, ivar)[0].numpy()
+    targets[:, 0] *= 20.0  # a wide z_fe next to narrow z_c and z_alpha
+
+    def relative_error(loss: str) -> np.ndarray:
+        model = _model()
+        refit_encoder(model, data.batch, rows, targets, epochs=15, lr=3e-3, batch_size=32, loss=loss,
+                      schedule="cosine")
+        with torch.no_grad():
+            mu = model.encode(flux, ivar)[0].numpy()
+        return ((mu - targets) ** 2).mean(0) / targets.var(0)
+
+    equal, standardised = relative_error("equal"), relative_error("standardised")
+    # the narrow axes are learnt better (relative to their spread) when they weigh alike
+    assert standardised[1:].mean() < equal[1:].mean()
+    with pytest.raises(ChemlatentError, match="refit loss"):
+        refit_encoder(_model(), data.batch, rows, targets, epochs=1, loss="huber")
