@@ -69,6 +69,12 @@ def add_arguments(p) -> None:
                    help="line decoders: hydrogen lines with their own (Stark) damping and wings out to "
                         "128 pixels (own), or damped like the metals with wings cut at 24 (shared; "
                         "docs/model.md, 'Hydrogen, and the labels')")
+    p.add_argument("--continuum", default="noisy" if D.get("line_noisy_continuum") else "noiseless",
+                   choices=["noisy", "noiseless"],
+                   help="line decoders: emulate the survey's continuum normalisation on a noisy "
+                        "spectrum (noisy: its clipping keeps more upward noise, so the continuum sits "
+                        "higher at low S/N) or on the noiseless model flux (noiseless: models trained "
+                        "before; docs/model.md, 'The continuum of a noisy spectrum')")
     p.add_argument("--wings", default="cut" if D.get("line_wing_cut") else "taps", choices=["cut", "taps"],
                    help="line decoders: each damped line's wing reaches 12 Lorentzian half widths from "
                         "its centre (cut; Ca II H and K out to 128 pixels), or fills a fixed number of "
@@ -236,6 +242,7 @@ def run(args) -> int:
                         line_smooth_continuum=args.smooth_continuum, decoder_pixels=args.decoder_pixels,
                         line_hydrogen=args.hydrogen == "own" and args.decoder == "lines",
                         line_wing_cut=args.wings == "cut" and args.decoder == "lines",
+                        line_noisy_continuum=args.continuum == "noisy" and args.decoder == "lines",
                         adv_mode=args.adversary, prior=args.prior,
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
                         refine_centred=args.refine_prior == "centred",

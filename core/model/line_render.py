@@ -13,11 +13,13 @@ import math
 import numba as nb
 import numpy as np
 
+from chemlatent.model.line_continuum import INV_SQRT_2PI, SQRT2
+
 
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def render_window_flux(core_w, core_target, kern, wing_w, wing_g, wing_target, wing_dx, wing_centre,
                        wing_k, wing_cut, sig, band_tau, band_tmpl, band_lo, band_hi, sigma, niter,
-                       bin_pix, bin_count, win_idx, win_bin, win_bin_t, extra, out):
+                       bin_pix, bin_count, win_idx, win_bin, win_bin_t, extra, noisy, out):
     """out[k, i] = exp(-tau_k[win_idx[i]] - extra[k, i]) / continuum_k(win_idx[i]) for every
     star k: tau from the lines' core equivalent widths ``core_w`` (B, L) spread by ``kern``
     (L, T) on ``core_target`` (pixel npix: off the grid), the damped lines' wing widths
@@ -25,7 +27,8 @@ def render_window_flux(core_w, core_target, kern, wing_w, wing_g, wing_target, w
     to ``wing_cut`` half widths plus 5 sigma, taps at offsets ``wing_k``), and the bands
     ``band_tau`` (B, nb) times their templates; the continuum as in
     chemlatent.spectra.continuum (clipped bin means with noise ``sigma`` (B,), linear between
-    bin centres)."""
+    bin centres; ``noisy``: clipped as the survey clips noisy pixels, in expectation,
+    chemlatent.model.line_continuum)."""
     n = core_w.shape[0]
     npix = band_tmpl.shape[1]
     n_lines, n_taps = kern.shape
@@ -72,12 +75,24 @@ def render_window_flux(core_w, core_target, kern, wing_w, wing_g, wing_target, w
                 mid = 1.02 * c + s_k
                 half = 2.0 * s_k + 0.03 * c
                 s = 0.0
-                cnt = 0
-                for j in range(lo, hi):
-                    f = flux[j]
-                    if abs(f - mid) < half:
-                        s += f
-                        cnt += 1
+                cnt = 0.0
+                if noisy and s_k > 0:
+                    sd = max(s_k, 1e-6)
+                    for j in range(lo, hi):
+                        f = flux[j]
+                        if f > 0:
+                            za = (mid - half - f) / sd
+                            zb = (mid + half - f) / sd
+                            p = 0.5 * (math.erf(zb / SQRT2) - math.erf(za / SQRT2))
+                            kept = math.exp(-0.5 * za * za) - math.exp(-0.5 * zb * zb)
+                            s += f * p + sd * INV_SQRT_2PI * kept
+                            cnt += p
+                else:
+                    for j in range(lo, hi):
+                        f = flux[j]
+                        if abs(f - mid) < half:
+                            s += f
+                            cnt += 1.0
                 if cnt >= 3:
                     c = s / cnt
             cont[b] = max(c, 1e-3)

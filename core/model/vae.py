@@ -120,6 +120,10 @@ class ModelConfig:
     # the line-spread function), Ca II H and K on lines.HYDROGEN_TAPS taps (False: a wing fills
     # its fixed taps, as models trained before this option)
     line_wing_cut: bool = False
+    # line decoders: the emulated continuum normalisation clips the model flux as the survey
+    # clips a noisy spectrum, in expectation (line_continuum.ContinuumEmulator, noisy; False:
+    # the noiseless flux, as models trained before this option)
+    line_noisy_continuum: bool = False
     # which pixels the decoders model: the element windows ("windows"), or the whole grid
     # ("all", line decoders only: every line of the line list, inside the windows or not)
     decoder_pixels: str = "windows"
@@ -350,7 +354,8 @@ class DisentangledVAE(nn.Module):
                                      doppler_labels=doppler,
                                      anchored_strengths=config.line_strength_weight > 0,
                                      smooth_continuum=config.line_smooth_continuum,
-                                     hydrogen=config.line_hydrogen, wing_cut=config.line_wing_cut)
+                                     hydrogen=config.line_hydrogen, wing_cut=config.line_wing_cut,
+                                     noisy_continuum=config.line_noisy_continuum)
             self.decoders = nn.ModuleDict()
             self._part_idx = {g: win_idx for g in ELEMENT_GROUPS}
         elif self.form == "mlp":

@@ -132,6 +132,40 @@ def test_model_continuum_is_the_survey_normalisation():
         np.testing.assert_allclose(got, want, atol=2e-4)
 
 
+def test_noisy_continuum_is_the_survey_normalisation_of_noisy_spectra_on_average():
+    """With ``line_noisy_continuum`` the emulated continuum is what the survey's normaliser
+    fits to the model flux plus noise, on average: higher than the noiseless flux's at low S/N
+    (the clipping keeps more upward noise), the same at high S/N."""
+    from chemlatent.spectra.continuum import fit_continuum
+
+    plain, noisy = _model(2).lines, _model(2, line_noisy_continuum=True).lines
+    rng = np.random.default_rng(1)
+    npix = DEFAULT_GRID.npix
+    flux = np.ones((2, npix))
+    for c in rng.integers(0, npix, 150):  # a forest of lines
+        flux[:, max(c - 2, 0):c + 3] *= 1.0 - rng.uniform(0.05, 0.6)
+    win = noisy.win_idx.numpy()
+    for snr in (12.0, 40.0):
+        sigma = 1.0 / snr
+        ivar = np.full((400, npix), snr**2, np.float32)
+        draws = flux[np.arange(400) % 2] + rng.standard_normal((400, npix)) * sigma
+        survey = np.log(fit_continuum(draws.astype(np.float32), ivar)[:, win])
+        survey = np.stack([survey[k::2].mean(0) for k in range(2)])  # each star's mean over draws
+        sig = torch.full((2, 1), sigma)
+        f = torch.from_numpy(flux).float()
+        got = noisy.log_continuum(f, sig).numpy()
+        old = plain.log_continuum(f, sig).numpy()
+        assert np.abs(got - survey).mean() < 0.25 * np.abs(old - survey).mean()
+        np.testing.assert_allclose(got, survey, atol=0.004)
+    model = _model(2, line_noisy_continuum=True)
+    z, w = torch.randn(3, 3), torch.randn(3, 2)
+    sigma = torch.tensor([[0.1], [0.03], [0.01]])
+    with torch.no_grad():  # the compiled renderer computes the same
+        split = model.combine(model.absorption(z, w, selective=False, sigma=sigma))
+        fast = model.decode(z, w, selective=False, sigma=sigma)
+    torch.testing.assert_close(fast, split, rtol=0, atol=2e-4)
+
+
 def test_closed_form_curve_of_growth_grows_like_the_voigt_law():
     x = torch.linspace(-7.0, 12.0, 400)
     lw = voigt_log_width(x, torch.full_like(x, -2.0))
