@@ -33,7 +33,8 @@ class ContinuumEmulator(nn.Module):
     """The continuum the survey's normaliser would fit to a model flux, at the pixels
     ``win_idx`` of a grid of ``npix`` pixels (buffers rebuilt on load, never saved)."""
 
-    def __init__(self, npix: int, win_idx: np.ndarray, noisy: bool = False) -> None:
+    def __init__(self, npix: int, win_idx: np.ndarray, noisy: bool = False,
+                 bin_noise: list | None = None) -> None:
         super().__init__()
         self.noisy = noisy
         lo = (np.arange(N_BINS) * npix) // N_BINS
@@ -47,8 +48,11 @@ class ContinuumEmulator(nn.Module):
         t = np.clip((p - centre[j]) / (centre[j + 1] - centre[j]), 0.0, 1.0)
         buffers = {"bin_pix": np.where(valid, pix, npix).astype(np.int64),  # row npix: padding
                    "bin_count": valid.sum(1).astype(np.float32), "win_bin": j.astype(np.int64),
-                   "win_bin_t": t.astype(np.float32)}
+                   "win_bin_t": t.astype(np.float32),
+                   # each bin's noise over the star's typical noise (noisy only; None: 1 everywhere)
+                   "bin_noise": np.ones(N_BINS) if bin_noise is None else np.asarray(bin_noise)}
         for name, v in buffers.items():
+            v = v.astype(np.float32) if v.dtype.kind == "f" else v
             self.register_buffer(name, torch.from_numpy(v), persistent=False)
 
     def forward(self, flux: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
@@ -64,9 +68,10 @@ class ContinuumEmulator(nn.Module):
             with torch.no_grad():  # keep -sig - 0.01 c < f - c < 3 sig + 0.05 c
                 cp = c.detach()
                 if noisy:  # f + noise inside the window: its probability and the noise kept
-                    s = sig.clamp_min(1e-6)[:, None]
-                    a = ((0.99 * cp - sig)[:, None] - f.detach()) / s
-                    b = ((1.05 * cp + 3.0 * sig)[:, None] - f.detach()) / s
+                    sb = self.bin_noise[:, None] * sig  # (N_BINS, B)
+                    s = sb.clamp_min(1e-6)[:, None]
+                    a = ((0.99 * cp - sb)[:, None] - f.detach()) / s
+                    b = ((1.05 * cp + 3.0 * sb)[:, None] - f.detach()) / s
                     keep = 0.5 * (torch.erf(b / SQRT2) - torch.erf(a / SQRT2)) * (f.detach() > 0)
                     kept_noise = (s * INV_SQRT_2PI * (torch.exp(-0.5 * a * a) - torch.exp(-0.5 * b * b))
                                   * (f.detach() > 0)).sum(1)
@@ -80,3 +85,23 @@ class ContinuumEmulator(nn.Module):
         c = c.clamp_min(1e-3)
         t = self.win_bin_t[:, None]
         return torch.log(c[self.win_bin] * (1.0 - t) + c[self.win_bin + 1] * t)
+
+
+def bin_noise_shape(ivar: torch.Tensor) -> list[float]:
+    """Each continuum bin's typical noise over the star's (vae.star_noise), the median over
+    the stars of ``ivar`` (B, npix): what ``ContinuumEmulator(noisy=True)`` scales each star's
+    noise by in that bin (a survey's noise is rarely flat: our generator's is about twice as
+    large at the grid's ends)."""
+    npix = ivar.shape[1]
+    valid = ivar > 0
+    root = ivar.clamp_min(0).sqrt() * valid
+    star = (root.sum(1) / valid.sum(1).clamp_min(1)).clamp_min(1e-6)  # the star's S/N
+    shape = []
+    for b in range(N_BINS):
+        lo, hi = (b * npix) // N_BINS, ((b + 1) * npix) // N_BINS
+        n = valid[:, lo:hi].sum(1)
+        snr = root[:, lo:hi].sum(1) / n.clamp_min(1)
+        ok = (n >= 5) & (snr > 0)
+        ratio = star[ok] / snr[ok]  # bin noise over the star's noise
+        shape.append(round(float(ratio.median()), 4) if ok.any() else 1.0)
+    return shape

@@ -19,7 +19,7 @@ from chemlatent.model.line_continuum import INV_SQRT_2PI, SQRT2
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def render_window_flux(core_w, core_target, kern, wing_w, wing_g, wing_target, wing_dx, wing_centre,
                        wing_k, wing_cut, sig, band_tau, band_tmpl, band_lo, band_hi, sigma, niter,
-                       bin_pix, bin_count, win_idx, win_bin, win_bin_t, extra, noisy, out):
+                       bin_pix, bin_count, win_idx, win_bin, win_bin_t, extra, noisy, bin_noise, out):
     """out[k, i] = exp(-tau_k[win_idx[i]] - extra[k, i]) / continuum_k(win_idx[i]) for every
     star k: tau from the lines' core equivalent widths ``core_w`` (B, L) spread by ``kern``
     (L, T) on ``core_target`` (pixel npix: off the grid), the damped lines' wing widths
@@ -27,8 +27,8 @@ def render_window_flux(core_w, core_target, kern, wing_w, wing_g, wing_target, w
     to ``wing_cut`` half widths plus 5 sigma, taps at offsets ``wing_k``), and the bands
     ``band_tau`` (B, nb) times their templates; the continuum as in
     chemlatent.spectra.continuum (clipped bin means with noise ``sigma`` (B,), linear between
-    bin centres; ``noisy``: clipped as the survey clips noisy pixels, in expectation,
-    chemlatent.model.line_continuum)."""
+    bin centres; ``noisy``: clipped as the survey clips noisy pixels, in expectation, each
+    bin's noise ``bin_noise`` times the star's, chemlatent.model.line_continuum)."""
     n = core_w.shape[0]
     npix = band_tmpl.shape[1]
     n_lines, n_taps = kern.shape
@@ -71,13 +71,14 @@ def render_window_flux(core_w, core_target, kern, wing_w, wing_g, wing_target, w
             for j in range(lo, hi):
                 c += flux[j]
             c /= hi - lo
+            s_b = s_k * bin_noise[b] if noisy else s_k
             for _ in range(niter):
-                mid = 1.02 * c + s_k
-                half = 2.0 * s_k + 0.03 * c
+                mid = 1.02 * c + s_b
+                half = 2.0 * s_b + 0.03 * c
                 s = 0.0
                 cnt = 0.0
-                if noisy and s_k > 0:
-                    sd = max(s_k, 1e-6)
+                if noisy and s_b > 0:
+                    sd = max(s_b, 1e-6)
                     for j in range(lo, hi):
                         f = flux[j]
                         if f > 0:

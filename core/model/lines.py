@@ -125,7 +125,8 @@ class LineDecoder(nn.Module):
     def __init__(self, grid: WavelengthGrid, win_idx: np.ndarray, n_w: int, hidden: list,
                  pressure_damping: bool = False, doppler_labels: tuple | None = None,
                  anchored_strengths: bool = False, smooth_continuum: int = 0,
-                 hydrogen: bool = False, wing_cut: bool = False, noisy_continuum: bool = False) -> None:
+                 hydrogen: bool = False, wing_cut: bool = False, noisy_continuum: bool = False,
+                 bin_noise: list | None = None) -> None:
         super().__init__()
         ll = load_linelist()
         npix = grid.npix
@@ -141,7 +142,8 @@ class LineDecoder(nn.Module):
         self.npix = npix
         self.n_win = int(win_idx.size)
         self._const("win_idx", np.asarray(win_idx, np.int64))
-        self.normaliser = ContinuumEmulator(npix, np.asarray(win_idx), noisy=noisy_continuum)
+        self.normaliser = ContinuumEmulator(npix, np.asarray(win_idx), noisy=noisy_continuum,
+                                            bin_noise=bin_noise)
         pix_width = grid.wave * LN10 * grid.dloglam
         grp = [groups[i] for i in sel]
         # abundance input of each line: 0 z_fe, 1 carbon, 2 alpha, 3 none (hydrogen)
@@ -476,5 +478,6 @@ class LineDecoder(nn.Module):
                            self.wing_k.numpy(), WING_CUT if self.wing_cut else 0.0,
                            float(sig), arr(band_tau), self.band_tmpl.numpy(), self._band_lo, self._band_hi,
                            noise, N_ITER, nm.bin_pix.numpy(), nm.bin_count.numpy(), self.win_idx.numpy(),
-                           nm.win_bin.numpy(), nm.win_bin_t.numpy(), arr(extra), nm.noisy, out)
+                           nm.win_bin.numpy(), nm.win_bin_t.numpy(), arr(extra), nm.noisy,
+                           nm.bin_noise.numpy(), out)
         return torch.from_numpy(out)

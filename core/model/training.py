@@ -320,6 +320,10 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                       windows={g: [list(w) for w in windows[g]] for g in ELEMENT_GROUPS},
                       hidden=list(opts.hidden), label_mean=mean, label_std=std, name=opts.name or out.name,
                       **{k: getattr(opts, k) for k in DECODER_OPTIONS})
+    if opts.line_noisy_continuum and opts.decoder_form == "lines":  # the survey's noise per bin
+        from chemlatent.model.line_continuum import bin_noise_shape
+
+        cfg.line_bin_noise = bin_noise_shape(data.batch(torch.arange(min(len(data), 4096)))[1])
     if opts.decoder_form == "cog":  # the trunk maps only (Teff, logg): a narrow one suffices
         cfg.decoder_hidden = [64, 64]
     if opts.decoder_mode == "masked":

@@ -124,6 +124,9 @@ class ModelConfig:
     # clips a noisy spectrum, in expectation (line_continuum.ContinuumEmulator, noisy; False:
     # the noiseless flux, as models trained before this option)
     line_noisy_continuum: bool = False
+    # with line_noisy_continuum: each continuum bin's noise over the star's typical noise, from
+    # the training survey (line_continuum.bin_noise_shape; None: 1 in every bin)
+    line_bin_noise: list | None = None
     # which pixels the decoders model: the element windows ("windows"), or the whole grid
     # ("all", line decoders only: every line of the line list, inside the windows or not)
     decoder_pixels: str = "windows"
@@ -355,7 +358,8 @@ class DisentangledVAE(nn.Module):
                                      anchored_strengths=config.line_strength_weight > 0,
                                      smooth_continuum=config.line_smooth_continuum,
                                      hydrogen=config.line_hydrogen, wing_cut=config.line_wing_cut,
-                                     noisy_continuum=config.line_noisy_continuum)
+                                     noisy_continuum=config.line_noisy_continuum,
+                                     bin_noise=config.line_bin_noise)
             self.decoders = nn.ModuleDict()
             self._part_idx = {g: win_idx for g in ELEMENT_GROUPS}
         elif self.form == "mlp":

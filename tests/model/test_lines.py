@@ -157,7 +157,28 @@ def test_noisy_continuum_is_the_survey_normalisation_of_noisy_spectra_on_average
         old = plain.log_continuum(f, sig).numpy()
         assert np.abs(got - survey).mean() < 0.25 * np.abs(old - survey).mean()
         np.testing.assert_allclose(got, survey, atol=0.004)
-    model = _model(2, line_noisy_continuum=True)
+    # a survey twice as noisy in its bluest tenth: the bins' noise shape says so, and with it
+    # the emulation follows the survey's fit there too
+    from chemlatent.model.line_continuum import bin_noise_shape
+
+    snr = 30.0
+    profile = np.where(np.arange(npix) < npix // 10, 0.25, 1.0).astype(np.float32)  # ivar scale
+    ivar = np.repeat((snr**2 * profile)[None, :], 400, 0)
+    draws = flux[np.arange(400) % 2] + rng.standard_normal((400, npix)) / np.sqrt(ivar)
+    survey = np.log(fit_continuum(draws.astype(np.float32), ivar)[:, win])
+    survey = np.stack([survey[k::2].mean(0) for k in range(2)])
+    shape = bin_noise_shape(torch.from_numpy(ivar[:8]))
+    typical = 1.0 / np.sqrt(ivar[0]).mean()  # vae.star_noise
+    assert shape[0] == pytest.approx((2.0 / snr) / typical, rel=0.02)  # bin noise / star noise
+    assert shape[-1] == pytest.approx((1.0 / snr) / typical, rel=0.02)
+    shaped = _model(2, line_noisy_continuum=True, line_bin_noise=shape).lines
+    sig = torch.full((2, 1), float(typical))
+    f = torch.from_numpy(flux).float()
+    blue = np.nonzero(win < npix // 10)[0]
+    err_shaped = np.abs(shaped.log_continuum(f, sig).numpy() - survey)[:, blue].mean()
+    err_flat = np.abs(noisy.log_continuum(f, sig).numpy() - survey)[:, blue].mean()
+    assert err_shaped < 0.5 * err_flat
+    model = _model(2, line_noisy_continuum=True, line_bin_noise=shape)
     z, w = torch.randn(3, 3), torch.randn(3, 2)
     sigma = torch.tensor([[0.1], [0.03], [0.01]])
     with torch.no_grad():  # the compiled renderer computes the same
