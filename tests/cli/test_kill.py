@@ -142,5 +142,7 @@ def test_killed_training_resumes_to_the_same_weights(survey, tmp_path):
     assert got.keys() == ref.keys()
     for k in ref:
         assert torch.equal(got[k], ref[k]), f"{msg}: {k} differs"
-    assert sorted((out / "checkpoint").iterdir()) == [out / "checkpoint" / "state-00004.safetensors",
+    # the last epoch's state, and the refinement's targets kept for a resumed run
+    assert sorted((out / "checkpoint").iterdir()) == [out / "checkpoint" / "refined.safetensors",
+                                                        out / "checkpoint" / "state-00004.safetensors",
                                                         out / "checkpoint" / "state.json"], msg
