@@ -119,6 +119,25 @@ def knot_weights(win_idx: np.ndarray, step: int) -> np.ndarray:
     return out
 
 
+def tap_buffers(line_pix: np.ndarray, half: int, pix_width: np.ndarray,
+                own_half: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The pixels around each line (taps -half + 1 .. half): their offsets from the line
+    centre (dx), their grid pixels (target; npix for pixels off the grid) and 1 / pixel width
+    (inv_width). ``own_half`` (per line, <= half): taps beyond it go off the grid at an offset
+    too far to absorb."""
+    npix = pix_width.size
+    k = np.arange(-half + 1, half + 1)[None, :]
+    j = np.floor(line_pix).astype(np.int64)[:, None] + k
+    inside = (j >= 0) & (j < npix)
+    dx = j - line_pix[:, None]
+    if own_half is not None:
+        used = (k > -own_half[:, None]) & (k <= own_half[:, None])
+        inside &= used
+        dx = np.where(used, dx, 1e4)
+    jc = np.clip(j, 0, npix - 1)
+    return {"dx": dx, "target": np.where(inside, jc, npix), "inv_width": 1.0 / pix_width[jc]}
+
+
 class LineDecoder(nn.Module):
     """Optical depth per element group on the window pixels, from the line list."""
 
@@ -162,7 +181,8 @@ class LineDecoder(nn.Module):
         self._const("line_species", np.array([species.index(ll.species[i]) for i in sel]))
         self.n_species = len(species)
         lp = line_pix[sel]
-        self._taps("core", lp, LSF_TAPS, pix_width)
+        for key, v in tap_buffers(lp, LSF_TAPS, pix_width).items():
+            self._const(f"core_{key}", v)
         wing = np.nonzero(ll.wings[sel])[0]
         self._const("wing_lines", wing)
         # hydrogen: its own damping (Stark, ~ Pe, where the metals' van der Waals goes ~ Pg)
@@ -175,7 +195,8 @@ class LineDecoder(nn.Module):
             strong = ll.log_tau_sun[sel][wing] + ll.log_a_sun[sel][wing] >= LONG_WING_STRENGTH
             half = np.where(strong, HYDROGEN_TAPS, half)
         top = int(half.max(initial=WING_TAPS))
-        self._taps("wing", lp[wing], top, pix_width, half)
+        for key, v in tap_buffers(lp[wing], top, pix_width, half).items():
+            self._const(f"wing_{key}", v)
         self._const("wing_k", np.arange(-top + 1, top + 1))  # each tap's offset from the centre pixel
         self._const("wing_centre", self.wing_inv_width[:, top - 1].numpy())  # 1 / width at the centre
         # the torch path renders each wing length on its own taps only: (damped lines, columns)
@@ -260,26 +281,6 @@ class LineDecoder(nn.Module):
         v = np.asarray(values)
         t = torch.from_numpy(v.astype(np.int64 if v.dtype.kind in "iu" else np.float32))
         self.register_buffer(name, t, persistent=False)
-
-    def _taps(self, name: str, line_pix: np.ndarray, half: int, pix_width: np.ndarray,
-              own_half: np.ndarray | None = None) -> None:
-        """Buffers for the pixels around each line: their offsets from the line centre, their
-        grid pixels (npix for pixels off the grid) and 1 / pixel width. ``own_half`` (per
-        line, <= half): taps beyond it go off the grid at an offset too far to absorb."""
-        npix = pix_width.size
-        k = np.arange(-half + 1, half + 1)[None, :]
-        j = np.floor(line_pix).astype(np.int64)[:, None] + k
-        inside = (j >= 0) & (j < npix)
-        dx = j - line_pix[:, None]
-        if own_half is not None:
-            used = (k > -own_half[:, None]) & (k <= own_half[:, None])
-            inside &= used
-            dx = np.where(used, dx, 1e4)
-        jc = np.clip(j, 0, npix - 1)
-        target = np.where(inside, jc, npix)
-        self._const(f"{name}_dx", dx)
-        self._const(f"{name}_target", target)
-        self._const(f"{name}_inv_width", 1.0 / pix_width[jc])
 
     def _band_atoms(self, u: torch.Tensor, z_fe_sg: torch.Tensor, co_logit: torch.Tensor,
                     s: torch.Tensor, other: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
