@@ -265,12 +265,11 @@ def refit_nuisance_head(model: DisentangledVAE, batch: Callable[[torch.Tensor], 
 
 
 def _mean_sq_error(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], rows: torch.Tensor,
-                   target: torch.Tensor, device: torch.device | str,
-                   weights: torch.Tensor | None = None) -> torch.Tensor:
+                   target: torch.Tensor, device: torch.device | str, weights: torch.Tensor) -> torch.Tensor:
+    """The mean over stars and axes of the squared error, each axis times its weight."""
     flux, ivar = (t.to(device) for t in batch(rows)[:2])
     mu, _, _ = model.encode(flux, ivar)
-    sq = (mu - target.to(device)) ** 2
-    return (sq * weights.to(device)).mean() if weights is not None else sq.mean()
+    return (((mu - target.to(device)) ** 2) * weights.to(device)).mean()
 
 
 def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], n_data: int, *,
