@@ -10,9 +10,9 @@ import torch
 
 from chemlatent.io.store import Survey
 from chemlatent.model.modelio import load_config, load_model, save_model
+from chemlatent.model.star_noise import star_noise
 from chemlatent.model.surrogate import fit_surrogate
 from chemlatent.model.training import InMemoryData
-from chemlatent.model.vae import star_noise
 
 if __name__ == "__main__":
     torch.set_num_threads(2)

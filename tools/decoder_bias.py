@@ -23,8 +23,9 @@ from residual_structure import linear_read  # tools/ is on the path when run as 
 import chemlatent.synth.generator as generator
 from chemlatent.model.modelio import load_model
 from chemlatent.model.refine import RefineOptions, encoder_mean, refine_latents
+from chemlatent.model.star_noise import star_noise
 from chemlatent.model.training import InMemoryData
-from chemlatent.model.vae import standardised_labels, star_noise
+from chemlatent.model.vae import standardised_labels
 from chemlatent.spectra.grid import window_masks
 
 

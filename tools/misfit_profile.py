@@ -16,7 +16,8 @@ import torch
 from decoder_bias import refine, survey_at_snr  # tools/ is on the path when run as a script
 
 from chemlatent.model.modelio import load_model
-from chemlatent.model.vae import standardised_labels, star_noise
+from chemlatent.model.star_noise import star_noise
+from chemlatent.model.vae import standardised_labels
 
 REGIONS = ((3900, 4000), (4000, 4100), (4200, 4300), (5100, 5200), (8500, 8700), (10000, 10100),
            (10300, 10400))

@@ -16,8 +16,9 @@ import torch
 from chemlatent.io.store import Survey
 from chemlatent.model.modelio import load_model
 from chemlatent.model.refine import RefineOptions, encoder_mean, refine_latents
+from chemlatent.model.star_noise import star_noise
 from chemlatent.model.training import InMemoryData
-from chemlatent.model.vae import standardised_labels, star_noise
+from chemlatent.model.vae import standardised_labels
 
 
 def pearson(z: np.ndarray, truth: np.ndarray) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chemlatent.model.star_noise import signal_to_noise
 from chemlatent.spectra.continuum import N_BINS, N_ITER
 
 SQRT2 = 1.4142135623730951
@@ -88,14 +89,14 @@ class ContinuumEmulator(nn.Module):
 
 
 def bin_noise_shape(ivar: torch.Tensor) -> list[float]:
-    """Each continuum bin's typical noise over the star's (vae.star_noise), the median over
+    """Each continuum bin's typical noise over the star's (star_noise.star_noise), the median over
     the stars of ``ivar`` (B, npix): what ``ContinuumEmulator(noisy=True)`` scales each star's
     noise by in that bin (a survey's noise is rarely flat: our generator's is about twice as
     large at the grid's ends)."""
     npix = ivar.shape[1]
     valid = ivar > 0
     root = ivar.clamp_min(0).sqrt() * valid
-    star = (root.sum(1) / valid.sum(1).clamp_min(1)).clamp_min(1e-6)  # the star's S/N
+    star = signal_to_noise(ivar)
     shape = []
     for b in range(N_BINS):
         lo, hi = (b * npix) // N_BINS, ((b + 1) * npix) // N_BINS

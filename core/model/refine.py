@@ -36,7 +36,8 @@ import torch
 from chemlatent.errors import ChemlatentError
 from chemlatent.model.latent_range import encoded_means
 from chemlatent.model.refine_cache import RefineCache, refine_key
-from chemlatent.model.vae import DisentangledVAE, standardised_labels, star_noise
+from chemlatent.model.star_noise import star_noise
+from chemlatent.model.vae import DisentangledVAE, standardised_labels
 
 REFIT_LOSSES = ("equal", "standardised")
 REFIT_SCHEDULES = ("constant", "cosine")

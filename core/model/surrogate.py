@@ -80,7 +80,7 @@ def fit_surrogate(model, batch: Callable, n: int, noise: Callable, *, stars: int
                   log: Callable[[str], None] = print) -> dict:
     """Fit a ReconstructionSurrogate to ``model``'s line decoders on up to ``stars`` rows of
     ``batch`` (plus their jittered copies), ``noise(ivar)`` each star's typical noise (B, 1)
-    (chemlatent.model.vae.star_noise), attach it (``model.set_surrogate``) and return a
+    (chemlatent.model.star_noise.star_noise), attach it (``model.set_surrogate``) and return a
     summary: the held-out rms difference (flux units) and the seconds it took."""
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)

@@ -18,6 +18,7 @@ from chemlatent.model.device import pick_device
 from chemlatent.model.latent_range import bound_to_training_range
 from chemlatent.model.modelio import flatten_state, save_model, unflatten_state, write_json
 from chemlatent.model.schedule import one_cycle_schedule, stretch_schedule
+from chemlatent.model.star_noise import star_noise
 from chemlatent.model.step_guard import StepGuard
 from chemlatent.model.train_options import DECODER_OPTIONS, TrainOptions  # noqa: F401 (re-exported)
 from chemlatent.model.vae import (
@@ -25,7 +26,6 @@ from chemlatent.model.vae import (
     ModelConfig,
     pixel_groups_from_linelist,
     standardised_labels,
-    star_noise,
 )
 from chemlatent.spectra.grid import ELEMENT_GROUPS, default_windows, load_windows
 

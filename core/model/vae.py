@@ -48,20 +48,9 @@ from chemlatent.model.lines import (
     LineDecoder,
     voigt_log_width,
 )
+from chemlatent.model.star_noise import signal_to_noise
 from chemlatent.model.surrogate import ReconstructionSurrogate
 from chemlatent.spectra.grid import ELEMENT_GROUPS, WavelengthGrid, window_masks
-
-
-def signal_to_noise(ivar: torch.Tensor) -> torch.Tensor:
-    """Each star's S/N (B,): its mean sqrt(ivar) over good pixels, at least 1."""
-    valid = ivar > 0
-    return ((ivar.clamp_min(0).sqrt() * valid).sum(-1) / valid.sum(-1).clamp_min(1)).clamp_min(1.0)
-
-
-def star_noise(ivar: torch.Tensor) -> torch.Tensor:
-    """Each star's typical noise 1 / S/N (B, 1): what the line decoders' emulated continuum
-    normalisation clips by."""
-    return 1.0 / signal_to_noise(ivar)[:, None]
 
 
 def standardised_labels(model: nn.Module, labels: torch.Tensor) -> torch.Tensor:

@@ -168,7 +168,7 @@ def test_noisy_continuum_is_the_survey_normalisation_of_noisy_spectra_on_average
     survey = np.log(fit_continuum(draws.astype(np.float32), ivar)[:, win])
     survey = np.stack([survey[k::2].mean(0) for k in range(2)])
     shape = bin_noise_shape(torch.from_numpy(ivar[:8]))
-    typical = 1.0 / np.sqrt(ivar[0]).mean()  # vae.star_noise
+    typical = 1.0 / np.sqrt(ivar[0]).mean()  # star_noise.star_noise
     assert shape[0] == pytest.approx((2.0 / snr) / typical, rel=0.02)  # bin noise / star noise
     assert shape[-1] == pytest.approx((1.0 / snr) / typical, rel=0.02)
     shaped = _model(2, line_noisy_continuum=True, line_bin_noise=shape).lines

@@ -16,8 +16,9 @@ from chemlatent.model.refine import (
     refit_encoder,
     refit_nuisance_head,
 )
+from chemlatent.model.star_noise import signal_to_noise
 from chemlatent.model.training import InMemoryData
-from chemlatent.model.vae import signal_to_noise, standardised_labels
+from chemlatent.model.vae import standardised_labels
 
 
 def _objective(model, flux, ivar, z, prior_weight):

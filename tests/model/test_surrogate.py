@@ -9,9 +9,9 @@ from model_helpers import line_model
 
 from chemlatent.encode.streaming import encode_survey
 from chemlatent.model.modelio import load_model, save_model
+from chemlatent.model.star_noise import star_noise
 from chemlatent.model.surrogate import fit_surrogate
 from chemlatent.model.training import InMemoryData
-from chemlatent.model.vae import star_noise
 
 
 def test_surrogate_reproduces_the_line_decoders_and_only_chi2_uses_it(tiny_survey, tmp_path):
