@@ -80,6 +80,12 @@ def add_arguments(p) -> None:
                         "its centre (cut; Ca II H and K out to 128 pixels), or fills a fixed number of "
                         "pixels (taps: models trained before; docs/model.md, 'Wings that reach as far "
                         "as the line's damping')")
+    p.add_argument("--damping", default="pressure" if D.get("line_pressure_damping") else "labels",
+                   choices=["pressure", "labels"],
+                   help="line decoders: each line's damping also follows the pressure the metallicity "
+                        "sets (pressure: van der Waals ~ Pg for the metals, Stark ~ Pe for hydrogen, "
+                        "one learned response each), or Teff/logg alone (labels: models trained "
+                        "before; docs/model.md, 'Pressure damping on the current recipe')")
     p.add_argument("--decoder-pixels", default=None, choices=["windows", "all"],
                    help=f"line decoders: model the element windows only (windows) or every pixel of "
                         f"the grid (all: the lines outside the windows carry information too; "
@@ -242,6 +248,7 @@ def run(args) -> int:
                         line_smooth_continuum=args.smooth_continuum, decoder_pixels=args.decoder_pixels,
                         line_hydrogen=args.hydrogen == "own" and args.decoder == "lines",
                         line_wing_cut=args.wings == "cut" and args.decoder == "lines",
+                        line_pressure_damping=args.damping == "pressure" and args.decoder == "lines",
                         line_noisy_continuum=args.continuum == "noisy" and args.decoder == "lines",
                         adv_mode=args.adversary, prior=args.prior,
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,
