@@ -324,9 +324,11 @@ def test_train_without_epochs_uses_the_defaults_step_budget(tiny_survey, tmp_pat
     monkeypatch.setitem(train_cli.D, "target_steps", 4)
     out = tmp_path / "budget"
     assert main(["train", str(tiny_survey.path), "--out", str(out), "--hidden", "8", "--max-stars", "300",
-                 "--batch-size", "128", "--device", "cpu", "--refine-encoder", "0", "--no-surrogate"]) == 0
+                 "--batch-size", "128", "--device", "cpu", "--refine-encoder", "0", "--no-surrogate",
+                 "--damping", "pressure"]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["training"]["options"]["target_steps"] == 4
+    assert cfg["line_pressure_damping"] is True  # --damping pressure reaches the model
     assert len(cfg["training"]["history"]) == 2  # 300 stars, 285 for training: 2 steps per epoch
 
 
