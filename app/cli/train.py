@@ -64,28 +64,25 @@ def add_arguments(p) -> None:
                    help="line decoders: the optical depth no abundance moves is linear between knots "
                         "PIXELS grid pixels apart, so it cannot take over part of a line (0 = free "
                         "per pixel; docs/model.md)")
-    p.add_argument("--hydrogen", default="own" if D.get("line_hydrogen") else "shared",
-                   choices=["own", "shared"],
-                   help="line decoders: hydrogen lines with their own (Stark) damping and wings out to "
-                        "128 pixels (own), or damped like the metals with wings cut at 24 (shared; "
-                        "docs/model.md, 'Hydrogen, and the labels')")
-    p.add_argument("--continuum", default="noisy" if D.get("line_noisy_continuum") else "noiseless",
-                   choices=["noisy", "noiseless"],
-                   help="line decoders: emulate the survey's continuum normalisation on a noisy "
-                        "spectrum (noisy: its clipping keeps more upward noise, so the continuum sits "
-                        "higher at low S/N) or on the noiseless model flux (noiseless: models trained "
-                        "before; docs/model.md, 'The continuum of a noisy spectrum')")
-    p.add_argument("--wings", default="cut" if D.get("line_wing_cut") else "taps", choices=["cut", "taps"],
-                   help="line decoders: each damped line's wing reaches 12 Lorentzian half widths from "
-                        "its centre (cut; Ca II H and K out to 128 pixels), or fills a fixed number of "
-                        "pixels (taps: models trained before; docs/model.md, 'Wings that reach as far "
-                        "as the line's damping')")
-    p.add_argument("--damping", default="pressure" if D.get("line_pressure_damping") else "labels",
-                   choices=["pressure", "labels"],
-                   help="line decoders: each line's damping also follows the pressure the metallicity "
-                        "sets (pressure: van der Waals ~ Pg for the metals, Stark ~ Pe for hydrogen, "
-                        "one learned response each), or Teff/logg alone (labels: models trained "
-                        "before; docs/model.md, 'Pressure damping on the current recipe')")
+    _switch(p, "--hydrogen", "line_hydrogen", "own", "shared",
+            "line decoders: hydrogen lines with their own (Stark) damping and wings out to "
+            "128 pixels (own), or damped like the metals with wings cut at 24 (shared; "
+            "docs/model.md, 'Hydrogen, and the labels')")
+    _switch(p, "--continuum", "line_noisy_continuum", "noisy", "noiseless",
+            "line decoders: emulate the survey's continuum normalisation on a noisy "
+            "spectrum (noisy: its clipping keeps more upward noise, so the continuum sits "
+            "higher at low S/N) or on the noiseless model flux (noiseless: models trained "
+            "before; docs/model.md, 'The continuum of a noisy spectrum')")
+    _switch(p, "--wings", "line_wing_cut", "cut", "taps",
+            "line decoders: each damped line's wing reaches 12 Lorentzian half widths from "
+            "its centre (cut; Ca II H and K out to 128 pixels), or fills a fixed number of "
+            "pixels (taps: models trained before; docs/model.md, 'Wings that reach as far "
+            "as the line's damping')")
+    _switch(p, "--damping", "line_pressure_damping", "pressure", "labels",
+            "line decoders: each line's damping also follows the pressure the metallicity "
+            "sets (pressure: van der Waals ~ Pg for the metals, Stark ~ Pe for hydrogen, "
+            "one learned response each), or Teff/logg alone (labels: models trained "
+            "before; docs/model.md, 'Pressure damping on the current recipe')")
     p.add_argument("--decoder-pixels", default=None, choices=["windows", "all"],
                    help=f"line decoders: model the element windows only (windows) or every pixel of "
                         f"the grid (all: the lines outside the windows carry information too; "
@@ -153,6 +150,11 @@ def add_arguments(p) -> None:
                    help="continue from the last checkpoint (same options; --epochs may grow)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a model (or an interrupted run's checkpoint) already in --out")
+
+
+def _switch(p, flag: str, key: str, on: str, off: str, help: str) -> None:
+    """A two-way option whose default is ``on`` where TRAIN_DEFAULTS[key] is set, else ``off``."""
+    p.add_argument(flag, default=on if D.get(key) else off, choices=[on, off], help=help)
 
 
 def _learning_rate(text: str) -> float:
