@@ -83,6 +83,11 @@ def add_arguments(p) -> None:
             "sets (pressure: van der Waals ~ Pg for the metals, Stark ~ Pe for hydrogen, "
             "one learned response each), or Teff/logg alone (labels: models trained "
             "before; docs/model.md, 'Pressure damping on the current recipe')")
+    _switch(p, "--line-physics", "line_shared_physics", "shared", "free",
+            "line decoders: each line's strength depends on Teff/logg only through physics "
+            "shared by every element group (shared: Boltzmann and Saha from the line list's "
+            "excitation and ionisation potentials, one opacity and one electron pressure "
+            "term), or through a free term per line (free; docs/model.md, 'Shared line physics')")
     p.add_argument("--decoder-pixels", default=None, choices=["windows", "all"],
                    help=f"line decoders: model the element windows only (windows) or every pixel of "
                         f"the grid (all: the lines outside the windows carry information too; "
@@ -251,6 +256,7 @@ def run(args) -> int:
                         line_hydrogen=args.hydrogen == "own" and args.decoder == "lines",
                         line_wing_cut=args.wings == "cut" and args.decoder == "lines",
                         line_pressure_damping=args.damping == "pressure" and args.decoder == "lines",
+                        line_shared_physics=args.line_physics == "shared" and args.decoder == "lines",
                         line_noisy_continuum=args.continuum == "noisy" and args.decoder == "lines",
                         adv_mode=args.adversary, prior=args.prior,
                         refine_epochs=args.refine_encoder, refine_stars=args.refine_stars,

@@ -32,3 +32,10 @@ def doppler_width_kms(teff: torch.Tensor, logg: torch.Tensor, mass_amu: torch.Te
     ``teff`` and ``logg`` (B, 1): (B, L)."""
     thermal = 2.0 * K_B * LINE_FORMING_T * teff.clamp_min(1000.0) / (mass_amu * AMU) / 1e6
     return torch.sqrt(thermal + microturbulence_kms(logg) ** 2)
+
+
+def physical_labels(w: torch.Tensor, labels: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teff (K) and log g (B, 1 each) from the standardised labels ``w`` (B, 2) and the
+    model's ``labels`` = ((Teff mean, logg mean), (Teff std, logg std))."""
+    (t_mean, g_mean), (t_std, g_std) = labels
+    return w[:, :1].float() * t_std + t_mean, w[:, 1:2].float() * g_std + g_mean

@@ -45,12 +45,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from chemlatent.model.doppler import doppler_width_kms
+from chemlatent.model.doppler import doppler_width_kms, physical_labels
 from chemlatent.model.line_continuum import ContinuumEmulator
+from chemlatent.model.line_physics import SharedLinePhysics, line_forming_theta
 from chemlatent.spectra.continuum import N_ITER
 from chemlatent.spectra.grid import WavelengthGrid
 from chemlatent.spectra.linelist import BANDS, MOLECULES, band_templates, load_linelist, lsf_sigma_pixels
-from chemlatent.spectra.physics import ELEMENT_GROUP, LINE_FORMING_T, MASS_AMU, TEFF_SUN
+from chemlatent.spectra.physics import ELEMENT_GROUP, MASS_AMU
 
 LN10 = math.log(10.0)
 C_KMS = 299792.458
@@ -145,7 +146,7 @@ class LineDecoder(nn.Module):
                  pressure_damping: bool = False, doppler_labels: tuple | None = None,
                  anchored_strengths: bool = False, smooth_continuum: int = 0,
                  hydrogen: bool = False, wing_cut: bool = False, noisy_continuum: bool = False,
-                 bin_noise: list | None = None) -> None:
+                 bin_noise: list | None = None, shared_physics: bool = False) -> None:
         super().__init__()
         ll = load_linelist()
         npix = grid.npix
@@ -230,12 +231,17 @@ class LineDecoder(nn.Module):
         # line (held near 0 by strength_penalty), the Boltzmann excitation from Teff and one
         # Teff/logg term per species; otherwise one free Teff/logg term per line
         self.anchored = anchored_strengths
-        if anchored_strengths and doppler_labels is None:
-            raise ValueError("anchored line strengths need the physical Doppler widths (Teff/logg)")
-        self.n_line_terms = self.n_species if anchored_strengths else self.n_lines
+        if (anchored_strengths or shared_physics) and doppler_labels is None:
+            raise ValueError("anchored or shared line physics needs the physical Doppler widths (Teff/logg)")
+        self.n_line_terms = 1 if shared_physics else self.n_species if anchored_strengths else self.n_lines
         if anchored_strengths:
             self.line_offset = nn.Parameter(torch.zeros(self.n_lines))
-        self.head = nn.Linear(hidden[-1], self.n_line_terms + self.n_species + n_band + 3)
+        # shared physics (line_physics.SharedLinePhysics): one opacity and one electron-pressure
+        # term of Teff/logg for every line instead of per-line strengths and per-species ratios
+        self.physics = (SharedLinePhysics(ll.chi_exc[sel], self.line_species.numpy(),
+                                          [sp.split()[0] for sp in species]) if shared_physics else None)
+        self.n_ratio_terms = 1 if shared_physics else self.n_species
+        self.head = nn.Linear(hidden[-1], self.n_line_terms + self.n_ratio_terms + n_band + 3)
         # what no abundance moves: per window pixel, or (smooth_continuum = K > 0) linear between
         # knots K grid pixels apart, too smooth to take over any part of a line's depth
         self.smooth_continuum = int(smooth_continuum)
@@ -328,7 +334,7 @@ class LineDecoder(nn.Module):
         other = (lambda t: t.detach()) if selective else (lambda t: t)
         h = self.trunk(w)
         head = self.head(h).float()
-        nl, ns = self.n_line_terms, self.n_species
+        nl, ns = self.n_line_terms, self.n_ratio_terms
         s = self.log_slope.exp()
         u4 = torch.cat([u, torch.zeros_like(u[:, :1])], -1)
         # metallicity of the electron donors, dex (B, L): each line's own group's latent with its
@@ -337,17 +343,23 @@ class LineDecoder(nn.Module):
         z_alpha = u[:, 2:3] - z_fe_sg
         m = s * (torch.where(self.line_src == 0, u[:, :1], z_fe_sg)
                  + self.alpha_electrons * torch.where(self.line_src == 2, z_alpha, other(z_alpha)))
-        ratio = head[:, nl:nl + ns][:, self.line_species] - self.electron_response * m  # log N_II/N_I
+        dop = self._doppler_kms(w, head[:, -2:-1])  # Doppler width, km/s
+        if self.physics is None:
+            ratio, strength = head[:, nl:nl + ns][:, self.line_species], self._strength_terms(head[:, :nl], w)
+        else:
+            teff = physical_labels(w, self.doppler_labels)[0]
+            ratio = self.physics.ionisation(teff, head[:, nl:nl + 1])
+            strength = self.physics.strength(teff, head[:, :1], dop)
+        ratio = ratio - self.electron_response * m  # log N_II/N_I
         log_frac = torch.where(self.line_ion == 1, ratio, torch.zeros_like(ratio)) - softplus10(ratio)
-        log_tau = (self.line_tau0 + self._strength_terms(head[:, :nl], w) + s * u4[:, self.line_src]
-                   + log_frac - self.opacity_response * m)
+        log_tau = self.line_tau0 + strength + s * u4[:, self.line_src] + log_frac - self.opacity_response * m
         la = self.line_la0 + head[:, -1:]
         if self.hydrogen:
             la = la + self.line_is_hydrogen * self.hydrogen_damping(h).float()
         if self.pressure_damping:
             la = la + self.damping_response[self.line_is_h] * m
         la = la.clamp(-3.5, 0.5)
-        dld = self.line_wave / C_KMS * self._doppler_kms(w, head[:, -2:-1])  # Doppler width, Angstrom
+        dld = self.line_wave / C_KMS * dop  # Doppler width, Angstrom
         width = dld * torch.exp(voigt_log_width(log_tau, la).clamp(max=12.0))  # equivalent width
         # molecules ~ Pg^2 / kappa: metallicity lowers them at fixed abundances like ~2 k_o m
         band = (self.band_tau0 + head[:, nl + ns:-3] + self._band_atoms(u, z_fe_sg, head[:, -3], s, other)
@@ -361,9 +373,7 @@ class LineDecoder(nn.Module):
         -chi theta relative to the Sun (theta = 5040 / (0.85 Teff))."""
         if not self.anchored:
             return terms
-        (t_mean, _), (t_std, _) = self.doppler_labels
-        teff = (w[:, :1].float() * t_std + t_mean).clamp_min(2000.0)
-        dtheta = 5040.0 / (LINE_FORMING_T * teff) - 5040.0 / (LINE_FORMING_T * TEFF_SUN)
+        dtheta = line_forming_theta(physical_labels(w, self.doppler_labels)[0])
         return self.line_offset + terms[:, self.line_species] - self.line_chi * dtheta
 
     def strength_penalty(self) -> torch.Tensor:
@@ -377,10 +387,7 @@ class LineDecoder(nn.Module):
         microturbulence) when ``doppler_labels`` is set, else 10**(the trunk's output) (B, 1)."""
         if self.doppler_labels is None:
             return torch.pow(10.0, learned_log10)
-        (t_mean, g_mean), (t_std, g_std) = self.doppler_labels
-        teff = w[:, :1].float() * t_std + t_mean
-        logg = w[:, 1:2].float() * g_std + g_mean
-        return doppler_width_kms(teff, logg, self.line_mass)
+        return doppler_width_kms(*physical_labels(w, self.doppler_labels), self.line_mass)
 
     def _widths(self, u, z_fe_sg, w, selective: bool = True):
         """What rendering needs: the trunk's output, each line's core equivalent width (B, L),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 DECODER_OPTIONS = ("decoder_mode", "abundance_input", "decoder_form", "ratio_decoders_see_fe",
                    "carbon_on_all_windows", "line_pressure_damping", "line_doppler",
                    "line_strength_weight", "line_smooth_continuum", "line_hydrogen", "line_wing_cut",
-                   "line_noisy_continuum",
+                   "line_noisy_continuum", "line_shared_physics",
                    "decoder_pixels")
 
 
@@ -62,6 +62,7 @@ class TrainOptions:
     line_hydrogen: bool = False  # see ModelConfig.line_hydrogen
     line_wing_cut: bool = False  # see ModelConfig.line_wing_cut
     line_noisy_continuum: bool = False  # see ModelConfig.line_noisy_continuum
+    line_shared_physics: bool = False  # see ModelConfig.line_shared_physics
     decoder_pixels: str = "windows"  # see ModelConfig.decoder_pixels
     # the carbon and alpha decoders see z_fe's posterior mean instead of its sample, so their
     # metallicity input is not blurred by z_fe's sampling noise (z_x then has no reason to

@@ -113,6 +113,9 @@ class ModelConfig:
     # clips a noisy spectrum, in expectation (line_continuum.ContinuumEmulator, noisy; False:
     # the noiseless flux, as models trained before this option)
     line_noisy_continuum: bool = False
+    # line decoders: each line's Teff/logg dependence from physics shared by every element group
+    # (line_physics.SharedLinePhysics; needs line_doppler "physical"); False: free per line
+    line_shared_physics: bool = False
     # with line_noisy_continuum: each continuum bin's noise over the star's typical noise, from
     # the training survey (line_continuum.bin_noise_shape; None: 1 in every bin)
     line_bin_noise: list | None = None
@@ -348,7 +351,8 @@ class DisentangledVAE(nn.Module):
                                      smooth_continuum=config.line_smooth_continuum,
                                      hydrogen=config.line_hydrogen, wing_cut=config.line_wing_cut,
                                      noisy_continuum=config.line_noisy_continuum,
-                                     bin_noise=config.line_bin_noise)
+                                     bin_noise=config.line_bin_noise,
+                                     shared_physics=config.line_shared_physics)
             self.decoders = nn.ModuleDict()
             self._part_idx = {g: win_idx for g in ELEMENT_GROUPS}
         elif self.form == "mlp":

@@ -1,0 +1,53 @@
+"""Line strengths whose Teff/logg dependence is physics shared by every element group
+(``train --line-physics shared``, off by default; docs/model.md, "Shared line physics").
+
+With the line decoders' default, each line's strength is a free function of Teff/logg, so
+adding any function f(Teff, logg) to z_alpha and taking s f from every alpha line leaves
+every spectrum as it was: only the prior and the adversary place z_alpha's zero point at each
+Teff/logg. Here a line's log10 optical depth at z = 0 is a constant per line (its gf value and
+the like), the Boltzmann factor from its excitation potential, minus log10 of its Doppler width,
+plus one continuous-opacity term of Teff/logg shared by every line; each species' ionisation
+balance is Saha's, from its ionisation potential and one electron pressure of Teff/logg shared
+by every species (plus a constant per species for the partition functions). No term of
+Teff/logg belongs to one element group, so z_c's and z_alpha's zero points are fixed by the
+line ratios themselves; z_fe's stays with the shared terms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from chemlatent.spectra.physics import IONISATION_EV, LINE_FORMING_T, TEFF_SUN
+
+
+def line_forming_theta(teff: torch.Tensor) -> torch.Tensor:
+    """theta = 5040 / T of the line-forming layer (0.85 Teff) minus the Sun's, (B, 1)."""
+    return 5040.0 / (LINE_FORMING_T * teff.clamp_min(2000.0)) - 5040.0 / (LINE_FORMING_T * TEFF_SUN)
+
+
+class SharedLinePhysics(nn.Module):
+    """Per-line constants and per-species Saha constants; everything else shared."""
+
+    def __init__(self, line_chi: np.ndarray, line_species: np.ndarray, species_elements: list[str]) -> None:
+        super().__init__()
+        self.line_offset = nn.Parameter(torch.zeros(len(line_chi)))
+        self.species_offset = nn.Parameter(torch.zeros(len(species_elements)))
+        chi_ion = [IONISATION_EV[e] for e in species_elements]
+        for name, v, dtype in (("line_chi", line_chi, torch.float32), ("species_chi", chi_ion, torch.float32),
+                               ("line_species", line_species, torch.int64)):
+            self.register_buffer(name, torch.as_tensor(np.asarray(v), dtype=dtype), persistent=False)
+
+    def strength(self, teff: torch.Tensor, opacity: torch.Tensor, doppler_kms: torch.Tensor) -> torch.Tensor:
+        """Each line's log10 tau offset from its line-list strength (B, L): ``teff`` (B, 1), the
+        shared opacity term ``opacity`` (B, 1), the lines' Doppler widths (B, L)."""
+        return (self.line_offset - self.line_chi * line_forming_theta(teff) + opacity
+                - torch.log10(doppler_kms))
+
+    def ionisation(self, teff: torch.Tensor, log_pe: torch.Tensor) -> torch.Tensor:
+        """log10 N_II / N_I of each line's element (B, L), Saha relative to the Sun: 2.5 log T
+        - theta chi_ion - log Pe, with the shared electron pressure term ``log_pe`` (B, 1)."""
+        t = 2.5 * torch.log10(teff.clamp_min(2000.0) / TEFF_SUN)
+        ratio = self.species_offset + t - line_forming_theta(teff) * self.species_chi - log_pe
+        return ratio[:, self.line_species]
