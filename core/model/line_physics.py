@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from chemlatent.spectra.physics import IONISATION_EV, LINE_FORMING_T, TEFF_SUN
+from chemlatent.spectra.physics import IONISATION_EV, LINE_FORMING_T, LOGG_SUN, TEFF_SUN, log_stage_fraction
 
 
 def line_forming_theta(teff: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,12 @@ class SharedLinePhysics(nn.Module):
     def __init__(self, line_chi: np.ndarray, line_species: np.ndarray, species_elements: list[str]) -> None:
         super().__init__()
         self.line_offset = nn.Parameter(torch.zeros(len(line_chi)))
-        self.species_offset = nn.Parameter(torch.zeros(len(species_elements)))
+        # each species' log N_II/N_I at the Sun to start from: the one-layer Saha balance of
+        # chemlatent.spectra.physics (log Pe = 1 at 0.85 Teff); the level sets how steeply a
+        # neutral line weakens as its element ionises, which a start at 0 would get wrong
+        sun = [float(log_stage_fraction(e, 2, TEFF_SUN, LOGG_SUN, 0.0)
+                     - log_stage_fraction(e, 1, TEFF_SUN, LOGG_SUN, 0.0)) for e in species_elements]
+        self.species_offset = nn.Parameter(torch.tensor(sun, dtype=torch.float32))
         chi_ion = [IONISATION_EV[e] for e in species_elements]
         for name, v, dtype in (("line_chi", line_chi, torch.float32), ("species_chi", chi_ion, torch.float32),
                                ("line_species", line_species, torch.int64)):
