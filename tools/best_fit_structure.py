@@ -2,10 +2,10 @@
 
 Regenerates STARS (default 1500) stars of the evaluation survey's seed at S/N = SNR (default
 1000), refines each against MODEL's decoders at its true Teff/logg (tools/decoder_bias.py) and
-prints (1) r of each axis with the truth, (2) on half the stars the truth fitted from z with a
-cubic in Teff/logg and z x Teff/logg terms, scored on the other half (a calibration with labels:
-how much of the error is a smooth zero point), (3) alpha's error per [Fe/H] bin. A diagnosis
-on our own generator only.
+prints (1) r of each axis with the truth, (2) on half the stars the truth fitted from the three
+latents, linearly and with a cubic in Teff/logg and z x Teff/logg terms too, scored on the
+other half (a calibration with labels: how much of the error is a smooth zero point), (3)
+alpha's error per [Fe/H] bin. A diagnosis on our own generator only.
 """
 import sys
 import tempfile
@@ -37,10 +37,10 @@ def main(model_dir: str, n: int = 1500, snr: float = 1000.0) -> None:
     half = np.random.default_rng(0).permutation(n) < n // 2
     for i, name in enumerate(("Fe", "C", "alpha")):
         zi, one = z[:, i], np.ones(n)
-        linear = held_out_r(np.c_[one, zi], truth[:, i], half)
+        linear = held_out_r(np.c_[one, z], truth[:, i], half)
         smooth = held_out_r(np.stack([one, *z.T, *tg, zi * t, zi * g, z[:, 0] * t, z[:, 0] * g,
                                       zi * zi, z[:, 0] ** 2], 1), truth[:, i], half)
-        print(f"  {name}: held-out r, linear in z {linear:.3f}; with a smooth zero point in "
+        print(f"  {name}: held-out r, linear in the three latents {linear:.3f}; with a smooth zero point in "
               f"Teff/logg/z {smooth:.3f}")
     b = np.polyfit(z[:, 2], truth[:, 2], 1)
     err = np.polyval(b, z[:, 2]) - truth[:, 2]
