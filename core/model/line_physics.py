@@ -15,7 +15,6 @@ line ratios themselves; z_fe's stays with the shared terms.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,11 +27,12 @@ def line_forming_theta(teff: torch.Tensor) -> torch.Tensor:
 
 
 class SharedLinePhysics(nn.Module):
-    """Per-line constants and per-species Saha constants; everything else shared."""
+    """Per-line constants and per-species Saha constants; everything else shared. The lines'
+    excitation potentials and species are the line decoder's own buffers, passed per call."""
 
-    def __init__(self, line_chi: np.ndarray, line_species: np.ndarray, species_elements: list[str]) -> None:
+    def __init__(self, n_lines: int, species_elements: list[str]) -> None:
         super().__init__()
-        self.line_offset = nn.Parameter(torch.zeros(len(line_chi)))
+        self.line_offset = nn.Parameter(torch.zeros(n_lines))
         # each species' log N_II/N_I at the Sun to start from: the one-layer Saha balance of
         # chemlatent.spectra.physics (log Pe = 1 at 0.85 Teff); the level sets how steeply a
         # neutral line weakens as its element ionises, which a start at 0 would get wrong
@@ -40,19 +40,20 @@ class SharedLinePhysics(nn.Module):
                      - log_stage_fraction(e, 1, TEFF_SUN, LOGG_SUN, 0.0)) for e in species_elements]
         self.species_offset = nn.Parameter(torch.tensor(sun, dtype=torch.float32))
         chi_ion = [IONISATION_EV[e] for e in species_elements]
-        for name, v, dtype in (("line_chi", line_chi, torch.float32), ("species_chi", chi_ion, torch.float32),
-                               ("line_species", line_species, torch.int64)):
-            self.register_buffer(name, torch.as_tensor(np.asarray(v), dtype=dtype), persistent=False)
+        self.register_buffer("species_chi", torch.tensor(chi_ion, dtype=torch.float32), persistent=False)
 
-    def strength(self, teff: torch.Tensor, opacity: torch.Tensor, doppler_kms: torch.Tensor) -> torch.Tensor:
+    def strength(self, teff: torch.Tensor, opacity: torch.Tensor, doppler_kms: torch.Tensor,
+                 line_chi: torch.Tensor) -> torch.Tensor:
         """Each line's log10 tau offset from its line-list strength (B, L): ``teff`` (B, 1), the
-        shared opacity term ``opacity`` (B, 1), the lines' Doppler widths (B, L)."""
-        return (self.line_offset - self.line_chi * line_forming_theta(teff) + opacity
-                - torch.log10(doppler_kms))
+        shared opacity term ``opacity`` (B, 1), the lines' Doppler widths (B, L) and excitation
+        potentials ``line_chi`` (L,)."""
+        return self.line_offset - line_chi * line_forming_theta(teff) + opacity - torch.log10(doppler_kms)
 
-    def ionisation(self, teff: torch.Tensor, log_pe: torch.Tensor) -> torch.Tensor:
+    def ionisation(self, teff: torch.Tensor, log_pe: torch.Tensor,
+                   line_species: torch.Tensor) -> torch.Tensor:
         """log10 N_II / N_I of each line's element (B, L), Saha relative to the Sun: 2.5 log T
-        - theta chi_ion - log Pe, with the shared electron pressure term ``log_pe`` (B, 1)."""
+        - theta chi_ion - log Pe, with the shared electron pressure term ``log_pe`` (B, 1);
+        ``line_species`` (L,): each line's species index."""
         t = 2.5 * torch.log10(teff.clamp_min(2000.0) / TEFF_SUN)
         ratio = self.species_offset + t - line_forming_theta(teff) * self.species_chi - log_pe
-        return ratio[:, self.line_species]
+        return ratio[:, line_species]

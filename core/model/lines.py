@@ -238,8 +238,8 @@ class LineDecoder(nn.Module):
             self.line_offset = nn.Parameter(torch.zeros(self.n_lines))
         # shared physics (line_physics.SharedLinePhysics): one opacity and one electron-pressure
         # term of Teff/logg for every line instead of per-line strengths and per-species ratios
-        self.physics = (SharedLinePhysics(ll.chi_exc[sel], self.line_species.numpy(),
-                                          [sp.split()[0] for sp in species]) if shared_physics else None)
+        self.physics = (SharedLinePhysics(self.n_lines, [sp.split()[0] for sp in species])
+                        if shared_physics else None)
         self.n_ratio_terms = 1 if shared_physics else self.n_species
         self.head = nn.Linear(hidden[-1], self.n_line_terms + self.n_ratio_terms + n_band + 3)
         # what no abundance moves: per window pixel, or (smooth_continuum = K > 0) linear between
@@ -348,8 +348,8 @@ class LineDecoder(nn.Module):
             ratio, strength = head[:, nl:nl + ns][:, self.line_species], self._strength_terms(head[:, :nl], w)
         else:
             teff = physical_labels(w, self.doppler_labels)[0]
-            ratio = self.physics.ionisation(teff, head[:, nl:nl + 1])
-            strength = self.physics.strength(teff, head[:, :1], dop)
+            ratio = self.physics.ionisation(teff, head[:, nl:nl + 1], self.line_species)
+            strength = self.physics.strength(teff, head[:, :1], dop, self.line_chi)
         ratio = ratio - self.electron_response * m  # log N_II/N_I
         log_frac = torch.where(self.line_ion == 1, ratio, torch.zeros_like(ratio)) - softplus10(ratio)
         log_tau = self.line_tau0 + strength + s * u4[:, self.line_src] + log_frac - self.opacity_response * m

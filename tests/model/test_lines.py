@@ -415,20 +415,21 @@ def test_shared_line_physics_is_boltzmann_and_saha_with_nothing_per_group():
     move every line alike, so no Teff/logg term can take up a shift of one group's latent."""
     from chemlatent.model.line_physics import SharedLinePhysics, line_forming_theta
 
-    phys = SharedLinePhysics(np.array([0.0, 2.0, 2.0]), np.array([0, 0, 1]), ["Fe", "Ca"])
+    phys = SharedLinePhysics(3, ["Fe", "Ca"])
+    chi, species = torch.tensor([0.0, 2.0, 2.0]), torch.tensor([0, 0, 1])
     teff = torch.tensor([[5000.0], [6000.0]])
     dop = torch.full((2, 3), 2.0)
     d_theta = float(line_forming_theta(teff[1:]) - line_forming_theta(teff[:1]))
-    strength = phys.strength(teff, torch.zeros(2, 1), dop).detach()
+    strength = phys.strength(teff, torch.zeros(2, 1), dop, chi).detach()
     step = strength[1] - strength[0]
     assert float(step[1] - step[0]) == pytest.approx(-2.0 * d_theta, abs=1e-5)  # Boltzmann
     assert float(step[2] - step[1]) == pytest.approx(0.0, abs=1e-6)  # same chi, other element
-    ratio = phys.ionisation(teff, torch.zeros(2, 1)).detach()
+    ratio = phys.ionisation(teff, torch.zeros(2, 1), species).detach()
     r_step = ratio[1] - ratio[0]
     assert float(r_step[0] - r_step[2]) == pytest.approx(-(7.90 - 6.11) * d_theta, abs=1e-5)  # Saha
-    shifted = phys.strength(teff, torch.full((2, 1), 0.3), dop).detach() - strength
+    shifted = phys.strength(teff, torch.full((2, 1), 0.3), dop, chi).detach() - strength
     torch.testing.assert_close(shifted, torch.full_like(shifted, 0.3))  # opacity: every line alike
-    moved = phys.ionisation(teff, torch.full((2, 1), 0.2)).detach() - ratio
+    moved = phys.ionisation(teff, torch.full((2, 1), 0.2), species).detach() - ratio
     torch.testing.assert_close(moved, torch.full_like(moved, -0.2))  # electron pressure: alike
     model = _model(0, line_shared_physics=True, line_doppler="physical")
     assert model.lines.head.out_features == 2 + model.lines.band_tau0.numel() + 3
