@@ -117,7 +117,7 @@ def add_arguments(p) -> None:
                         "over the refined stars (centred, default) or on the origin")
     p.add_argument("--refine-centred", dest="refine_prior", action="store_const", const="centred",
                    help=argparse.SUPPRESS)  # the same as --refine-prior centred (kept for old commands)
-    p.add_argument("--refine-nuisance", type=nonneg_float, default=D["refine_nuisance_sigma"],
+    p.add_argument("--refine-nuisance", type=nonneg_float, default=None,
                    metavar="SIGMA",
                    help=f"with --refine-encoder: refine each star's Teff/logg too, held to the "
                         f"encoder's within SIGMA (standardised units; default {D['refine_nuisance_sigma']}; "
@@ -151,6 +151,11 @@ def add_arguments(p) -> None:
                         "Signor et al. 2025 (CNN encoder, correlated prior; docs/model.md)")
     p.add_argument("--channels", default="128,256,512",
                    help="signor2025 only: the encoder's three conv filter counts (the paper's 128,256,512)")
+    p.add_argument("--from-model", metavar="MODEL",
+                   help="keep MODEL's decoders and refine and refit its encoder again on this survey "
+                        "(the one MODEL was trained on) with MODEL's own training options; every "
+                        "other training option but --refine-nuisance is ignored (docs/model.md, "
+                        "'Hydrogen steers no abundance')")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint (same options; --epochs may grow)")
     p.add_argument("--overwrite", action="store_true",
@@ -235,6 +240,15 @@ def run(args) -> int:
         args.decoder_pixels = D.get("decoder_pixels", "windows") if args.decoder == "lines" else "windows"
     check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
     check_windows(Path(args.dir), args.windows)
+    if args.refine_nuisance is None and not args.from_model:
+        args.refine_nuisance = D["refine_nuisance_sigma"]
+    if args.from_model:
+        from chemlatent.model.retrain_encoder import retrain_encoder
+
+        given = {} if args.refine_nuisance is None else {"refine_nuisance_sigma": args.refine_nuisance}
+        out = retrain_encoder(args.from_model, args.dir, args.out, overrides=given)
+        print(f"model written to {out}")
+        return 0
     # no --epochs: the defaults' step budget (the same on --resume: same survey, same epochs)
     target = D.get("target_steps", 0) if args.epochs is None else 0
     if args.epochs is None:

@@ -72,6 +72,10 @@ HYDROGEN_TAPS = 128
 # reach past WING_TAPS and get HYDROGEN_TAPS (Ca II H and K)
 WING_CUT = 12.0
 LONG_WING_STRENGTH = 4.0
+# True: the hydrogen lines' response to the electron donors' metallicity steers a fit of z
+# (refinement) as every other line's does, the behaviour before "Hydrogen steers no abundance"
+# (docs/model.md); kept for comparisons (tools/hydrogen_steering.py), never set in the product
+HYDROGEN_STEERS = False
 # element group -> index of the abundance input (0: z_fe, 1: z_fe + z_c, 2: z_fe + z_alpha)
 GROUP_INPUT = {"fe": 0, "c": 1, "alpha": 2}
 
@@ -339,10 +343,15 @@ class LineDecoder(nn.Module):
         u4 = torch.cat([u, torch.zeros_like(u[:, :1])], -1)
         # metallicity of the electron donors, dex (B, L): each line's own group's latent with its
         # gradient, the others' through ``other`` (detached in training: a line trains only its
-        # own group's axis)
+        # own group's axis); hydrogen's always detached: no fit of z follows the hydrogen lines
+        # (docs/model.md, "Hydrogen steers no abundance")
         z_alpha = u[:, 2:3] - z_fe_sg
-        m = s * (torch.where(self.line_src == 0, u[:, :1], z_fe_sg)
-                 + self.alpha_electrons * torch.where(self.line_src == 2, z_alpha, other(z_alpha)))
+        fe_in = torch.where(self.line_src == 0, u[:, :1], z_fe_sg)
+        alpha_in = torch.where(self.line_src == 2, z_alpha, other(z_alpha))
+        if not HYDROGEN_STEERS:
+            hyd = self.line_src == 3
+            fe_in, alpha_in = (torch.where(hyd, t.detach(), t) for t in (fe_in, alpha_in))
+        m = s * (fe_in + self.alpha_electrons * alpha_in)
         dop = self._doppler_kms(w, head[:, -2:-1])  # Doppler width, km/s
         if self.physics is None:
             ratio, strength = head[:, nl:nl + ns][:, self.line_species], self._strength_terms(head[:, :nl], w)

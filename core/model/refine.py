@@ -296,7 +296,8 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
     opts = RefineOptions(steps=steps, prior_mean=centre, nuisance_sigma=nuisance_sigma)
     store = None
     if cache is not None:
-        settings = {**asdict(opts), "at_labels": at_labels}
+        # "hydrogen": refinements made while the hydrogen lines still steered z are not reused
+        settings = {**asdict(opts), "at_labels": at_labels, "hydrogen": "detached"}
         store = RefineCache(cache, refine_key(model, rows, settings), n)
     targets = refine_rows(model, batch, rows, opts, device, log, at_labels=at_labels, cache=store)
     kept = [a for a in range(3) if a not in axes]

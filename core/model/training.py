@@ -432,6 +432,17 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
     for device_only in ("conditional_prior", "prior_centre"):  # training devices too
         if getattr(model, device_only, None) is not None:
             delattr(model, device_only)
+    finish_training(model, survey, data, val, opts, out, device, history, log,
+                    extra={"learned_scatter": scatter_summary} if scatter_summary else None)
+    return out
+
+
+def finish_training(model: DisentangledVAE, survey: Survey, data: InMemoryData, val: InMemoryData,
+                    opts: TrainOptions, out: Path, device: torch.device, history: list[dict],
+                    log=print, extra: dict | None = None) -> None:
+    """What follows the epochs: refine and refit the encoder (``opts.refine_epochs``), orient
+    the axes, bound the latents, fit the encoding surrogate, and save the model to ``out`` with
+    its training record (``extra``: more of it)."""
     refit = None
     if opts.refine_epochs > 0:
         from chemlatent.model.refine import refine_and_refit
@@ -440,7 +451,7 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                                  steps=opts.refine_steps, epochs=opts.refine_epochs, seed=opts.seed,
                                  centred=opts.refine_centred, nuisance_sigma=opts.refine_nuisance_sigma,
                                  at_labels=opts.refine_at_labels, axes=tuple(opts.refine_axes),
-                                 device=device, log=log, cache=ck / REFINED,
+                                 device=device, log=log, cache=out / CHECKPOINT / REFINED,
                                  refit_loss=opts.refit_loss, refit_schedule=opts.refit_schedule)
     # anchored axes already have the references' sign; the others are oriented label-free
     pinned = set(data.anchored_axes()) if opts.anchor_stars else set()
@@ -461,11 +472,10 @@ def train(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, resum
                      "epochs": opts.epochs, "options": {k: (list(v) if isinstance(v, tuple) else v)
                                                         for k, v in vars(opts).items()},
                      "history": history, "diagnostics": diagnostics,
-                     **({"learned_scatter": scatter_summary} if scatter_summary else {}),
+                     **(extra or {}),
                      **({"encoder_refit": refit} if refit else {}),
                      **({"surrogate": surrogate} if surrogate else {})}})
     plot_history(history, out / "loss.png")
-    return out
 
 
 @torch.no_grad()

@@ -92,6 +92,12 @@ def test_unselective_gradients_are_the_optical_depths_own_derivatives():
     z = z0.clone().requires_grad_(True)
     full, sel = model.absorption(z, w, selective=False), model.absorption(z, w)
     eps = 1e-2
+    # the iron group's pixels away from the hydrogen lines, which follow z but steer none of it
+    # (test_hydrogen_lines_steer_no_latent)
+    ll = load_linelist()
+    h_pix = DEFAULT_GRID.pixel_of(ll.wave[np.asarray(ll.element) == "H"])
+    far = torch.from_numpy(np.abs(model.win_all.numpy()[:, None] - h_pix[None, :]).min(1) > 2 * WING_TAPS)
+    keep = {"fe": far, "c": torch.ones_like(far), "alpha": torch.ones_like(far)}
     for axis in (1, 2):
         up, down = z0.clone(), z0.clone()
         up[:, axis] += eps
@@ -100,13 +106,34 @@ def test_unselective_gradients_are_the_optical_depths_own_derivatives():
             above, below = model.absorption(up, w), model.absorption(down, w)
         for g in ("fe", "c", "alpha"):
             torch.testing.assert_close(full[g], sel[g])  # the same values either way
-            fd = (above[g].sum(1) - below[g].sum(1)) / (2 * eps)
-            (grad,) = torch.autograd.grad(full[g].sum(), z, retain_graph=True)
+            fd = (above[g][:, keep[g]].sum(1) - below[g][:, keep[g]].sum(1)) / (2 * eps)
+            (grad,) = torch.autograd.grad(full[g][:, keep[g]].sum(), z, retain_graph=True)
             torch.testing.assert_close(grad[:, axis], fd, rtol=2e-3, atol=2e-3)
     # z_alpha moves the iron lines (the electron donors), which training's gradient leaves out
     (g_fe_full,) = torch.autograd.grad(full["fe"].sum(), z, retain_graph=True)
     (g_fe_sel,) = torch.autograd.grad(sel["fe"].sum(), z)
     assert torch.all(g_fe_full[:, 2].abs() > 0.1) and torch.all(g_fe_sel[:, 2] == 0)
+
+
+def test_hydrogen_lines_steer_no_latent():
+    """The hydrogen lines' optical depths follow the metallicity of the electron donors, but
+    no fit of z follows them (docs/model.md, "Hydrogen steers no abundance"): with every other
+    gradient on (selective=False) theirs with respect to z is zero, the metal lines' is not."""
+    model = _model(2, line_hydrogen=True)
+    dec = model.lines
+    hydrogen = dec.line_is_hydrogen.bool()
+    assert hydrogen.any() and (~hydrogen).any()
+    w = torch.randn(4, 2) * 0.5
+    u = (torch.randn(4, 3) * 0.5).requires_grad_(True)
+    z_fe = u[:, :1]
+    log_tau = dec._optics(u, z_fe, w, selective=False)[1]
+    (g_h,) = torch.autograd.grad(log_tau[:, hydrogen].sum(), u, retain_graph=True)
+    (g_metal,) = torch.autograd.grad(log_tau[:, ~hydrogen].sum(), u)
+    assert torch.all(g_h == 0) and torch.all(g_metal[:, 0].abs() > 1e-3)
+    with torch.no_grad():  # yet their depths do respond to the metals
+        richer = u.detach() + torch.tensor([0.5, 0.5, 0.5])
+        moved = dec._optics(richer, richer[:, :1], w, selective=False)[1] - log_tau.detach()
+    assert float(moved[:, hydrogen].abs().min()) > 1e-3
 
 
 def test_model_continuum_is_the_survey_normalisation():
@@ -250,6 +277,22 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
     assert opts["refine_at_labels"] is True and refit["at_labels"] is True
     assert len(refit["nuisance_rms_after"]) == 2  # the Teff/logg head refitted to the new trunk
     assert not any(k.startswith("prior_centre") for k in load_model(out).state_dict())  # training only
+    # --from-model: the same decoders, the encoder refined and refitted again
+    again = tmp_path / "again"
+    assert main(["train", str(tiny_survey.path), "--out", str(again), "--from-model", str(out),
+                 "--refine-nuisance", "0"]) == 0
+    cfg2 = json.loads((again / "config.json").read_text())
+    assert cfg2["training"]["encoder_refitted_from"] == str(out) and cfg2["name"] == "again"
+    assert cfg2["training"]["options"]["refine_nuisance_sigma"] == 0.0
+    assert cfg2["training"]["options"]["refine_stars"] == 50
+    assert "nuisance_sigma" not in cfg2["training"]["encoder_refit"]
+    old_state, new_state = load_model(out).state_dict(), load_model(again).state_dict()
+    for k, v in old_state.items():
+        if k.startswith("lines."):
+            assert torch.equal(v, new_state[k]), k
+    assert any(not torch.equal(v, new_state[k]) for k, v in old_state.items() if k.startswith("encoder"))
+    same = ["train", str(tiny_survey.path), "--out", str(out), "--from-model", str(out), "--overwrite"]
+    assert main(same) != 0
     with pytest.raises(SystemExit):
         main(["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-encoder", "-1"])
     with pytest.raises(SystemExit):
