@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from chemlatent.errors import ChemlatentError
+from chemlatent.model import lines as line_decoders
 from chemlatent.model.latent_range import encoded_means
 from chemlatent.model.refine_cache import RefineCache, refine_key
 from chemlatent.model.star_noise import star_noise
@@ -296,8 +297,9 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
     opts = RefineOptions(steps=steps, prior_mean=centre, nuisance_sigma=nuisance_sigma)
     store = None
     if cache is not None:
-        # "hydrogen": refinements made while the hydrogen lines still steered z are not reused
-        settings = {**asdict(opts), "at_labels": at_labels, "hydrogen": "detached"}
+        # "hydrogen": refinements made while the hydrogen lines steered z are not reused
+        steers = line_decoders.HYDROGEN_STEERS
+        settings = {**asdict(opts), "at_labels": at_labels, "hydrogen": "steers" if steers else "detached"}
         store = RefineCache(cache, refine_key(model, rows, settings), n)
     targets = refine_rows(model, batch, rows, opts, device, log, at_labels=at_labels, cache=store)
     kept = [a for a in range(3) if a not in axes]
