@@ -274,6 +274,14 @@ def _mean_sq_error(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple
     return (((mu - target.to(device)) ** 2) * weights.to(device)).mean()
 
 
+def cache_settings(opts: RefineOptions, at_labels: bool) -> dict:
+    """What a refinement's kept targets depend on besides the model and the rows (their
+    RefineCache key): the options, the start at the labels, and whether the hydrogen lines
+    steered the fit (refinements made while they did are not reused)."""
+    steers = line_decoders.HYDROGEN_STEERS
+    return {**asdict(opts), "at_labels": at_labels, "hydrogen": "steers" if steers else "detached"}
+
+
 def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], n_data: int, *,
                      stars: int, steps: int, epochs: int, seed: int = 0, centred: bool = False,
                      nuisance_sigma: float = 0.0, at_labels: bool = False,
@@ -297,10 +305,7 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
     opts = RefineOptions(steps=steps, prior_mean=centre, nuisance_sigma=nuisance_sigma)
     store = None
     if cache is not None:
-        # "hydrogen": refinements made while the hydrogen lines steered z are not reused
-        steers = line_decoders.HYDROGEN_STEERS
-        settings = {**asdict(opts), "at_labels": at_labels, "hydrogen": "steers" if steers else "detached"}
-        store = RefineCache(cache, refine_key(model, rows, settings), n)
+        store = RefineCache(cache, refine_key(model, rows, cache_settings(opts, at_labels)), n)
     targets = refine_rows(model, batch, rows, opts, device, log, at_labels=at_labels, cache=store)
     kept = [a for a in range(3) if a not in axes]
     if kept:

@@ -264,7 +264,7 @@ def test_refined_targets_are_cached_and_a_stopped_run_resumes_where_the_file_end
     full = RefineCache(cache, "unused", 30)  # another key: nothing is taken from the file
     assert full.done == 0
     key = refine.refine_key(_model(), torch.randperm(30, generator=torch.Generator().manual_seed(1))[:30],
-                            {**refine.asdict(RefineOptions(batch=8, steps=10)), "at_labels": False})
+                            refine.cache_settings(RefineOptions(batch=8, steps=10), False))
     partial = RefineCache(tmp_path / "partial.safetensors", key, 30)
     partial.store(0, seen[1][:16])
     calls.clear()
