@@ -240,8 +240,6 @@ def run(args) -> int:
         args.decoder_pixels = D.get("decoder_pixels", "windows") if args.decoder == "lines" else "windows"
     check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
     check_windows(Path(args.dir), args.windows)
-    if args.refine_nuisance is None and not args.from_model:
-        args.refine_nuisance = D["refine_nuisance_sigma"]
     if args.from_model:
         from chemlatent.model.retrain_encoder import retrain_encoder
 
@@ -249,6 +247,8 @@ def run(args) -> int:
         out = retrain_encoder(args.from_model, args.dir, args.out, overrides=given)
         print(f"model written to {out}")
         return 0
+    if args.refine_nuisance is None:  # None only to tell --from-model whether it was given
+        args.refine_nuisance = D["refine_nuisance_sigma"]
     # no --epochs: the defaults' step budget (the same on --resume: same survey, same epochs)
     target = D.get("target_steps", 0) if args.epochs is None else 0
     if args.epochs is None:

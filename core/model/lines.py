@@ -92,6 +92,22 @@ def voigt_log_width(x: torch.Tensor, la: torch.Tensor) -> torch.Tensor:
     return -torch.logaddexp(-SOFT_MIN * weak, -SOFT_MIN * saturated) / SOFT_MIN
 
 
+def donor_metallicity(line_src: torch.Tensor, z_fe: torch.Tensor, z_fe_sg: torch.Tensor,
+                      z_alpha: torch.Tensor, alpha_electrons: torch.Tensor,
+                      other: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Metallicity of the electron donors in units of z (B, L), per line of source ``line_src``
+    (0 iron, 1 carbon, 2 alpha, 3 hydrogen): each line's own group's latent with its gradient,
+    the others' through ``other`` (detached in training: a line trains only its own group's
+    axis); hydrogen's always detached unless HYDROGEN_STEERS: no fit of z follows the hydrogen
+    lines (docs/model.md, "Hydrogen steers no abundance")."""
+    fe_in = torch.where(line_src == 0, z_fe, z_fe_sg)
+    alpha_in = torch.where(line_src == 2, z_alpha, other(z_alpha))
+    if not HYDROGEN_STEERS:
+        hyd = line_src == 3
+        fe_in, alpha_in = (torch.where(hyd, t.detach(), t) for t in (fe_in, alpha_in))
+    return fe_in + alpha_electrons * alpha_in
+
+
 def softplus10(x: torch.Tensor) -> torch.Tensor:
     """log10(1 + 10**x)."""
     return nn.functional.softplus(x * LN10) / LN10
@@ -341,17 +357,8 @@ class LineDecoder(nn.Module):
         nl, ns = self.n_line_terms, self.n_ratio_terms
         s = self.log_slope.exp()
         u4 = torch.cat([u, torch.zeros_like(u[:, :1])], -1)
-        # metallicity of the electron donors, dex (B, L): each line's own group's latent with its
-        # gradient, the others' through ``other`` (detached in training: a line trains only its
-        # own group's axis); hydrogen's always detached: no fit of z follows the hydrogen lines
-        # (docs/model.md, "Hydrogen steers no abundance")
         z_alpha = u[:, 2:3] - z_fe_sg
-        fe_in = torch.where(self.line_src == 0, u[:, :1], z_fe_sg)
-        alpha_in = torch.where(self.line_src == 2, z_alpha, other(z_alpha))
-        if not HYDROGEN_STEERS:
-            hyd = self.line_src == 3
-            fe_in, alpha_in = (torch.where(hyd, t.detach(), t) for t in (fe_in, alpha_in))
-        m = s * (fe_in + self.alpha_electrons * alpha_in)
+        m = s * donor_metallicity(self.line_src, u[:, :1], z_fe_sg, z_alpha, self.alpha_electrons, other)
         dop = self._doppler_kms(w, head[:, -2:-1])  # Doppler width, km/s
         if self.physics is None:
             ratio, strength = head[:, nl:nl + ns][:, self.line_species], self._strength_terms(head[:, :nl], w)

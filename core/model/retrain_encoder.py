@@ -17,9 +17,8 @@ from chemlatent.model.modelio import load_config, load_model
 from chemlatent.model.train_options import TrainOptions
 
 
-def stored_options(model_dir: str | Path) -> TrainOptions:
-    """The TrainOptions a model was trained with (its config's training record)."""
-    _, cfg = load_config(model_dir)
+def stored_options(cfg: dict, model_dir: str | Path) -> TrainOptions:
+    """The TrainOptions the model in ``model_dir`` (config ``cfg``) was trained with."""
     stored = cfg.get("training", {}).get("options")
     if not isinstance(stored, dict):
         raise ChemlatentError(f"{model_dir}: its config has no training options "
@@ -35,7 +34,8 @@ def retrain_encoder(model_dir: str | Path, survey_dir: str | Path, out_dir: str 
     TrainOptions fields that differ from the model's own (the refinement's settings)."""
     from chemlatent.model.training import finish_training, load_training_data
 
-    opts = stored_options(model_dir)
+    _, cfg = load_config(model_dir)
+    opts = stored_options(cfg, model_dir)
     if opts.refine_epochs <= 0:
         raise ChemlatentError(f"{model_dir} was trained without --refine-encoder: nothing to refit")
     opts = dataclasses.replace(opts, **(overrides or {}))
@@ -50,7 +50,6 @@ def retrain_encoder(model_dir: str | Path, survey_dir: str | Path, out_dir: str 
         raise ChemlatentError(f"{survey.path} is on another wavelength grid than {model_dir}")
     model.config.name = out.name
     model.set_latent_range(None)  # the range is fitted again to the refitted encoder
-    _, cfg = load_config(model_dir)
     history = cfg.get("training", {}).get("history", [])
     finish_training(model.eval(), survey, data, val, opts, out, device, history, log,
                     extra={"encoder_refitted_from": str(model_dir)})
