@@ -127,7 +127,7 @@ def add_arguments(p) -> None:
                    help="with --refine-encoder: start each star's Teff/logg at its labels where it has "
                         "them (labels: as the decoders saw them in training) or at the encoder's "
                         "guess (encoder; docs/model.md, 'Hydrogen, and the labels')")
-    p.add_argument("--refine-axes", default=",".join(ELEMENT_GROUPS),
+    p.add_argument("--refine-axes", default=None,
                    metavar="AXES",
                    help="with --refine-encoder: the axes whose refit targets are the refined latents "
                         "(comma-separated from fe, c, alpha; default all three; the others keep the "
@@ -154,8 +154,8 @@ def add_arguments(p) -> None:
     p.add_argument("--from-model", metavar="MODEL",
                    help="keep MODEL's decoders and refine and refit its encoder again on this survey "
                         "(the one MODEL was trained on) with MODEL's own training options; every "
-                        "other training option but --refine-nuisance is ignored (docs/model.md, "
-                        "'Hydrogen steers no abundance')")
+                        "other training option but --refine-nuisance and --refine-axes is ignored "
+                        "(docs/model.md, 'Hydrogen steers no abundance')")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint (same options; --epochs may grow)")
     p.add_argument("--overwrite", action="store_true",
@@ -244,11 +244,15 @@ def run(args) -> int:
         from chemlatent.model.retrain_encoder import retrain_encoder
 
         given = {} if args.refine_nuisance is None else {"refine_nuisance_sigma": args.refine_nuisance}
+        if args.refine_axes is not None:
+            given["refine_axes"] = refine_axes(args.refine_axes)
         out = retrain_encoder(args.from_model, args.dir, args.out, overrides=given)
         print(f"model written to {out}")
         return 0
     if args.refine_nuisance is None:  # None only to tell --from-model whether it was given
         args.refine_nuisance = D["refine_nuisance_sigma"]
+    if args.refine_axes is None:  # likewise
+        args.refine_axes = ",".join(ELEMENT_GROUPS)
     # no --epochs: the defaults' step budget (the same on --resume: same survey, same epochs)
     target = D.get("target_steps", 0) if args.epochs is None else 0
     if args.epochs is None:

@@ -280,8 +280,9 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
     # --from-model: the same decoders, the encoder refined and refitted again
     again = tmp_path / "again"
     assert main(["train", str(tiny_survey.path), "--out", str(again), "--from-model", str(out),
-                 "--refine-nuisance", "0"]) == 0
+                 "--refine-nuisance", "0", "--refine-axes", "c,alpha"]) == 0
     cfg2 = json.loads((again / "config.json").read_text())
+    assert cfg2["training"]["encoder_refit"]["axes"] == [1, 2]  # z_fe's target the encoder's own
     assert cfg2["training"]["encoder_refitted_from"] == str(out) and cfg2["name"] == "again"
     assert cfg2["training"]["options"]["refine_nuisance_sigma"] == 0.0
     assert cfg2["training"]["options"]["refine_stars"] == 50
