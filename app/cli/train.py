@@ -136,6 +136,10 @@ def add_arguments(p) -> None:
     p.add_argument("--refit-loss", default=D.get("refit_loss", "equal"), choices=["equal", "standardised"],
                    help="with --refine-encoder: the refit's squared error per axis counts alike (equal; "
                         "the widest axis, z_fe, leads) or divided by that axis's variance (standardised)")
+    p.add_argument("--refine-kept-share", type=float, default=None, metavar="W",
+                   help="with --refine-axes: the share (0-1) of the encoder's own z in the other axes' "
+                        "refit targets, the rest their refined z (default 1; docs/model.md, "
+                        "'Hydrogen steers no abundance')")
     p.add_argument("--refit-lr", default=D.get("refit_schedule", "constant"), choices=["constant", "cosine"],
                    help="with --refine-encoder: the refit's learning rate constant or falling along a "
                         "half cosine to 0 (cosine)")
@@ -154,7 +158,8 @@ def add_arguments(p) -> None:
     p.add_argument("--from-model", metavar="MODEL",
                    help="keep MODEL's decoders and refine and refit its encoder again on this survey "
                         "(the one MODEL was trained on) with MODEL's own training options; every "
-                        "other training option but --refine-nuisance and --refine-axes is ignored "
+                        "other training option but --refine-nuisance, --refine-axes and --refine-kept-share "
+                        "is ignored "
                         "(docs/model.md, 'Hydrogen steers no abundance')")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint (same options; --epochs may grow)")
@@ -238,6 +243,8 @@ def run(args) -> int:
         raise ChemlatentError("--decoder-pixels all needs the line decoders (--decoder lines)")
     if args.decoder_pixels is None:
         args.decoder_pixels = D.get("decoder_pixels", "windows") if args.decoder == "lines" else "windows"
+    if args.refine_kept_share is not None and not 0.0 <= args.refine_kept_share <= 1.0:
+        raise ChemlatentError(f"--refine-kept-share must be between 0 and 1, got {args.refine_kept_share}")
     check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
     check_windows(Path(args.dir), args.windows)
     if args.from_model:
@@ -246,6 +253,8 @@ def run(args) -> int:
         given = {} if args.refine_nuisance is None else {"refine_nuisance_sigma": args.refine_nuisance}
         if args.refine_axes is not None:
             given["refine_axes"] = refine_axes(args.refine_axes)
+        if args.refine_kept_share is not None:
+            given["refine_kept_share"] = args.refine_kept_share
         out = retrain_encoder(args.from_model, args.dir, args.out, overrides=given)
         print(f"model written to {out}")
         return 0
@@ -253,6 +262,8 @@ def run(args) -> int:
         args.refine_nuisance = D["refine_nuisance_sigma"]
     if args.refine_axes is None:  # likewise
         args.refine_axes = ",".join(ELEMENT_GROUPS)
+    if args.refine_kept_share is None:
+        args.refine_kept_share = 1.0
     # no --epochs: the defaults' step budget (the same on --resume: same survey, same epochs)
     target = D.get("target_steps", 0) if args.epochs is None else 0
     if args.epochs is None:
@@ -281,7 +292,7 @@ def run(args) -> int:
                         refine_centred=args.refine_prior == "centred",
                         refine_nuisance_sigma=args.refine_nuisance,
                         refine_at_labels=args.refine_start == "labels",
-                        refine_axes=refine_axes(args.refine_axes),
+                        refine_axes=refine_axes(args.refine_axes), refine_kept_share=args.refine_kept_share,
                         refit_loss=args.refit_loss, refit_schedule=args.refit_lr,
                         latent_range=not args.no_latent_range, surrogate=not args.no_surrogate,
                         anchor_columns=tuple(c.strip() for c in args.anchor_columns.split(",") if c.strip()))

@@ -285,7 +285,8 @@ def cache_settings(opts: RefineOptions, at_labels: bool) -> dict:
 def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], n_data: int, *,
                      stars: int, steps: int, epochs: int, seed: int = 0, centred: bool = False,
                      nuisance_sigma: float = 0.0, at_labels: bool = False,
-                     axes: tuple[int, ...] = (0, 1, 2), device: torch.device | str = "cpu",
+                     axes: tuple[int, ...] = (0, 1, 2), kept_share: float = 1.0,
+                     device: torch.device | str = "cpu",
                      log: Callable[[str], None] = print, cache: str | Path | None = None,
                      refit_loss: str = "equal", refit_schedule: str = "constant") -> dict:
     """Refine the latents of ``stars`` random rows of a data source of ``n_data`` rows (all
@@ -294,10 +295,13 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
     error per epoch) for the model's config. ``centred``: the prior centred on the encoder's
     mean z over those rows (RefineOptions.prior_mean); ``nuisance_sigma``: see RefineOptions;
     ``at_labels``: refine at the stars' Teff/logg labels (refine_rows); ``axes``: the axes
-    whose targets are the refined z, the others keep the encoder's own z as their target;
+    whose targets are the refined z, the others keep the encoder's own z as their target
+    (``kept_share`` of it, the rest the refined z);
     ``cache``: a file that keeps the refined z as they come (refine_cache: a stopped run, or
     another refit of the same model and settings, refines only what the file lacks);
     ``refit_loss``, ``refit_schedule``: refit_encoder's ``loss`` and ``schedule``."""
+    if not 0.0 <= kept_share <= 1.0:
+        raise ChemlatentError(f"the kept axes' share of the encoder's z must be in [0, 1], got {kept_share}")
     n = min(n_data, stars) if stars > 0 else n_data
     rows = torch.randperm(n_data, generator=torch.Generator().manual_seed(seed + 1))[:n]
     t0 = time.perf_counter()
@@ -310,7 +314,8 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
     kept = [a for a in range(3) if a not in axes]
     if kept:
         with _evaluating(model):
-            targets[:, kept] = encoded_means(model, batch, rows, device)[:, kept]
+            own = encoded_means(model, batch, rows, device)[:, kept]
+        targets[:, kept] = kept_share * own + (1.0 - kept_share) * targets[:, kept]
     seconds = round(time.perf_counter() - t0, 1)
     log(f"refined the latents of {n} training stars ({steps} steps) in {seconds:.0f} s")
     losses = refit_encoder(model, batch, rows, targets, epochs=epochs, seed=seed, device=device, log=log,
@@ -324,6 +329,7 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
             **({"nuisance_sigma": nuisance_sigma} if nuisance_sigma > 0 else {}),
             **({"at_labels": True} if at_labels else {}),
             **({"axes": list(axes)} if kept else {}),
+            **({"kept_share": kept_share} if kept and kept_share != 1.0 else {}),
             **({"refit_loss": refit_loss} if refit_loss != "equal" else {}),
             **({"refit_schedule": refit_schedule} if refit_schedule != "constant" else {}),
             "heldout_mse": [round(v, 6) for v in losses]}

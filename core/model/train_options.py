@@ -107,6 +107,9 @@ class TrainOptions:
     # the axes (0 z_fe, 1 z_c, 2 z_alpha) whose refit targets are the refined z; the others
     # keep the encoder's own z as their target (docs/model.md, "Real stars: line depths and the refit")
     refine_axes: tuple[int, ...] = (0, 1, 2)
+    # the share of the encoder's own z in the other axes' targets (1: all of it; 0.5: halfway
+    # to the refined z; docs/model.md, "Hydrogen steers no abundance")
+    refine_kept_share: float = 1.0
     # the refit's loss and learning rate (chemlatent.model.refine.refit_encoder): "equal" or
     # "standardised" squared errors per axis, a "constant" or "cosine" learning rate
     refit_loss: str = "equal"

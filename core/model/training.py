@@ -451,6 +451,7 @@ def finish_training(model: DisentangledVAE, survey: Survey, data: InMemoryData, 
                                  steps=opts.refine_steps, epochs=opts.refine_epochs, seed=opts.seed,
                                  centred=opts.refine_centred, nuisance_sigma=opts.refine_nuisance_sigma,
                                  at_labels=opts.refine_at_labels, axes=tuple(opts.refine_axes),
+                                 kept_share=opts.refine_kept_share,
                                  device=device, log=log, cache=out / CHECKPOINT / REFINED,
                                  refit_loss=opts.refit_loss, refit_schedule=opts.refit_schedule)
     # anchored axes already have the references' sign; the others are oriented label-free

@@ -280,9 +280,11 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
     # --from-model: the same decoders, the encoder refined and refitted again
     again = tmp_path / "again"
     assert main(["train", str(tiny_survey.path), "--out", str(again), "--from-model", str(out),
-                 "--refine-nuisance", "0", "--refine-axes", "c,alpha"]) == 0
+                 "--refine-nuisance", "0", "--refine-axes", "c,alpha", "--refine-kept-share", "0.5"]) == 0
     cfg2 = json.loads((again / "config.json").read_text())
-    assert cfg2["training"]["encoder_refit"]["axes"] == [1, 2]  # z_fe's target the encoder's own
+    # z_fe's target halfway between the encoder's own and the refined z_fe
+    assert cfg2["training"]["encoder_refit"]["axes"] == [1, 2]
+    assert cfg2["training"]["encoder_refit"]["kept_share"] == 0.5
     assert cfg2["training"]["encoder_refitted_from"] == str(out) and cfg2["name"] == "again"
     assert cfg2["training"]["options"]["refine_nuisance_sigma"] == 0.0
     assert cfg2["training"]["options"]["refine_stars"] == 50
@@ -298,6 +300,9 @@ def test_train_command_builds_line_decoders(tiny_survey, tmp_path):
         main(["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-encoder", "-1"])
     with pytest.raises(SystemExit):
         main(["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-nuisance", "-0.1"])
+    bad_share = ["train", str(tiny_survey.path), "--out", str(tmp_path / "x"), "--refine-kept-share", "1.5"]
+    assert main(bad_share) != 0
+    assert not (tmp_path / "x").exists()
     assert load_model(out).form == "lines"
 
 

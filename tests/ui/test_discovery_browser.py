@@ -34,6 +34,17 @@ def best_next_shows(page, dash, stars: set[int], polls: int = 150) -> set[int]:
     return shown
 
 
+def first_unvetted(page, dash, vetted: list[int], polls: int = 150) -> int:
+    """The candidate table's first star not in ``vetted``, polled (``polls`` x 200 ms): the
+    table is filled after the status line that announces it, later on a loaded machine."""
+    for _ in range(polls):
+        fresh = [int(s) for s in dash.candidates.table.value["star_id"] if int(s) not in vetted]
+        if fresh:
+            return fresh[0]
+        page.wait_for_timeout(200)
+    raise AssertionError(f"the best-next table shows no star besides {vetted}")
+
+
 def test_compare_panel_shows_spectra_and_features(page, served):
     dash = served["apps"][-1]
     f = dash.state.data.frame
@@ -57,7 +68,7 @@ def test_best_next_learns_from_verdicts_clicked_in_the_page(page, served):
     ids = []
     for verb in ("accept", "accept", "reject", "reject"):
         # the table re-ranks as verdicts come in: take its current first star each time
-        sid = next(int(s) for s in dash.candidates.table.value["star_id"] if int(s) not in ids)
+        sid = first_unvetted(page, dash, ids)
         ids.append(sid)
         dash.state.pick_star(sid)
         page.wait_for_timeout(600)
