@@ -243,8 +243,10 @@ def run(args) -> int:
         raise ChemlatentError("--decoder-pixels all needs the line decoders (--decoder lines)")
     if args.decoder_pixels is None:
         args.decoder_pixels = D.get("decoder_pixels", "windows") if args.decoder == "lines" else "windows"
-    if args.refine_kept_share is not None and not 0.0 <= args.refine_kept_share <= 1.0:
-        raise ChemlatentError(f"--refine-kept-share must be between 0 and 1, got {args.refine_kept_share}")
+    if args.refine_kept_share is not None:  # before any work, not after the epochs
+        from chemlatent.model.refine import check_kept_share
+
+        check_kept_share(args.refine_kept_share)
     check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
     check_windows(Path(args.dir), args.windows)
     if args.from_model:

@@ -282,6 +282,13 @@ def cache_settings(opts: RefineOptions, at_labels: bool) -> dict:
     return {**asdict(opts), "at_labels": at_labels, "hydrogen": "steers" if steers else "detached"}
 
 
+def check_kept_share(kept_share: float) -> None:
+    """Refuse a share of the encoder's own z (refine_and_refit's ``kept_share``) outside [0, 1]."""
+    if not 0.0 <= kept_share <= 1.0:
+        raise ChemlatentError(f"the kept axes' share of the encoder's z (--refine-kept-share) must be "
+                              f"between 0 and 1, got {kept_share}")
+
+
 def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tuple], n_data: int, *,
                      stars: int, steps: int, epochs: int, seed: int = 0, centred: bool = False,
                      nuisance_sigma: float = 0.0, at_labels: bool = False,
@@ -300,8 +307,7 @@ def refine_and_refit(model: DisentangledVAE, batch: Callable[[torch.Tensor], tup
     ``cache``: a file that keeps the refined z as they come (refine_cache: a stopped run, or
     another refit of the same model and settings, refines only what the file lacks);
     ``refit_loss``, ``refit_schedule``: refit_encoder's ``loss`` and ``schedule``."""
-    if not 0.0 <= kept_share <= 1.0:
-        raise ChemlatentError(f"the kept axes' share of the encoder's z must be in [0, 1], got {kept_share}")
+    check_kept_share(kept_share)
     n = min(n_data, stars) if stars > 0 else n_data
     rows = torch.randperm(n_data, generator=torch.Generator().manual_seed(seed + 1))[:n]
     t0 = time.perf_counter()
