@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA when present (on each worker with --scheduler)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                   help="matrix precision (auto: bf16)")
+                   help="matrix precision (auto: bf16 on a GPU or a CPU with native bf16, else fp32)")
     p.add_argument("--chunk", type=bounded_int(1, 262_144), default=None,
                    help="stars per block (default 8192, 32768 on a GPU; with --ids: per batch, sized to the "
                         "device and samples; with --scheduler: per partition, 8192)")

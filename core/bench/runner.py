@@ -58,10 +58,12 @@ def bench_random_access(survey, n: int = 200, seed: int = 0) -> dict:
 
 
 def bench_encode(survey, model_dir: str | None, device: str = "cpu", precision: str = "auto") -> dict:
+    from chemlatent.encode.precision import resolve_precision
     from chemlatent.encode.streaming import encode_survey
     from chemlatent.model.modelio import load_model
 
     model = load_model(model_dir, device=device)
+    precision = resolve_precision(precision, device)
     out = Path(tempfile.mkdtemp()) / "lat.parquet"
     encode_survey(survey, model, out_path=out, device=device, precision=precision,
                   rows=np.arange(min(survey.n_stars, 8192)))  # warm-up

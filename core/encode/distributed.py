@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from distributed import WorkerPlugin
 
+from chemlatent.encode.precision import resolve_precision
 from chemlatent.errors import ChemlatentError
 
 PARTS_DIR = ".parts"
@@ -248,7 +249,10 @@ def encode_distributed(survey_dir: str | Path, model_dir: str | Path | None = No
     if out_path.exists() and not overwrite:
         raise ChemlatentError(f"{out_path} already exists; pass --overwrite to replace it")
     weights_fp = model_fingerprint(mdir)
-    prec = "bf16" if precision == "auto" else precision
+    from chemlatent.model.device import pick_device
+
+    # decided once, here, so every partition of the run shares it (and the fingerprint)
+    prec = resolve_precision(precision, "cuda" if device == "cuda" else pick_device("auto").type)
     run_fp = model_fingerprint(mdir, precision=prec, samples=int(samples), seed=int(seed))
     parts = survey.path / LATENTS_DIR / PARTS_DIR / f"{name}-{run_fp}"
     parts.mkdir(parents=True, exist_ok=True)

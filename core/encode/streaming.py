@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from chemlatent import __version__
+from chemlatent.encode.precision import resolve_precision
 from chemlatent.encode.tiles import CPU_TILE, CUDA_TILE, default_workers, map_tiles
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.rowreader import take_rows
@@ -165,11 +166,7 @@ class Encoder:
         self.model = model.eval()
         self.device = torch.device(device)
         self.model.to(self.device)
-        if precision == "auto":
-            precision = "bf16"
-        if precision not in ("bf16", "fp32"):
-            raise ChemlatentError(f"unknown precision {precision!r}: use auto, bf16 or fp32")
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device.type)
         self.cuda = self.device.type == "cuda"
         if features == "auto":
             features = "torch" if self.cuda else "numba"

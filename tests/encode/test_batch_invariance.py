@@ -94,3 +94,12 @@ def test_the_tile_pool_leaves_the_process_thread_count_alone(survey):
     before = torch.get_num_threads()
     Encoder(load_model(None), survey)(read_rows_raw(survey, np.arange(10)))
     assert torch.get_num_threads() == before
+
+
+def test_the_tile_threads_end_with_the_call(survey):
+    """Idle threads that ran torch slow every later OpenMP region in the process (each hand-off
+    sleeps), so the tile workers live only for one call."""
+    import threading
+
+    Encoder(load_model(None), survey)(read_rows_raw(survey, np.arange(600)))
+    assert not [t for t in threading.enumerate() if t.name.startswith("chemlatent-tile")]
