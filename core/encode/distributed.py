@@ -252,7 +252,7 @@ def encode_distributed(survey_dir: str | Path, model_dir: str | Path | None = No
     from chemlatent.model.device import pick_device
 
     # decided once, here, so every partition of the run shares it (and the fingerprint)
-    prec = resolve_precision(precision, "cuda" if device == "cuda" else pick_device("auto").type)
+    prec = resolve_precision(precision, device if device in ("cpu", "cuda") else pick_device(device).type)
     run_fp = model_fingerprint(mdir, precision=prec, samples=int(samples), seed=int(seed))
     parts = survey.path / LATENTS_DIR / PARTS_DIR / f"{name}-{run_fp}"
     parts.mkdir(parents=True, exist_ok=True)
