@@ -265,7 +265,7 @@ def run(args) -> int:
     if args.refine_axes is None:  # likewise
         args.refine_axes = ",".join(ELEMENT_GROUPS)
     if args.refine_kept_share is None:
-        args.refine_kept_share = 1.0
+        args.refine_kept_share = TrainOptions.refine_kept_share
     # no --epochs: the defaults' step budget (the same on --resume: same survey, same epochs)
     target = D.get("target_steps", 0) if args.epochs is None else 0
     if args.epochs is None:
