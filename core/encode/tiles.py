@@ -80,6 +80,18 @@ def map_tiles(fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.T
     return tuple(torch.cat(parts)[:n] for parts in zip(*outs))
 
 
+def map_row_tiles(fn: Callable[[int, int], tuple[torch.Tensor, ...]], n: int, *, rows: int,
+                  workers: int = 1) -> tuple[torch.Tensor, ...]:
+    """``fn(a, b)`` for the row ranges [a, b) of ``rows`` rows (the last one shorter) that
+    cover ``n`` rows, in ``workers`` single-threaded threads, outputs joined in order. ``fn``
+    builds its own fixed-shape tile, so a block's inputs need never exist whole: features
+    made, used and dropped per tile stay in the CPU's cache."""
+    starts = range(0, n, rows)
+    with tile_pool(workers if len(starts) > 1 else 1) as pool:
+        outs = list(pool.map(lambda a: fn(a, min(a + rows, n)), starts))
+    return tuple(torch.cat(parts) for parts in zip(*outs))
+
+
 def default_workers() -> int:
     """Tile threads on CPU: the process's torch thread count (1 in a Dask worker)."""
     return max(1, torch.get_num_threads())

@@ -51,15 +51,23 @@ def plain_chunk_files(arr) -> Callable[[int], Path] | None:
         return None
 
 
-def take_rows(arr, rows: np.ndarray) -> np.ndarray:
-    """``arr[rows]`` for sorted row indices, reading only those rows where the layout allows."""
+def take_rows(arr, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``arr[rows]`` for sorted row indices, reading only those rows where the layout allows;
+    into ``out`` (shape (len(rows), ncol), arr's dtype) when given."""
     rows = np.asarray(rows, np.int64)
     files = plain_chunk_files(arr)
     if files is None or rows.size == 0:
-        return np.asarray(arr.get_orthogonal_selection((rows, slice(None))))
+        got = np.asarray(arr.get_orthogonal_selection((rows, slice(None))))
+        if out is None:
+            return got
+        out[...] = got
+        return out
     cs, ncol = int(arr.chunks[0]), int(arr.shape[1])
     dtype = np.dtype(arr.dtype).newbyteorder("<")
-    out = np.empty((rows.size, ncol), dtype=dtype)
+    if out is None:
+        out = np.empty((rows.size, ncol), dtype=dtype)
+    elif out.shape != (rows.size, ncol) or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {dtype} array of shape {(rows.size, ncol)}")
     cid = rows // cs
     cut = np.flatnonzero(np.diff(cid)) + 1
     spans = list(zip(np.r_[0, cut], np.r_[cut, rows.size]))
@@ -95,3 +103,19 @@ def take_rows(arr, rows: np.ndarray) -> np.ndarray:
         for _ in _pool().map(one, spans):
             pass
     return out.astype(arr.dtype, copy=False)
+
+
+def read_range(arr, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Whole rows ``arr[start:stop]`` of a 2-D array, into ``out`` when given: uncompressed
+    chunk files are read directly, others decoded by zarr straight into ``out``."""
+    if plain_chunk_files(arr) is not None:
+        return take_rows(arr, np.arange(start, stop), out)
+    if out is None:
+        return np.asarray(arr[start:stop])
+    try:
+        from zarr.core.buffer.cpu import NDBuffer
+
+        arr.get_basic_selection((slice(start, stop), slice(None)), out=NDBuffer.from_numpy_array(out))
+    except ImportError:  # another zarr version
+        out[...] = np.asarray(arr[start:stop])
+    return out
