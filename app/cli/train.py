@@ -155,6 +155,12 @@ def add_arguments(p) -> None:
                         "Signor et al. 2025 (CNN encoder, correlated prior; docs/model.md)")
     p.add_argument("--channels", default="128,256,512",
                    help="signor2025 only: the encoder's three conv filter counts (the paper's 128,256,512)")
+    p.add_argument("--second-refinement", action="store_true",
+                   help="after training, refine and refit the encoder a second time: Teff/logg held "
+                        "fixed, z_c and z_alpha refitted to the refined latents, z_fe halfway (better "
+                        "alpha and alpha-poor flags on every survey measured; about twice the "
+                        "refinement's time); the first pass's model is kept in OUT/<name>-first-pass "
+                        "(docs/model.md, 'The second refinement on the stand-ins')")
     p.add_argument("--from-model", metavar="MODEL",
                    help="keep MODEL's decoders and refine and refit its encoder again on this survey "
                         "(the one MODEL was trained on) with MODEL's own training options; every "
@@ -248,7 +254,15 @@ def run(args) -> int:
 
         check_kept_share(args.refine_kept_share)
     check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    if args.second_refinement:  # an interrupted first pass is refused (or resumed) the same way
+        from chemlatent.model.retrain_encoder import first_pass_dir
+
+        check_out(Path(args.dir), first_pass_dir(args.out), resume=args.resume, overwrite=args.overwrite)
     check_windows(Path(args.dir), args.windows)
+    if args.second_refinement and (args.from_model or args.refine_encoder <= 0
+                                   or getattr(args, "recipe", "default") != "default"):
+        raise ChemlatentError("--second-refinement follows a refined encoder: it needs --refine-encoder "
+                              "above 0 and the default recipe, and cannot be combined with --from-model")
     if args.from_model:
         from chemlatent.model.retrain_encoder import retrain_encoder
 
@@ -302,9 +316,37 @@ def run(args) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = lambda msg, *a, **k: print(f"chemlatent train: warning: {msg}",
                                                            file=sys.stderr)
-        out = train(args.dir, args.out, opts, resume=args.resume, progress=sys.stderr.isatty())
+        if args.second_refinement:
+            out = _train_twice_refined(args, opts)
+        else:
+            out = train(args.dir, args.out, opts, resume=args.resume, progress=sys.stderr.isatty())
     print(f"model written to {out} (loss curves in {out / 'loss.png'})")
     return 0
+
+
+def _train_twice_refined(args, opts) -> Path:
+    """``--second-refinement``: train into OUT/<name>-first-pass, then refine and refit that
+    model's encoder again into OUT (the same code as ``--from-model`` with the second pass's
+    settings). A --resume after the first pass finished goes straight to the second."""
+    import dataclasses
+
+    from chemlatent.model.modelio import load_config
+    from chemlatent.model.retrain_encoder import SECOND_REFINEMENT, first_pass_dir, retrain_encoder
+    from chemlatent.model.training import train
+
+    first = first_pass_dir(args.out)
+    done = (first / "weights.safetensors").exists() and (first / "config.json").exists()
+    if done and args.resume:
+        load_config(first)  # a damaged first pass fails here, with its path
+        print(f"first pass already trained ({first}): the second refinement follows")
+    else:
+        train(args.dir, first, dataclasses.replace(opts, name=first.name), resume=args.resume,
+              progress=sys.stderr.isatty())
+    shown = {k: (",".join(ELEMENT_GROUPS[a] for a in v) if k == "refine_axes" else v)
+             for k, v in SECOND_REFINEMENT.items()}
+    print(f"second refinement of {first} ({', '.join(f'{k} {v}' for k, v in shown.items())})")
+    retrain_encoder(first, args.dir, args.out, overrides=SECOND_REFINEMENT)
+    return Path(args.out)
 
 
 def _run_signor2025(args) -> int:

@@ -3,7 +3,8 @@
 bf16 halves the encoder's memory traffic where the hardware multiplies bf16 natively (a
 CUDA GPU; a CPU with AVX-512 BF16 or AMX); elsewhere torch emulates it and it is the slower
 choice (`chemlatent bench --only encode --stars 100000` on a 2-core AVX2 AMD EPYC: 6,622
-spectra/s in bf16, 18,007 in fp32; docs/model.md "Batch invariance").
+spectra/s in bf16, 18,007 in fp32 with the encode path of the time, 23,500-24,800 in fp32
+now; docs/model.md "Batch invariance").
 """
 
 from __future__ import annotations

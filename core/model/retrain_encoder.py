@@ -16,6 +16,18 @@ from chemlatent.errors import ChemlatentError
 from chemlatent.model.modelio import load_config, load_model
 from chemlatent.model.train_options import TrainOptions
 
+# ``train --second-refinement``: the second pass's settings (docs/model.md, "The second
+# refinement on the stand-ins"): Teff/logg held fixed, z_c and z_alpha refitted to latents
+# refined against the decoders, z_fe's target halfway between the first refit's own and them
+SECOND_REFINEMENT = {"refine_nuisance_sigma": 0.0, "refine_axes": (1, 2), "refine_kept_share": 0.5}
+FIRST_PASS_SUFFIX = "-first-pass"
+
+
+def first_pass_dir(out_dir: str | Path) -> Path:
+    """Where ``train --second-refinement`` keeps the first pass's model: inside ``out_dir``."""
+    out = Path(out_dir)
+    return out / f"{out.name}{FIRST_PASS_SUFFIX}"
+
 
 def stored_options(cfg: dict, model_dir: str | Path) -> TrainOptions:
     """The TrainOptions the model in ``model_dir`` (config ``cfg``) was trained with."""

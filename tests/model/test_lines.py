@@ -485,3 +485,44 @@ def test_shared_line_physics_is_boltzmann_and_saha_with_nothing_per_group():
     with pytest.raises(ValueError, match="physical Doppler"):
         _model(0, line_shared_physics=True)
 
+
+
+def test_second_refinement_is_the_first_pass_then_the_from_model_pass(tiny_survey, tmp_path):
+    """``train --second-refinement`` gives the weights of ``train`` followed by ``train
+    --from-model`` with the second pass's settings (one code path), keeps the first pass, and
+    a --resume after the first pass goes straight to the second."""
+    import json
+
+    from chemlatent.app.cli import main
+
+    s = str(tiny_survey.path)
+    base = ["--epochs", "1", "--hidden", "16,16,8", "--max-stars", "300", "--batch-size", "128",
+            "--device", "cpu", "--refine-encoder", "2", "--refine-stars", "40", "--no-surrogate"]
+    first, two, one = tmp_path / "first", tmp_path / "two", tmp_path / "one"
+    assert main(["train", s, "--out", str(first), *base]) == 0
+    assert main(["train", s, "--out", str(two), "--from-model", str(first), "--refine-nuisance", "0",
+                 "--refine-axes", "c,alpha", "--refine-kept-share", "0.5"]) == 0
+    assert main(["train", s, "--out", str(one), *base, "--second-refinement"]) == 0
+    kept = one / "one-first-pass"
+    for a, b in ((kept, first), (one, two)):
+        sa, sb = load_model(a).state_dict(), load_model(b).state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), (a.name, k)
+    cfg = json.loads((one / "config.json").read_text())
+    assert cfg["name"] == "one" and cfg["training"]["encoder_refitted_from"] == str(kept)
+    assert cfg["training"]["encoder_refit"]["axes"] == [1, 2]
+    assert cfg["training"]["encoder_refit"]["kept_share"] == 0.5
+    assert cfg["training"]["options"]["refine_nuisance_sigma"] == 0.0
+    assert json.loads((kept / "config.json").read_text())["name"] == "one-first-pass"
+    # a finished first pass is not trained again on --resume
+    stamp = (kept / "weights.safetensors").stat().st_mtime_ns
+    assert main(["train", s, "--out", str(one), *base, "--second-refinement", "--resume"]) == 0
+    assert (kept / "weights.safetensors").stat().st_mtime_ns == stamp
+    assert torch.equal(load_model(one).state_dict()["encoder.0.weight"],
+                       load_model(two).state_dict()["encoder.0.weight"])
+    # refused before any work: nothing to refine a second time, or mixed with --from-model
+    for i, extra in enumerate((["--refine-encoder", "0"], ["--from-model", str(first)])):
+        out = tmp_path / f"refused{i}"
+        assert main(["train", s, "--out", str(out), *base[:-3], *extra, "--second-refinement"]) != 0
+        assert not out.exists()
