@@ -1,6 +1,6 @@
 """Reusable arrays for streams of equally shaped blocks.
 
-A block of 8,192 stars is ~105 MB of raw arrays. Allocated afresh for every block, each one
+A block of 4,096 stars is ~52 MB of raw arrays. Allocated afresh for every block, each one
 is new memory the kernel must fault in and zero: on a 2-core machine that was ~20 % of an
 encode's time (``clear_page`` in a profile). Blocks whose arrays go back to a pool once used
 touch the same memory again instead.
