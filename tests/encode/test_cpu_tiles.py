@@ -4,6 +4,7 @@ buffer pool its blocks are read into, and reads into given arrays."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from encode_helpers import small_survey
@@ -58,8 +59,6 @@ def test_encoding_reuses_block_memory_and_keeps_every_row(surveys, model, tmp_pa
     s = surveys["scaled"]
     a = encode_survey(s, model, out_path=tmp_path / "a.parquet", chunk=128)  # 5 blocks, reused
     b = encode_survey(s, model, out_path=tmp_path / "b.parquet", chunk=600)  # one block
-    import pandas as pd
-
     da, db = pd.read_parquet(a), pd.read_parquet(b)
     assert len(da) == s.n_stars
     np.testing.assert_array_equal(da["star_id"], s.catalog["star_id"])
