@@ -157,7 +157,7 @@ def add_arguments(p) -> None:
                    help="signor2025 only: the encoder's three conv filter counts (the paper's 128,256,512)")
     p.add_argument("--second-refinement", action="store_true",
                    help="after training, refine and refit the encoder a second time: Teff/logg held "
-                        "fixed, z_c and z_alpha refitted to the refined latents, z_fe halfway (better "
+                        "fixed, z_alpha refitted to the refined latents, z_fe and z_c halfway (better "
                         "alpha and alpha-poor flags on every survey measured; about twice the "
                         "refinement's time); the first pass's model is kept in OUT/<name>-first-pass "
                         "(docs/model.md, 'The second refinement on the stand-ins')")

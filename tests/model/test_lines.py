@@ -501,7 +501,7 @@ def test_second_refinement_is_the_first_pass_then_the_from_model_pass(tiny_surve
     first, two, one = tmp_path / "first", tmp_path / "two", tmp_path / "one"
     assert main(["train", s, "--out", str(first), *base]) == 0
     assert main(["train", s, "--out", str(two), "--from-model", str(first), "--refine-nuisance", "0",
-                 "--refine-axes", "c,alpha", "--refine-kept-share", "0.5"]) == 0
+                 "--refine-axes", "alpha", "--refine-kept-share", "0.5"]) == 0
     assert main(["train", s, "--out", str(one), *base, "--second-refinement"]) == 0
     kept = one / "one-first-pass"
     for a, b in ((kept, first), (one, two)):
@@ -511,7 +511,7 @@ def test_second_refinement_is_the_first_pass_then_the_from_model_pass(tiny_surve
             assert torch.equal(sa[k], sb[k]), (a.name, k)
     cfg = json.loads((one / "config.json").read_text())
     assert cfg["name"] == "one" and cfg["training"]["encoder_refitted_from"] == str(kept)
-    assert cfg["training"]["encoder_refit"]["axes"] == [1, 2]
+    assert cfg["training"]["encoder_refit"]["axes"] == [2]
     assert cfg["training"]["encoder_refit"]["kept_share"] == 0.5
     assert cfg["training"]["options"]["refine_nuisance_sigma"] == 0.0
     assert json.loads((kept / "config.json").read_text())["name"] == "one-first-pass"
