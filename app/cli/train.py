@@ -317,36 +317,14 @@ def run(args) -> int:
         warnings.showwarning = lambda msg, *a, **k: print(f"chemlatent train: warning: {msg}",
                                                            file=sys.stderr)
         if args.second_refinement:
-            out = _train_twice_refined(args, opts)
+            from chemlatent.model.retrain_encoder import train_with_second_refinement
+
+            out = train_with_second_refinement(args.dir, args.out, opts, resume=args.resume,
+                                               progress=sys.stderr.isatty())
         else:
             out = train(args.dir, args.out, opts, resume=args.resume, progress=sys.stderr.isatty())
     print(f"model written to {out} (loss curves in {out / 'loss.png'})")
     return 0
-
-
-def _train_twice_refined(args, opts) -> Path:
-    """``--second-refinement``: train into OUT/<name>-first-pass, then refine and refit that
-    model's encoder again into OUT (the same code as ``--from-model`` with the second pass's
-    settings). A --resume after the first pass finished goes straight to the second."""
-    import dataclasses
-
-    from chemlatent.model.modelio import load_config
-    from chemlatent.model.retrain_encoder import SECOND_REFINEMENT, first_pass_dir, retrain_encoder
-    from chemlatent.model.training import train
-
-    first = first_pass_dir(args.out)
-    done = (first / "weights.safetensors").exists() and (first / "config.json").exists()
-    if done and args.resume:
-        load_config(first)  # a damaged first pass fails here, with its path
-        print(f"first pass already trained ({first}): the second refinement follows")
-    else:
-        train(args.dir, first, dataclasses.replace(opts, name=first.name), resume=args.resume,
-              progress=sys.stderr.isatty())
-    shown = {k: (",".join(ELEMENT_GROUPS[a] for a in v) if k == "refine_axes" else v)
-             for k, v in SECOND_REFINEMENT.items()}
-    print(f"second refinement of {first} ({', '.join(f'{k} {v}' for k, v in shown.items())})")
-    retrain_encoder(first, args.dir, args.out, overrides=SECOND_REFINEMENT)
-    return Path(args.out)
 
 
 def _run_signor2025(args) -> int:

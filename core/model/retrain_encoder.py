@@ -15,6 +15,7 @@ from pathlib import Path
 from chemlatent.errors import ChemlatentError
 from chemlatent.model.modelio import load_config, load_model
 from chemlatent.model.train_options import TrainOptions
+from chemlatent.spectra.grid import ELEMENT_GROUPS
 
 # ``train --second-refinement``: the second pass's settings (docs/model.md, "The second
 # refinement on the stand-ins"): Teff/logg held fixed, z_alpha refitted to latents refined
@@ -67,3 +68,23 @@ def retrain_encoder(model_dir: str | Path, survey_dir: str | Path, out_dir: str 
     finish_training(model.eval(), survey, data, val, opts, out, device, history, log,
                     extra={"encoder_refitted_from": str(model_dir)})
     return out
+
+
+def train_with_second_refinement(survey_dir: str | Path, out_dir: str | Path, opts: TrainOptions, *,
+                                 resume: bool = False, progress: bool = True, log=print) -> Path:
+    """``train --second-refinement``: train into ``first_pass_dir(out_dir)``, then refine and
+    refit that model's encoder again into ``out_dir`` with :data:`SECOND_REFINEMENT` (the same
+    code as ``--from-model``). With ``resume``, a finished first pass is not trained again."""
+    from chemlatent.model.training import train
+
+    first = first_pass_dir(out_dir)
+    if resume and (first / "weights.safetensors").exists() and (first / "config.json").exists():
+        load_config(first)  # a damaged first pass fails here, with its path
+        log(f"first pass already trained ({first}): the second refinement follows")
+    else:
+        train(survey_dir, first, dataclasses.replace(opts, name=first.name), resume=resume,
+              progress=progress, log=log)
+    shown = {k: ",".join(ELEMENT_GROUPS[a] for a in v) if k == "refine_axes" else v
+             for k, v in SECOND_REFINEMENT.items()}
+    log(f"second refinement of {first} ({', '.join(f'{k} {v}' for k, v in shown.items())})")
+    return retrain_encoder(first, survey_dir, out_dir, overrides=SECOND_REFINEMENT, log=log)
