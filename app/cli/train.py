@@ -254,15 +254,15 @@ def run(args) -> int:
 
         check_kept_share(args.refine_kept_share)
     check_out(Path(args.dir), Path(args.out), resume=args.resume, overwrite=args.overwrite)
-    if args.second_refinement:  # an interrupted first pass is refused (or resumed) the same way
+    if args.second_refinement:
         from chemlatent.model.retrain_encoder import first_pass_dir
 
+        if args.from_model or args.refine_encoder <= 0 or getattr(args, "recipe", "default") != "default":
+            raise ChemlatentError("--second-refinement follows a refined encoder: it needs --refine-encoder "
+                                  "above 0 and the default recipe, and cannot be combined with --from-model")
+        # an interrupted first pass is refused (or resumed) the same way as a plain run
         check_out(Path(args.dir), first_pass_dir(args.out), resume=args.resume, overwrite=args.overwrite)
     check_windows(Path(args.dir), args.windows)
-    if args.second_refinement and (args.from_model or args.refine_encoder <= 0
-                                   or getattr(args, "recipe", "default") != "default"):
-        raise ChemlatentError("--second-refinement follows a refined encoder: it needs --refine-encoder "
-                              "above 0 and the default recipe, and cannot be combined with --from-model")
     if args.from_model:
         from chemlatent.model.retrain_encoder import retrain_encoder
 
