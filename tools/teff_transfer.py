@@ -33,7 +33,9 @@ def main(synth_dir: str, real_dir: str) -> None:
     synth, real = Survey(synth_dir), Survey(real_dir)
     if not synth.grid.matches(real.grid):
         sys.exit("error: the two surveys are on different wavelength grids")
-    n = min(N_FIT + N_TEST, synth.n_stars)
+    if synth.n_stars < N_FIT + N_TEST:
+        sys.exit(f"error: {synth_dir} has {synth.n_stars} stars; the check fits {N_FIT} and tests {N_TEST}")
+    n = N_FIT + N_TEST
     s, r = synth.read(0, n), real.read(0, real.n_stars)
     teff = synth.catalog.teff.to_numpy()[:n]
     cat = real.catalog
