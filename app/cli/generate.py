@@ -31,6 +31,11 @@ def add_arguments(p) -> None:
                         "(stronger below it): another temperature response")
     s.add_argument("--weak-lines", type=nonneg_int, default=0, metavar="N",
                    help="add N weak Fe I lines at random wavelengths (a forest of weak lines)")
+    s.add_argument("--snr-range", default=None, metavar="LO,HI",
+                   help="the stars' S/N range (default 10,90)")
+    s.add_argument("--snr-shape", default="beta", choices=["beta", "uniform", "log"],
+                   help="beta: peaked mid-range (default); uniform: flat; log: uniform in log S/N, "
+                        "most stars faint (a magnitude-limited survey)")
     s.add_argument("--physics-seed", type=nonneg_int, default=1, help="draws the line and band offsets")
 
 
@@ -49,14 +54,15 @@ def _floats(text: str, n: int, flag: str) -> tuple[float, ...]:
 def standin_from(args):
     """The stand-in options of ``generate`` (None when all are default) and the grid."""
     from chemlatent.spectra.grid import DEFAULT_GRID
-    from chemlatent.synth.standins import DEFAULT_MIX, StandIn, grid_for_range
+    from chemlatent.synth.standins import DEFAULT_MIX, DEFAULT_SNR_RANGE, StandIn, grid_for_range
 
     grid = DEFAULT_GRID
     if args.wave_range:
         grid = grid_for_range(*_floats(args.wave_range, 2, "--wave-range"))
     mix = _floats(args.mix, 3, "--mix") if args.mix else DEFAULT_MIX
+    snr_range = _floats(args.snr_range, 2, "--snr-range") if args.snr_range else DEFAULT_SNR_RANGE
     standin = StandIn(args.line_scatter, args.band_scatter, args.resolution, mix, args.physics_seed,
-                      args.teff_tilt, args.weak_lines)
+                      args.teff_tilt, args.weak_lines, snr_range, args.snr_shape)
     return (None if standin.is_default else standin), grid
 
 

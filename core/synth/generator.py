@@ -374,7 +374,9 @@ class Generator:
         return (1.0 / self.noise_prof.astype(np.float64) ** 2).astype(np.float32)
 
     def labels(self, idx: np.ndarray) -> pd.DataFrame:
-        return sample_labels(self.seed, idx, self.standin.mix)
+        if self.standin.snr == StandIn().snr:  # tools that patch sample_labels pass no S/N
+            return sample_labels(self.seed, idx, self.standin.mix)
+        return sample_labels(self.seed, idx, self.standin.mix, self.standin.snr)
 
     def render(self, labels: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Normalised flux (n, P) float16 and bad-pixel mask (n, P) uint8 for these stars."""

@@ -57,9 +57,11 @@ def _truncnorm(u: np.ndarray, mu, sd, lo, hi) -> np.ndarray:
 
 
 def sample_labels(seed: int, idx: np.ndarray,
-                  mix: tuple[float, float, float] = (0.42, 0.25, 0.33)) -> pd.DataFrame:
+                  mix: tuple[float, float, float] = (0.42, 0.25, 0.33),
+                  snr: tuple[float, float, str] = (10.0, 90.0, "beta")) -> pd.DataFrame:
     """True labels and population tags for stars ``idx`` of survey ``seed``; ``mix``: the
-    fractions of thin disc, thick disc and halo (summing to 1)."""
+    fractions of thin disc, thick disc and halo (summing to 1); ``snr``: the S/N range and
+    its shape (:func:`snr_from_uniform`)."""
     idx = np.asarray(idx, dtype=np.int64)
     u = star_uniforms(seed, idx)
     n = idx.size
@@ -136,7 +138,7 @@ def sample_labels(seed: int, idx: np.ndarray,
     nfe = 0.0 + 0.1 * g[:, 12] + np.where(logg < 2.0, 0.3 * (2.0 - logg) / 1.5, 0.0)
 
     vmicro = np.clip(1.0 + 0.25 * (4.5 - logg) + 0.3 * (teff - 5500) / 1000 + 0.1 * g[:, 13], 0.6, 2.8)
-    snr = 10.0 + 80.0 * _beta_snr(u[:, 14])
+    snr = snr_from_uniform(u[:, 14], *snr)
     rv = 4.0 * g[:, 15]
     ra = 360.0 * u[:, 16]
     dec = np.degrees(np.arcsin(2.0 * u[:, 17] - 1.0))
@@ -165,6 +167,22 @@ def _beta_quantiles() -> np.ndarray:
     from scipy.special import betaincinv
 
     return betaincinv(2.2, 2.4, np.linspace(0.0, 1.0, 8193))
+
+
+SNR_SHAPES = ("beta", "uniform", "log")
+
+
+def snr_from_uniform(u: np.ndarray, lo: float = 10.0, hi: float = 90.0, shape: str = "beta"
+                     ) -> np.ndarray:
+    """S/N from uniforms ``u`` within ``lo``-``hi``: "beta" peaks near the middle of the range
+    (the generator's own, 45-50 within 10-90); "uniform" is flat; "log" is uniform in log S/N,
+    as many stars per factor of S/N (a magnitude-limited survey such as LAMOST: most stars
+    faint)."""
+    if shape == "log":
+        return lo * (hi / lo) ** u
+    if shape == "uniform":
+        return lo + (hi - lo) * u
+    return lo + (hi - lo) * _beta_snr(u)
 
 
 def _beta_snr(u: np.ndarray) -> np.ndarray:

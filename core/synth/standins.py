@@ -18,8 +18,10 @@ import numpy as np
 from chemlatent.errors import ChemlatentError
 from chemlatent.spectra.grid import DEFAULT_GRID, WavelengthGrid
 from chemlatent.spectra.physics import TEFF_SUN
+from chemlatent.synth.populations import SNR_SHAPES
 
 DEFAULT_MIX = (0.42, 0.25, 0.33)  # thin disc, thick disc, halo (a metal-poor-targeted survey)
+DEFAULT_SNR_RANGE = (10.0, 90.0)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class StandIn:
     # real spectra have and the generator's ~400 strong lines lack (all but 5 % of them are
     # saturated in the Sun), which respond to Teff and [Fe/H] on the linear curve of growth
     weak_lines: int = 0
+    # the stars' S/N: its range and shape ("beta" peaked mid-range, "log" uniform in log S/N,
+    # most stars faint as in a magnitude-limited survey; chemlatent.synth.populations)
+    snr_range: tuple[float, float] = DEFAULT_SNR_RANGE
+    snr_shape: str = "beta"
 
     def __post_init__(self) -> None:
         if not 0 <= self.line_scatter_dex <= 2 or not 0 <= self.band_scatter_dex <= 2:
@@ -54,10 +60,21 @@ class StandIn:
         if len(mix) != 3 or min(mix) < 0 or sum(mix) <= 0:
             raise ChemlatentError("mix needs three non-negative fractions: thin disc, thick disc, halo")
         object.__setattr__(self, "mix", tuple(m / sum(mix) for m in mix))
+        lo, hi = (float(v) for v in self.snr_range)
+        if not 1 <= lo < hi <= 10_000:
+            raise ChemlatentError(f"S/N range {lo:g}-{hi:g} must satisfy 1 <= low < high <= 10000")
+        object.__setattr__(self, "snr_range", (lo, hi))
+        if self.snr_shape not in SNR_SHAPES:
+            raise ChemlatentError(f"S/N shape must be one of {', '.join(SNR_SHAPES)}, not {self.snr_shape!r}")
 
     @property
     def is_default(self) -> bool:
         return self == StandIn()
+
+    @property
+    def snr(self) -> tuple[float, float, str]:
+        """(low, high, shape) of the stars' S/N (``sample_labels``'s ``snr``)."""
+        return (*self.snr_range, self.snr_shape)
 
     def line_offsets(self, n_lines: int) -> np.ndarray:
         """Per-line log strength offsets (dex)."""
@@ -86,7 +103,8 @@ class StandIn:
     def to_dict(self) -> dict:
         return {"line_scatter_dex": self.line_scatter_dex, "band_scatter_dex": self.band_scatter_dex,
                 "resolution": self.resolution, "mix": list(self.mix), "physics_seed": self.physics_seed,
-                "teff_tilt_dex": self.teff_tilt_dex, "weak_lines": self.weak_lines}
+                "teff_tilt_dex": self.teff_tilt_dex, "weak_lines": self.weak_lines,
+                "snr_range": list(self.snr_range), "snr_shape": self.snr_shape}
 
 
 def _with_weak_lines(ll, n: int, grid: WavelengthGrid, seed: int):

@@ -65,8 +65,25 @@ def test_population_mix():
     assert StandIn(mix=(2, 1, 1)).mix == (0.5, 0.25, 0.25)
 
 
+def test_snr_range_and_shape_change_only_the_snr():
+    idx = np.arange(20000)
+    base = Generator(5).labels(idx)
+    faint = Generator(5, standin=StandIn(snr_range=(8, 100), snr_shape="log")).labels(idx)
+    flat = Generator(5, standin=StandIn(snr_range=(8, 100), snr_shape="uniform")).labels(idx)
+    assert base.drop(columns="snr").equals(faint.drop(columns="snr"))
+    assert base.snr.between(10, 90).all() and 40 < base.snr.median() < 55
+    assert faint.snr.between(8, 100).all() and flat.snr.between(8, 100).all()
+    assert 25 < faint.snr.median() < 32  # log-uniform: the geometric mean, sqrt(8 * 100)
+    assert 0.2 < (faint.snr < 15).mean() < 0.3 and 48 < flat.snr.median() < 60
+    # the S/N follows the same uniform draw: a star's rank is kept across shapes
+    order = np.argsort(base.snr.to_numpy(), kind="stable")
+    assert (np.diff(faint.snr.to_numpy()[order]) > -0.01).all()
+
+
 @pytest.mark.parametrize("kw", [{"line_scatter_dex": -1}, {"resolution": 50}, {"mix": (1, -1, 1)},
-                                {"mix": (1, 1)}, {"teff_tilt_dex": 3}, {"weak_lines": -1}])
+                                {"mix": (1, 1)}, {"teff_tilt_dex": 3}, {"weak_lines": -1},
+                                {"snr_range": (50, 20)}, {"snr_range": (0, 20)},
+                                {"snr_shape": "gamma"}])
 def test_bad_standins_are_refused(kw):
     with pytest.raises(ChemlatentError):
         StandIn(**kw)
@@ -84,8 +101,10 @@ def test_generate_writes_a_standin_survey(tmp_path, capsys):
     out = tmp_path / "s"
     assert main(["generate", str(out), "--stars", "64", "--seed", "2", "--line-scatter", "0.3",
                  "--resolution", "1800", "--wave-range", "3700,9000", "--mix", "0.2,0.3,0.5",
-                 "--teff-tilt", "0.3", "--quiet"]) == 0
+                 "--teff-tilt", "0.3", "--snr-range", "8,100", "--snr-shape", "log", "--quiet"]) == 0
     prov = json.loads((out / "survey.json").read_text())
+    assert prov["provenance"]["standin"]["snr_range"] == [8.0, 100.0]
+    assert prov["provenance"]["standin"]["snr_shape"] == "log"
     assert prov["provenance"]["standin"]["line_scatter_dex"] == 0.3
     assert prov["provenance"]["standin"]["teff_tilt_dex"] == 0.3
     assert prov["provenance"]["resolution"] == 1800.0
@@ -93,3 +112,6 @@ def test_generate_writes_a_standin_survey(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "bad"), "--stars", "8", "--mix", "1,2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--mix needs 3" in err[0]
+    assert main(["generate", str(tmp_path / "bad"), "--stars", "8", "--snr-range", "30,10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "S/N range 30-10" in err[0]
