@@ -36,6 +36,10 @@ def add_arguments(p) -> None:
                    help="move z_fe from the encoder's Teff/logg to the catalog's Teff/logg labels where "
                         "a star has them (the survey's own pipeline values, attached with chemlatent labels; "
                         "docs/model.md, 'Encoding at the survey's labels')")
+    p.add_argument("--posterior-mean", action="store_true",
+                   help="each star's posterior mean under the survey's own population (label-free): "
+                        "faint stars' noisy fits weighed against the stars like them; for a survey of "
+                        "mostly faint stars (docs/model.md, 'A survey of faint stars')")
 
 
 def run(args) -> int:
@@ -47,9 +51,10 @@ def run(args) -> int:
     if args.ids and args.overwrite:
         raise ChemlatentError("--overwrite does not apply to --ids: a re-encoding is a new run and "
                               "replaces nothing")
-    if args.at_labels and (args.ids or args.scheduler):
-        raise ChemlatentError("--at-labels encodes a whole survey here; it does not combine with "
-                              f"{'--ids' if args.ids else '--scheduler'}")
+    for flag, on in (("--at-labels", args.at_labels), ("--posterior-mean", args.posterior_mean)):
+        if on and (args.ids or args.scheduler):
+            raise ChemlatentError(f"{flag} encodes a whole survey here; it does not combine with "
+                                  f"{'--ids' if args.ids else '--scheduler'}")
     if args.ids:
         return _subset(args)
     if args.scheduler:
@@ -88,6 +93,14 @@ def _whole(args) -> int:
         k = latents_metadata(path)["at_labels"]
         print(f"z_fe moved to the catalog's Teff/logg labels: {k['fe_per_kelvin'] * 1000:+.3f} per 1000 K, "
               f"{k['fe_per_dex_logg']:+.3f} per dex of logg (measured on {k['n_stars']} stars)")
+    if args.posterior_mean:
+        from chemlatent.encode.posterior_mean import apply_posterior_mean
+
+        t0 = time.perf_counter()
+        prior = apply_posterior_mean(path, survey, model)
+        scales = ", ".join(f"{a} {v:g}" for a, v in prior.scales.items())
+        print(f"posterior means under the survey's population ({prior.n_stars} stars, noise scale "
+              f"{scales}) in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

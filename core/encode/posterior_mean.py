@@ -1,0 +1,209 @@
+"""Posterior means of the chemical latents under the survey's own population
+(``chemlatent encode DIR --posterior-mean``).
+
+The encoder gives each star a best fit: unbiased, but as noisy as its spectrum, so in a
+survey where most stars are faint (a magnitude-limited survey such as LAMOST, S/N 8-100 with
+as many stars per factor of S/N) the faint stars' scatter swamps the population's chemistry.
+The posterior mean weighs each star's fit against the stars like it, as much as its noise
+asks (empirical Bayes, label-free):
+
+1. each star's noise on each axis: the encoder's Jacobian with respect to the flux and the
+   spectrum's ivar (sigma^2 = sum_p J_p^2 / ivar_p);
+2. the population: the distribution of each axis deconvolved from that noise, a
+   nonparametric maximum-likelihood prior on a grid (EM over a random sample of up to
+   ``SAMPLE_STARS`` stars); z_c and z_alpha per bin of z_fe, because [C/Fe] and [alpha/Fe]
+   change with metallicity (the CEMP fraction rises toward low [Fe/H]); a nonparametric
+   prior keeps the carbon-rich and alpha-poor tails a Gaussian one would pull in;
+3. the noise's scale: the Jacobian is a linear read, so the scale of sigma (one number per
+   axis, from ``SCALES``) is the one that maximises the sample's marginal likelihood;
+4. each star's posterior mean of every axis on that prior, with its own noise.
+
+It assumes that, at a given z_fe, a star's chemistry does not depend on its S/N (true of a
+survey's faint and bright stars of one population; a survey whose faint stars are another
+population, e.g. the distant halo, breaks it). docs/model.md, "A survey of faint stars".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from chemlatent.errors import ChemlatentError
+from chemlatent.io.store import Survey
+
+AXES = ("z_fe", "z_c", "z_alpha")
+SCALES = (0.5, 0.63, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2)
+FE_BINS = 10
+GRID_POINTS = 150
+EM_STEPS = 300
+SAMPLE_STARS = 50_000
+SCALE_STARS = 10_000  # the sample the noise scale is chosen on
+MIN_STARS = 200
+SIGMA_FLOOR = 1e-3
+
+
+@dataclass
+class PosteriorPrior:
+    """The deconvolved population: grid and weights of z_fe, and of z_c and z_alpha per z_fe
+    bin (``fe_edges`` inner edges), with the noise scale chosen per axis."""
+
+    fe_edges: list[float]
+    grids: dict[str, list[list[float]]]
+    weights: dict[str, list[list[float]]]
+    scales: dict[str, float]
+    n_stars: int
+
+    def to_dict(self) -> dict:
+        return {"scales": self.scales, "n_stars": self.n_stars, "fe_bins": len(self.fe_edges) + 1}
+
+    def bin_of(self, z_fe: np.ndarray) -> np.ndarray:
+        return np.searchsorted(np.asarray(self.fe_edges), z_fe)
+
+
+def latent_noise(model, flux: torch.Tensor, ivar: torch.Tensor) -> np.ndarray:
+    """(B, 3) noise sd of (z_fe, z_c, z_alpha) that pixel noise of variance 1/ivar gives
+    through the encoder (its Jacobian with respect to the flux)."""
+    dev = next(model.parameters()).device
+    x = flux.detach().float().to(dev).clone().requires_grad_(True)
+    ivar = ivar.float().to(dev)
+    with torch.enable_grad():
+        mu = model.encode(x, ivar)[0]
+        jac = torch.stack([torch.autograd.grad(mu[:, i].sum(), x, retain_graph=i < 2)[0]
+                           for i in range(3)], 1)
+    var = torch.where(ivar > 0, 1.0 / ivar.clamp_min(1e-12), torch.zeros_like(x))
+    return torch.einsum("bip,bp->bi", jac.square(), var).sqrt().detach().cpu().numpy()
+
+
+def survey_noise(model, survey: Survey, star_ids: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """:func:`latent_noise` for the stars ``star_ids`` of ``survey`` (rows in that order)."""
+    from chemlatent.model.training import InMemoryData
+
+    ids = survey.catalog["star_id"].to_numpy()
+    pos = pd.Series(np.arange(ids.size), index=ids)
+    rows = pos.reindex(star_ids).to_numpy()
+    if np.isnan(rows.astype(np.float64)).any():
+        raise ChemlatentError("the latents name stars the survey's catalog does not have")
+    rows = rows.astype(np.int64)
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((rows.size, 3))
+    was_training = model.training
+    model.eval()
+    try:
+        for b in range(0, rows.size, chunk):
+            sel = order[b:b + chunk]
+            data = InMemoryData(survey, rows[sel])  # rows sorted, so in ``sel``'s order
+            for s in range(0, sel.size, 512):
+                flux, ivar = data.batch(torch.arange(s, min(s + 512, sel.size)))[:2]
+                out[sel[s:s + 512]] = latent_noise(model, flux, ivar)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _likelihoods(z: np.ndarray, sigma: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    s = np.maximum(sigma, SIGMA_FLOOR)[:, None]
+    return np.exp(-0.5 * ((z[:, None] - grid[None, :]) / s) ** 2) / s
+
+
+def deconvolve(z: np.ndarray, sigma: np.ndarray, steps: int = EM_STEPS
+               ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Grid, weights and log marginal likelihood of the population of ``z`` whose stars
+    carry Gaussian noise ``sigma`` (nonparametric maximum likelihood, EM)."""
+    lo, hi = np.percentile(z, [0.05, 99.95])
+    pad = 0.05 * (hi - lo) + 1e-6
+    grid = np.linspace(lo - pad, hi + pad, GRID_POINTS)
+    lik = _likelihoods(z, sigma, grid)
+    w = np.full(grid.size, 1.0 / grid.size)
+    for _ in range(steps):
+        p = lik * w
+        p /= p.sum(1, keepdims=True) + 1e-300
+        w = p.mean(0)
+    return grid, w, float(np.log((lik * w).sum(1) + 1e-300).sum())
+
+
+def shrink(z: np.ndarray, sigma: np.ndarray, grid: np.ndarray, weights: np.ndarray,
+           chunk: int = 65536) -> np.ndarray:
+    """Each star's posterior mean on the prior (``grid``, ``weights``)."""
+    out = np.empty(z.size)
+    for b in range(0, z.size, chunk):
+        p = _likelihoods(z[b:b + chunk], sigma[b:b + chunk], grid) * weights
+        out[b:b + chunk] = (p @ grid) / (p.sum(1) + 1e-300)
+    return out
+
+
+def _groups(z_fe: np.ndarray, edges: np.ndarray, axis: str) -> list[np.ndarray]:
+    if axis == "z_fe":
+        return [np.arange(z_fe.size)]
+    b = np.searchsorted(edges, z_fe)
+    return [np.nonzero(b == i)[0] for i in range(edges.size + 1)]
+
+
+def fit_prior(z: np.ndarray, sigma: np.ndarray, seed: int = 0) -> PosteriorPrior:
+    """The population prior of ``z`` (n, 3) with noise ``sigma`` (n, 3) (module docstring)."""
+    ok = np.isfinite(z).all(1) & np.isfinite(sigma).all(1)
+    rows = np.nonzero(ok)[0]
+    if rows.size < MIN_STARS:
+        raise ChemlatentError(f"--posterior-mean needs at least {MIN_STARS} encoded stars to learn "
+                              f"the survey's population, got {rows.size}")
+    rows = np.random.default_rng(seed).permutation(rows)[:SAMPLE_STARS]
+    zs, ss = z[rows], sigma[rows]
+    pick = np.arange(rows.size)[:SCALE_STARS]  # rows are already a random order
+    edges = np.quantile(zs[:, 0], np.linspace(0, 1, FE_BINS + 1)[1:-1])
+    grids: dict = {}
+    weights: dict = {}
+    scales: dict = {}
+    for j, axis in enumerate(AXES):
+        groups = _groups(zs[:, 0], edges, axis)
+        few = _groups(zs[pick, 0], edges, axis)
+        best = None
+        for scale in SCALES:
+            fits = [deconvolve(zs[pick[g], j], scale * ss[pick[g], j], EM_STEPS // 3) for g in few]
+            ll = sum(f[2] for f in fits)
+            if best is None or ll > best[0]:
+                best = (ll, scale)
+        scales[axis] = best[1]
+        fits = [deconvolve(zs[g, j], best[1] * ss[g, j]) for g in groups]
+        grids[axis] = [f[0].tolist() for f in fits]
+        weights[axis] = [f[1].tolist() for f in fits]
+    return PosteriorPrior(edges.tolist(), grids, weights, scales, int(rows.size))
+
+
+def posterior_means(z: np.ndarray, sigma: np.ndarray, prior: PosteriorPrior) -> np.ndarray:
+    """(n, 3) posterior means of ``z`` (n, 3) with noise ``sigma``; rows with a missing value
+    keep ``z``."""
+    out = z.astype(np.float64).copy()
+    ok = np.isfinite(z).all(1) & np.isfinite(sigma).all(1)
+    b = prior.bin_of(z[:, 0])
+    for j, axis in enumerate(AXES):
+        scale = prior.scales[axis]
+        for i, (grid, w) in enumerate(zip(prior.grids[axis], prior.weights[axis])):
+            m = ok if axis == "z_fe" else ok & (b == i)
+            out[m, j] = shrink(z[m, j], scale * sigma[m, j], np.asarray(grid), np.asarray(w))
+    return out
+
+
+def apply_posterior_mean(path: str | Path, survey: Survey, model) -> PosteriorPrior:
+    """Replace the latents file ``path`` (written by ``encode``) with its posterior means; the
+    prior's summary goes into its metadata under ``posterior_mean``."""
+    from chemlatent.encode.streaming import LatentsWriter
+    from chemlatent.io.latents import latents_metadata
+    from chemlatent.model.vae import DisentangledVAE
+
+    if not isinstance(model, DisentangledVAE):
+        raise ChemlatentError("--posterior-mean works with chemlatent's own models, not this recipe's")
+    meta = latents_metadata(path)
+    df = pd.read_parquet(path)
+    z = df[list(AXES)].to_numpy(np.float64)
+    sigma = survey_noise(model, survey, df["star_id"].to_numpy())
+    prior = fit_prior(z, sigma)
+    pm = posterior_means(z, sigma, prior)
+    for j, axis in enumerate(AXES):
+        df[axis] = pm[:, j].astype(df[axis].dtype)
+    with LatentsWriter(path, {**meta, "posterior_mean": prior.to_dict()}) as writer:
+        writer.write(df)
+        writer.commit()
+    return prior

@@ -1,0 +1,113 @@
+"""Posterior means under the survey's own population (chemlatent.encode.posterior_mean,
+encode --posterior-mean)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from chemlatent.app.cli import main
+from chemlatent.encode.posterior_mean import (
+    deconvolve,
+    fit_prior,
+    latent_noise,
+    posterior_means,
+    shrink,
+)
+from chemlatent.errors import ChemlatentError
+from chemlatent.io.latents import latents_metadata
+from chemlatent.io.store import Survey
+
+
+class LinearEncoder(torch.nn.Module):
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(a)
+
+    def encode(self, x, ivar):
+        return x @ self.a, None, None
+
+
+def test_latent_noise_propagates_pixel_noise_through_the_encoder():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 3, generator=gen)
+    ivar = torch.rand(2, 40, generator=gen) + 0.5
+    ivar[1, :10] = 0.0  # masked pixels carry no noise
+    sd = latent_noise(LinearEncoder(a), torch.randn(2, 40, generator=gen), ivar)
+    for i in range(2):
+        var = torch.where(ivar[i] > 0, 1 / ivar[i].clamp_min(1e-12), torch.zeros(40))
+        draws = torch.randn(20000, 40, generator=gen) * var.sqrt()
+        assert np.allclose(sd[i], (draws @ a).std(0).numpy(), rtol=0.03)
+
+
+def _population(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A narrow population with a 5 % tail at +1.5, each star with its own noise."""
+    truth = np.where(rng.uniform(size=n) < 0.05, 1.5, 0.0) + rng.normal(0, 0.1, n)
+    sigma = np.exp(rng.uniform(np.log(0.05), np.log(0.6), n))
+    return truth, sigma, truth + sigma * rng.normal(size=n)
+
+
+def test_posterior_mean_beats_the_fit_and_keeps_the_tail():
+    rng = np.random.default_rng(1)
+    truth, sigma, z = _population(20000, rng)
+    grid, w, _ = deconvolve(z, sigma)
+    assert 0.03 < w[grid > 1.0].sum() < 0.07  # the tail's share is recovered
+    pm = shrink(z, sigma, grid, w)
+    assert np.corrcoef(pm, truth)[0, 1] > np.corrcoef(z, truth)[0, 1] + 0.05
+    tail = truth > 1.0
+    assert pm[tail].mean() > 1.2 and np.median(np.abs(pm[~tail])) < np.median(np.abs(z[~tail]))
+
+
+def test_the_noise_scale_is_chosen_by_the_data():
+    rng = np.random.default_rng(2)
+    truth, sigma, z = _population(5000, rng)
+    z3 = np.stack([rng.uniform(-2, 0, z.size), z, z], 1)  # z_fe: no information on the others
+    assert fit_prior(z3, np.stack([sigma] * 3, 1)).scales["z_c"] == 1.0
+    assert fit_prior(z3, np.stack([sigma / 2] * 3, 1)).scales["z_c"] == 2.0  # sigma read too small
+    with pytest.raises(ChemlatentError, match="at least"):
+        fit_prior(z3[:50], np.stack([sigma[:50]] * 3, 1))
+
+
+def test_carbon_and_alpha_follow_their_own_metallicity_bin():
+    rng = np.random.default_rng(3)
+    n = 8000
+    z_fe = rng.uniform(-2, 0, n)
+    c_truth = np.where(z_fe < -1, 1.0, 0.0) + rng.normal(0, 0.05, n)  # carbon-rich when metal-poor
+    # each star its own noise (as a survey's S/N spread gives): what fixes the noise's scale
+    sigma = np.exp(rng.uniform(np.log(0.05), np.log(0.6), (n, 3)))
+    sigma[:, 0] = 0.01
+    z = np.stack([z_fe, c_truth + sigma[:, 1] * rng.normal(size=n),
+                  c_truth + sigma[:, 2] * rng.normal(size=n)], 1)
+    pm = posterior_means(z, sigma, fit_prior(z, sigma))
+    poor = z_fe < -1.2
+    assert abs(pm[poor, 1].mean() - 1.0) < 0.05 and abs(pm[z_fe > -0.8, 1].mean()) < 0.05
+    rms = lambda e: np.sqrt(np.mean(e**2))  # noqa: E731
+    assert rms(pm[:, 1] - c_truth) < 0.6 * rms(z[:, 1] - c_truth)
+    missing = z.copy()
+    missing[0, 1] = np.nan
+    assert np.isnan(posterior_means(missing, sigma, fit_prior(z, sigma))[0, 1])
+
+
+def test_encode_posterior_mean_rewrites_the_latents(encoded_tiny, tmp_path, capsys):
+    path = tmp_path / "tiny"
+    shutil.copytree(encoded_tiny, path)
+    before = pd.read_parquet(next((path / "latents").glob("*.parquet")))
+    assert main(["encode", str(path), "--overwrite", "--posterior-mean"]) == 0
+    assert "posterior means under the survey's population" in capsys.readouterr().out
+    lat_path = next((path / "latents").glob("*.parquet"))
+    after = pd.read_parquet(lat_path)
+    assert (after.star_id.to_numpy() == before.star_id.to_numpy()).all()
+    meta = latents_metadata(lat_path)["posterior_mean"]
+    assert meta["n_stars"] == len(after) and set(meta["scales"]) == {"z_fe", "z_c", "z_alpha"}
+    # faint stars move further than bright ones, and the axes keep their order
+    snr = Survey(path).catalog.set_index("star_id").loc[after.star_id, "snr"].to_numpy()
+    move = np.abs(after.z_c.to_numpy() - before.z_c.to_numpy())
+    assert np.median(move[snr < 30]) > np.median(move[snr > 60])
+    assert np.corrcoef(after.z_c, before.z_c)[0, 1] > 0.8
+    assert main(["encode", str(path), "--posterior-mean", "--ids", "x.txt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--posterior-mean encodes a whole survey" in err[0]
