@@ -98,9 +98,8 @@ def _whole(args) -> int:
 
         t0 = time.perf_counter()
         prior = apply_posterior_mean(path, survey, model)
-        scales = ", ".join(f"{a} {v:g}" for a, v in prior.scales.items())
-        print(f"posterior means under the survey's population ({prior.n_stars} stars, noise scale "
-              f"{scales}) in {time.perf_counter() - t0:.1f} s")
+        print(f"posterior means under the survey's population (learned from {prior.n_stars} stars) "
+              f"in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from chemlatent.encode.jacobian import noise_jacobian
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.store import Survey
 from chemlatent.model.modelio import load_config
@@ -80,15 +81,7 @@ def check_head(model: DisentangledVAE) -> None:
 def per_star_coupling(model: DisentangledVAE, flux: torch.Tensor, ivar: torch.Tensor) -> np.ndarray:
     """(B, 2): each star's regression coefficient of z_fe on the standardised (Teff, logg)
     that pixel noise of variance 1/ivar induces through the encoder (module docstring)."""
-    dev = next(model.parameters()).device
-    x = flux.detach().float().to(dev).clone().requires_grad_(True)
-    ivar = ivar.float().to(dev)
-    with torch.enable_grad():
-        mu, _, w = model.encode(x, ivar)
-        outs = (mu[:, 0], w[:, 0], w[:, 1])
-        jac = torch.stack([torch.autograd.grad(o.sum(), x, retain_graph=i < 2)[0]
-                           for i, o in enumerate(outs)], 1)  # (B, 3, P)
-    var = torch.where(ivar > 0, 1.0 / ivar.clamp_min(1e-12), torch.zeros_like(x))
+    jac, var = noise_jacobian(model, flux, ivar, lambda mu, w: (mu[:, 0], w[:, 0], w[:, 1]))
     cov = torch.einsum("bip,bp,bjp->bij", jac, var, jac).double().cpu()
     c_ww = cov[:, 1:, 1:] + 1e-9 * torch.eye(2, dtype=cov.dtype)
     return torch.linalg.solve(c_ww, cov[:, 1:, 0:1])[..., 0].numpy()

@@ -14,9 +14,10 @@ asks (empirical Bayes, label-free):
    ``SAMPLE_STARS`` stars); z_c and z_alpha per bin of z_fe, because [C/Fe] and [alpha/Fe]
    change with metallicity (the CEMP fraction rises toward low [Fe/H]); a nonparametric
    prior keeps the carbon-rich and alpha-poor tails a Gaussian one would pull in;
-3. the noise's scale: the Jacobian is a linear read, so the scale of sigma (one number per
-   axis, from ``SCALES``) is the one that maximises the sample's marginal likelihood;
-4. each star's posterior mean of every axis on that prior, with its own noise.
+3. each star's posterior mean of every axis on that prior, with its own noise.
+
+The noise is the Jacobian's as it is: choosing its scale per axis by the sample's marginal
+likelihood was tried and read alpha worse on both surveys it was measured on (docs/model.md).
 
 It assumes that, at a given z_fe, a star's chemistry does not depend on its S/N (true of a
 survey's faint and bright stars of one population; a survey whose faint stars are another
@@ -32,16 +33,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from chemlatent.encode.jacobian import noise_jacobian
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.store import Survey
 
 AXES = ("z_fe", "z_c", "z_alpha")
-SCALES = (0.5, 0.63, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2)
 FE_BINS = 10
 GRID_POINTS = 150
 EM_STEPS = 300
 SAMPLE_STARS = 50_000
-SCALE_STARS = 10_000  # the sample the noise scale is chosen on
 MIN_STARS = 200
 SIGMA_FLOOR = 1e-3
 
@@ -49,16 +49,15 @@ SIGMA_FLOOR = 1e-3
 @dataclass
 class PosteriorPrior:
     """The deconvolved population: grid and weights of z_fe, and of z_c and z_alpha per z_fe
-    bin (``fe_edges`` inner edges), with the noise scale chosen per axis."""
+    bin (``fe_edges`` inner edges)."""
 
     fe_edges: list[float]
     grids: dict[str, list[list[float]]]
     weights: dict[str, list[list[float]]]
-    scales: dict[str, float]
     n_stars: int
 
     def to_dict(self) -> dict:
-        return {"scales": self.scales, "n_stars": self.n_stars, "fe_bins": len(self.fe_edges) + 1}
+        return {"n_stars": self.n_stars, "fe_bins": len(self.fe_edges) + 1}
 
     def bin_of(self, z_fe: np.ndarray) -> np.ndarray:
         return np.searchsorted(np.asarray(self.fe_edges), z_fe)
@@ -67,14 +66,7 @@ class PosteriorPrior:
 def latent_noise(model, flux: torch.Tensor, ivar: torch.Tensor) -> np.ndarray:
     """(B, 3) noise sd of (z_fe, z_c, z_alpha) that pixel noise of variance 1/ivar gives
     through the encoder (its Jacobian with respect to the flux)."""
-    dev = next(model.parameters()).device
-    x = flux.detach().float().to(dev).clone().requires_grad_(True)
-    ivar = ivar.float().to(dev)
-    with torch.enable_grad():
-        mu = model.encode(x, ivar)[0]
-        jac = torch.stack([torch.autograd.grad(mu[:, i].sum(), x, retain_graph=i < 2)[0]
-                           for i in range(3)], 1)
-    var = torch.where(ivar > 0, 1.0 / ivar.clamp_min(1e-12), torch.zeros_like(x))
+    jac, var = noise_jacobian(model, flux, ivar, lambda mu, w: (mu[:, 0], mu[:, 1], mu[:, 2]))
     return torch.einsum("bip,bp->bi", jac.square(), var).sqrt().detach().cpu().numpy()
 
 
@@ -149,27 +141,17 @@ def fit_prior(z: np.ndarray, sigma: np.ndarray, seed: int = 0) -> PosteriorPrior
     if rows.size < MIN_STARS:
         raise ChemlatentError(f"--posterior-mean needs at least {MIN_STARS} encoded stars to learn "
                               f"the survey's population, got {rows.size}")
-    rows = np.random.default_rng(seed).permutation(rows)[:SAMPLE_STARS]
+    if rows.size > SAMPLE_STARS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, SAMPLE_STARS, replace=False))
     zs, ss = z[rows], sigma[rows]
-    pick = np.arange(rows.size)[:SCALE_STARS]  # rows are already a random order
     edges = np.quantile(zs[:, 0], np.linspace(0, 1, FE_BINS + 1)[1:-1])
     grids: dict = {}
     weights: dict = {}
-    scales: dict = {}
     for j, axis in enumerate(AXES):
-        groups = _groups(zs[:, 0], edges, axis)
-        few = _groups(zs[pick, 0], edges, axis)
-        best = None
-        for scale in SCALES:
-            fits = [deconvolve(zs[pick[g], j], scale * ss[pick[g], j], EM_STEPS // 3) for g in few]
-            ll = sum(f[2] for f in fits)
-            if best is None or ll > best[0]:
-                best = (ll, scale)
-        scales[axis] = best[1]
-        fits = [deconvolve(zs[g, j], best[1] * ss[g, j]) for g in groups]
+        fits = [deconvolve(zs[g, j], ss[g, j]) for g in _groups(zs[:, 0], edges, axis)]
         grids[axis] = [f[0].tolist() for f in fits]
         weights[axis] = [f[1].tolist() for f in fits]
-    return PosteriorPrior(edges.tolist(), grids, weights, scales, int(rows.size))
+    return PosteriorPrior(edges.tolist(), grids, weights, int(rows.size))
 
 
 def posterior_means(z: np.ndarray, sigma: np.ndarray, prior: PosteriorPrior) -> np.ndarray:
@@ -179,10 +161,9 @@ def posterior_means(z: np.ndarray, sigma: np.ndarray, prior: PosteriorPrior) -> 
     ok = np.isfinite(z).all(1) & np.isfinite(sigma).all(1)
     b = prior.bin_of(z[:, 0])
     for j, axis in enumerate(AXES):
-        scale = prior.scales[axis]
         for i, (grid, w) in enumerate(zip(prior.grids[axis], prior.weights[axis])):
             m = ok if axis == "z_fe" else ok & (b == i)
-            out[m, j] = shrink(z[m, j], scale * sigma[m, j], np.asarray(grid), np.asarray(w))
+            out[m, j] = shrink(z[m, j], sigma[m, j], np.asarray(grid), np.asarray(w))
     return out
 
 
