@@ -102,9 +102,9 @@ def _likelihoods(z: np.ndarray, sigma: np.ndarray, grid: np.ndarray) -> np.ndarr
 
 
 def deconvolve(z: np.ndarray, sigma: np.ndarray, steps: int = EM_STEPS
-               ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Grid, weights and log marginal likelihood of the population of ``z`` whose stars
-    carry Gaussian noise ``sigma`` (nonparametric maximum likelihood, EM)."""
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Grid and weights of the population of ``z`` whose stars carry Gaussian noise
+    ``sigma`` (nonparametric maximum likelihood, EM)."""
     lo, hi = np.percentile(z, [0.05, 99.95])
     pad = 0.05 * (hi - lo) + 1e-6
     grid = np.linspace(lo - pad, hi + pad, GRID_POINTS)
@@ -114,7 +114,7 @@ def deconvolve(z: np.ndarray, sigma: np.ndarray, steps: int = EM_STEPS
         p = lik * w
         p /= p.sum(1, keepdims=True) + 1e-300
         w = p.mean(0)
-    return grid, w, float(np.log((lik * w).sum(1) + 1e-300).sum())
+    return grid, w
 
 
 def shrink(z: np.ndarray, sigma: np.ndarray, grid: np.ndarray, weights: np.ndarray,
