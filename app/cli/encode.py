@@ -93,13 +93,17 @@ def _whole(args) -> int:
         k = latents_metadata(path)["at_labels"]
         print(f"z_fe moved to the catalog's Teff/logg labels: {k['fe_per_kelvin'] * 1000:+.3f} per 1000 K, "
               f"{k['fe_per_dex_logg']:+.3f} per dex of logg (measured on {k['n_stars']} stars)")
-    if args.posterior_mean:
-        from chemlatent.encode.posterior_mean import apply_posterior_mean
+    from chemlatent.encode.posterior_mean import FAINT_SHARE, FAINT_SNR, apply_posterior_mean, faint_share
 
+    if args.posterior_mean:
         t0 = time.perf_counter()
         prior = apply_posterior_mean(path, survey, model)
         print(f"posterior means under the survey's population (learned from {prior.n_stars} stars) "
               f"in {time.perf_counter() - t0:.1f} s")
+    elif (share := faint_share(survey)) >= FAINT_SHARE:
+        print(f"note: {share:.0%} of these stars have S/N < {FAINT_SNR:.0f}; for population work and "
+              f"flags, --posterior-mean reads their carbon and alpha better (docs/model.md, "
+              f"'A survey of faint stars')")
     return 0
 
 

@@ -44,6 +44,8 @@ EM_STEPS = 300
 SAMPLE_STARS = 50_000
 MIN_STARS = 200
 SIGMA_FLOOR = 1e-3
+FAINT_SNR = 20.0
+FAINT_SHARE = 0.25
 
 
 @dataclass
@@ -61,6 +63,14 @@ class PosteriorPrior:
 
     def bin_of(self, z_fe: np.ndarray) -> np.ndarray:
         return np.searchsorted(np.asarray(self.fe_edges), z_fe)
+
+
+def faint_share(survey: Survey, snr: float = FAINT_SNR) -> float:
+    """The share of the survey's stars with S/N below ``snr`` (0 when the catalog has no S/N)."""
+    if "snr" not in survey.catalog.columns or survey.n_stars == 0:
+        return 0.0
+    values = survey.catalog["snr"].to_numpy(np.float64)
+    return float(np.mean(values[np.isfinite(values)] < snr)) if np.isfinite(values).any() else 0.0
 
 
 def latent_noise(model, flux: torch.Tensor, ivar: torch.Tensor) -> np.ndarray:

@@ -108,3 +108,15 @@ def test_encode_posterior_mean_rewrites_the_latents(encoded_tiny, tmp_path, caps
     assert main(["encode", str(path), "--posterior-mean", "--ids", "x.txt"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--posterior-mean encodes a whole survey" in err[0]
+
+
+@pytest.mark.parametrize("snr, noted", [(10.0, True), (60.0, False)])
+def test_encode_notes_a_survey_of_faint_stars(encoded_tiny, tmp_path, capsys, snr, noted):
+    path = tmp_path / "tiny"
+    shutil.copytree(encoded_tiny, path)
+    cat = pd.read_parquet(path / "catalog.parquet")
+    cat["snr"] = np.float32(snr)
+    cat.to_parquet(path / "catalog.parquet")
+    assert main(["encode", str(path), "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert ("S/N < 20" in out and "--posterior-mean" in out) is noted
