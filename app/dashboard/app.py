@@ -154,6 +154,7 @@ class Dashboard:
         return [
             pn.pane.Markdown(f"**Survey** `{data.path.name}`: {data.n:,} stars  \n"
                              f"**Model** `{data.model_name}`"
+                             + (f"  \n*latents: {data.latents_reading}*" if data.latents_reading else "")
                              + ("  \n*calibrated (dex available)*" if data.calibration else "")),
             *self.map.controls(),
             pn.layout.Divider(),

@@ -20,7 +20,7 @@ from chemlatent.errors import ChemlatentError
 from chemlatent.explore import selection
 from chemlatent.flags.anomaly import compute_scores
 from chemlatent.flags.engine import RuleEngine
-from chemlatent.io.latents import find_latents, latents_metadata, read_latents
+from chemlatent.io.latents import find_latents, latents_metadata, latents_reading, read_latents
 from chemlatent.io.store import Survey
 from chemlatent.model.calibration import load_calibration
 
@@ -58,6 +58,7 @@ class SurveyData:
         self.model_dir: Path | None = model_dir_arg or info.model_dir or _model_dir_from_meta(
             info.path, self.path)
         self.notes: list[str] = [info.note] if info.note else []
+        self.latents_reading = latents_reading(latents_metadata(info.path))
         latents = read_latents(info.path)
         catalog = self.survey.catalog
         row = pd.Index(catalog["star_id"]).get_indexer(latents["star_id"])

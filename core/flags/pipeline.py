@@ -205,5 +205,5 @@ def flag_survey(req: FlagRequest, note: Callable[[str], None] = lambda text: Non
     extra = provenance_extra(counts, calibration=calibration, requested=rule)
     meta = provenance(survey_path=survey, model_name=info.model_name,
                       model_dir=str(info.model_dir) if info.model_dir else None,
-                      rule=counts.effective_rule or rule, extra=extra)
+                      rule=counts.effective_rule or rule, extra=extra, latents_path=info.path)
     return SurveyFlags(rule, counts, frame, meta), store

@@ -292,6 +292,7 @@ def rank_survey(survey_dir, *, preset: str = "cemp", model: str | None = None, d
                          strategy=strategy)
     table = ranking_table(data.frame, ranking, flagged, top)
     meta = provenance(survey_path=data.path, model_name=data.model_name, rule=rule,
+                      latents_path=data.latents_path,
                       extra={"ranking": ranking.describe(), "strategy": strategy,
                              "n_verdicts": ranking.n_verdicts, "n_ranked": int(ranking.order.size)})
     return SurveyRanking(ranking, table, meta)

@@ -91,9 +91,10 @@ def utc_now() -> str:
 
 def provenance(*, survey_path: str | Path | None = None, model_name: str | None = None,
                model_dir: str | Path | None = None, rule=None, extra: dict | None = None,
-               paths: bool = True) -> dict:
+               paths: bool = True, latents_path: str | Path | None = None) -> dict:
     """The standard provenance dict (``rule``: a rules.Rule or text). ``paths=False`` (a file
-    downloaded from the page): names only, no absolute path on the server."""
+    downloaded from the page): names only, no absolute path on the server. ``latents_path``:
+    the latents file read, whose kind (each star's fit, posterior means, ...) is recorded."""
     meta: dict = {"software": "chemlatent", "version": __version__, "created": utc_now()}
     if survey_path is not None:
         if paths:
@@ -103,6 +104,10 @@ def provenance(*, survey_path: str | Path | None = None, model_name: str | None 
         meta["model_name"] = str(model_name)
     if model_dir:
         meta["model_dir"] = str(model_dir) if paths else Path(model_dir).name
+    if latents_path is not None:
+        from chemlatent.io.latents import latents_metadata, latents_reading
+
+        meta["latents"] = latents_reading(latents_metadata(latents_path)) or "each star's own fit"
     if rule is not None:
         if hasattr(rule, "to_json"):
             meta["rule"] = rule.describe()

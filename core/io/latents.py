@@ -121,3 +121,14 @@ def read_latents(path) -> pd.DataFrame:
         if c != "star_id" and (df[c].dtype == object or pd.api.types.is_string_dtype(df[c])):
             df[c] = df[c].astype("category")
     return df.reset_index(drop=True)
+
+
+def latents_reading(meta: dict) -> str:
+    """What the latents in a file with metadata ``meta`` are, in words: each star's own fit
+    (""), or what ``encode --at-labels`` / ``--posterior-mean`` made of it."""
+    parts = []
+    if "at_labels" in meta:
+        parts.append("z_fe at the catalog's Teff/logg")
+    if "posterior_mean" in meta:
+        parts.append("posterior means under the survey's population")
+    return "; ".join(parts)

@@ -120,3 +120,18 @@ def test_encode_notes_a_survey_of_faint_stars(encoded_tiny, tmp_path, capsys, sn
     assert main(["encode", str(path), "--overwrite"]) == 0
     out = capsys.readouterr().out
     assert ("S/N < 20" in out and "--posterior-mean" in out) is noted
+
+
+def test_posterior_means_are_named_on_the_page_and_in_exports(encoded_tiny, tmp_path):
+    from chemlatent.explore.state import SurveyData
+    from chemlatent.io.latents import latents_reading
+
+    path = tmp_path / "tiny"
+    shutil.copytree(encoded_tiny, path)
+    assert SurveyData(path, load_model=False).latents_reading == ""
+    assert main(["encode", str(path), "--overwrite", "--posterior-mean"]) == 0
+    data = SurveyData(path, load_model=False)
+    assert data.latents_reading == "posterior means under the survey's population"
+    assert main(["flag", str(path), "--preset", "cemp", "--out", str(tmp_path / "c.csv")]) == 0
+    assert f"# latents: {data.latents_reading}" in (tmp_path / "c.csv").read_text()
+    assert latents_reading({"at_labels": {}, "posterior_mean": {}}).count(";") == 1

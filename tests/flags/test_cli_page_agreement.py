@@ -69,6 +69,8 @@ def test_sigma_thresholds_agree(setup, name, tmp_path):
             head = _header(tmp_path / "out.csv")
             assert head["null"] == state.counts.null == "frame"
             assert float(head["expected"]) == pytest.approx(state.counts.expected, abs=1e-3)
+            # and both say what the latents are
+            assert head["latents"] == state.export_meta()["latents"] == "each star's own fit"
 
 
 @pytest.mark.parametrize("name", ["cemp", "apmp"])

@@ -54,7 +54,8 @@ class ExportState(param.Parameterized):
         # a download leaves the server: names, not the server's paths
         return provenance(survey_path=self.data.path, model_name=self.data.model_name,
                           model_dir=str(self.data.model_dir) if self.data.model_dir else None,
-                          rule=self.rule, extra=extra, paths=False)
+                          rule=self.rule, extra=extra, paths=False,
+                          latents_path=self.data.latents_path)
 
     def export_filename(self, fmt: str | None = None) -> str:
         fmt = fmt or self.export_format
