@@ -14,7 +14,8 @@ asks (empirical Bayes, label-free):
    ``SAMPLE_STARS`` stars); z_c and z_alpha per bin of z_fe, because [C/Fe] and [alpha/Fe]
    change with metallicity (the CEMP fraction rises toward low [Fe/H]); a nonparametric
    prior keeps the carbon-rich and alpha-poor tails a Gaussian one would pull in;
-3. each star's posterior mean of every axis on that prior, with its own noise.
+3. each star's posterior mean of every axis on that prior, with its own noise; ``z_*_std``
+   becomes the posterior's standard deviation.
 
 The noise is the Jacobian's as it is: choosing its scale per axis by the sample's marginal
 likelihood was tried and read alpha worse on both surveys it was measured on (docs/model.md).
@@ -128,13 +129,17 @@ def deconvolve(z: np.ndarray, sigma: np.ndarray, steps: int = EM_STEPS
 
 
 def shrink(z: np.ndarray, sigma: np.ndarray, grid: np.ndarray, weights: np.ndarray,
-           chunk: int = 65536) -> np.ndarray:
-    """Each star's posterior mean on the prior (``grid``, ``weights``)."""
-    out = np.empty(z.size)
+           chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Each star's posterior mean and standard deviation on the prior (``grid``, ``weights``)."""
+    mean = np.empty(z.size)
+    sd = np.empty(z.size)
     for b in range(0, z.size, chunk):
         p = _likelihoods(z[b:b + chunk], sigma[b:b + chunk], grid) * weights
-        out[b:b + chunk] = (p @ grid) / (p.sum(1) + 1e-300)
-    return out
+        p /= p.sum(1, keepdims=True) + 1e-300
+        m = p @ grid
+        mean[b:b + chunk] = m
+        sd[b:b + chunk] = np.sqrt(np.maximum(p @ grid**2 - m**2, 0.0))
+    return mean, sd
 
 
 def _groups(z_fe: np.ndarray, edges: np.ndarray, axis: str) -> list[np.ndarray]:
@@ -164,17 +169,19 @@ def fit_prior(z: np.ndarray, sigma: np.ndarray, seed: int = 0) -> PosteriorPrior
     return PosteriorPrior(edges.tolist(), grids, weights, int(rows.size))
 
 
-def posterior_means(z: np.ndarray, sigma: np.ndarray, prior: PosteriorPrior) -> np.ndarray:
-    """(n, 3) posterior means of ``z`` (n, 3) with noise ``sigma``; rows with a missing value
-    keep ``z``."""
-    out = z.astype(np.float64).copy()
+def posterior_means(z: np.ndarray, sigma: np.ndarray, prior: PosteriorPrior
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3) posterior means and standard deviations of ``z`` (n, 3) with noise ``sigma``;
+    rows with a missing value keep ``z`` and ``sigma``."""
+    mean = z.astype(np.float64).copy()
+    sd = sigma.astype(np.float64).copy()
     ok = np.isfinite(z).all(1) & np.isfinite(sigma).all(1)
     b = prior.bin_of(z[:, 0])
     for j, axis in enumerate(AXES):
         for i, (grid, w) in enumerate(zip(prior.grids[axis], prior.weights[axis])):
             m = ok if axis == "z_fe" else ok & (b == i)
-            out[m, j] = shrink(z[m, j], sigma[m, j], np.asarray(grid), np.asarray(w))
-    return out
+            mean[m, j], sd[m, j] = shrink(z[m, j], sigma[m, j], np.asarray(grid), np.asarray(w))
+    return mean, sd
 
 
 def apply_posterior_mean(path: str | Path, survey: Survey, model) -> PosteriorPrior:
@@ -191,9 +198,11 @@ def apply_posterior_mean(path: str | Path, survey: Survey, model) -> PosteriorPr
     z = df[list(AXES)].to_numpy(np.float64)
     sigma = survey_noise(model, survey, df["star_id"].to_numpy())
     prior = fit_prior(z, sigma)
-    pm = posterior_means(z, sigma, prior)
+    mean, sd = posterior_means(z, sigma, prior)
     for j, axis in enumerate(AXES):
-        df[axis] = pm[:, j].astype(df[axis].dtype)
+        df[axis] = mean[:, j].astype(df[axis].dtype)
+        if f"{axis}_std" in df.columns:
+            df[f"{axis}_std"] = sd[:, j].astype(df[f"{axis}_std"].dtype)
     with LatentsWriter(path, {**meta, "posterior_mean": prior.to_dict()}) as writer:
         writer.write(df)
         writer.commit()

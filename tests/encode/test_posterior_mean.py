@@ -56,7 +56,10 @@ def test_posterior_mean_beats_the_fit_and_keeps_the_tail():
     truth, sigma, z = _population(20000, rng)
     grid, w = deconvolve(z, sigma)
     assert 0.03 < w[grid > 1.0].sum() < 0.07  # the tail's share is recovered
-    pm = shrink(z, sigma, grid, w)
+    pm, sd = shrink(z, sigma, grid, w)
+    # the posterior is narrower than the noise, and it covers the truth as often as it says
+    assert np.median(sd) < 0.6 * np.median(sigma)
+    assert 0.6 < np.mean(np.abs(pm - truth) < sd) < 0.76
     assert np.corrcoef(pm, truth)[0, 1] > np.corrcoef(z, truth)[0, 1] + 0.05
     tail = truth > 1.0
     assert pm[tail].mean() > 1.2 and np.median(np.abs(pm[~tail])) < np.median(np.abs(z[~tail]))
@@ -79,14 +82,14 @@ def test_carbon_and_alpha_follow_their_own_metallicity_bin():
     sigma[:, 0] = 0.01
     z = np.stack([z_fe, c_truth + sigma[:, 1] * rng.normal(size=n),
                   c_truth + sigma[:, 2] * rng.normal(size=n)], 1)
-    pm = posterior_means(z, sigma, fit_prior(z, sigma))
+    pm, _ = posterior_means(z, sigma, fit_prior(z, sigma))
     poor = z_fe < -1.2
     assert abs(pm[poor, 1].mean() - 1.0) < 0.05 and abs(pm[z_fe > -0.8, 1].mean()) < 0.05
     rms = lambda e: np.sqrt(np.mean(e**2))  # noqa: E731
     assert rms(pm[:, 1] - c_truth) < 0.6 * rms(z[:, 1] - c_truth)
     missing = z.copy()
     missing[0, 1] = np.nan
-    assert np.isnan(posterior_means(missing, sigma, fit_prior(z, sigma))[0, 1])
+    assert np.isnan(posterior_means(missing, sigma, fit_prior(z, sigma))[0][0, 1])
 
 
 def test_encode_posterior_mean_rewrites_the_latents(encoded_tiny, tmp_path, capsys):
@@ -105,6 +108,7 @@ def test_encode_posterior_mean_rewrites_the_latents(encoded_tiny, tmp_path, caps
     move = np.abs(after.z_c.to_numpy() - before.z_c.to_numpy())
     assert np.median(move[snr < 30]) > np.median(move[snr > 60])
     assert np.corrcoef(after.z_c, before.z_c)[0, 1] > 0.8
+    assert np.median(after.z_c_std[snr < 30]) > np.median(after.z_c_std[snr > 60])
     assert main(["encode", str(path), "--posterior-mean", "--ids", "x.txt"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--posterior-mean encodes a whole survey" in err[0]
