@@ -36,10 +36,11 @@ def add_arguments(p) -> None:
                    help="move z_fe from the encoder's Teff/logg to the catalog's Teff/logg labels where "
                         "a star has them (the survey's own pipeline values, attached with chemlatent labels; "
                         "docs/model.md, 'Encoding at the survey's labels')")
-    p.add_argument("--posterior-mean", action="store_true",
+    p.add_argument("--posterior-mean", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
                    help="each star's posterior mean under the survey's own population (label-free): "
-                        "faint stars' noisy fits weighed against the stars like them; for a survey of "
-                        "mostly faint stars (docs/model.md, 'A survey of faint stars')")
+                        "faint stars' noisy fits weighed against the stars like them. auto (default): "
+                        "when 10 %% or more of the stars have S/N < 20; on (the bare option); off: each "
+                        "star's own fit (docs/model.md, 'A survey of faint stars')")
 
 
 def run(args) -> int:
@@ -51,7 +52,7 @@ def run(args) -> int:
     if args.ids and args.overwrite:
         raise ChemlatentError("--overwrite does not apply to --ids: a re-encoding is a new run and "
                               "replaces nothing")
-    for flag, on in (("--at-labels", args.at_labels), ("--posterior-mean", args.posterior_mean)):
+    for flag, on in (("--at-labels", args.at_labels), ("--posterior-mean", args.posterior_mean == "on")):
         if on and (args.ids or args.scheduler):
             raise ChemlatentError(f"{flag} encodes a whole survey here; it does not combine with "
                                   f"{'--ids' if args.ids else '--scheduler'}")
@@ -93,17 +94,14 @@ def _whole(args) -> int:
         k = latents_metadata(path)["at_labels"]
         print(f"z_fe moved to the catalog's Teff/logg labels: {k['fe_per_kelvin'] * 1000:+.3f} per 1000 K, "
               f"{k['fe_per_dex_logg']:+.3f} per dex of logg (measured on {k['n_stars']} stars)")
-    from chemlatent.encode.posterior_mean import FAINT_SHARE, FAINT_SNR, apply_posterior_mean, faint_share
+    from chemlatent.encode.posterior_mean import apply_posterior_mean, posterior_mean_choice
 
-    if args.posterior_mean:
+    use, why = posterior_mean_choice(args.posterior_mean, survey, model)
+    if use:
         t0 = time.perf_counter()
         prior = apply_posterior_mean(path, survey, model)
         print(f"posterior means under the survey's population (learned from {prior.n_stars} stars) "
-              f"in {time.perf_counter() - t0:.1f} s")
-    elif (share := faint_share(survey)) >= FAINT_SHARE:
-        print(f"note: {share:.0%} of these stars have S/N < {FAINT_SNR:.0f}; for population work and "
-              f"flags, --posterior-mean reads their carbon and alpha better (docs/model.md, "
-              f"'A survey of faint stars')")
+              f"in {time.perf_counter() - t0:.1f} s ({why})")
     return 0
 
 
@@ -121,7 +119,9 @@ def _subset(args) -> int:
     std = ", ".join(f"{k} {v:.3g}" for k, v in info.median_std.items())
     print(f"wrote run {info.run_id}: {info.path} ({info.n_stars} stars in {dt:.1f} s, "
           f"{info.n_stars / dt:,.0f} spectra/s; median std {std}"
-          + (f" from {info.samples} samples" if info.samples else "") + ")")
+          + (f" from {info.samples} samples" if info.samples else "") + ")"
+          + ("; posterior means on the prior of the survey's own latents"
+             if "posterior_mean" in info.meta else ""))
     return 0
 
 

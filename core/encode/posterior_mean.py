@@ -8,7 +8,8 @@ The posterior mean weighs each star's fit against the stars like it, as much as 
 asks (empirical Bayes, label-free):
 
 1. each star's noise on each axis: the encoder's Jacobian with respect to the flux and the
-   spectrum's ivar (sigma^2 = sum_p J_p^2 / ivar_p);
+   spectrum's ivar (sigma^2 = sum_p J_p^2 / ivar_p), on a sample of stars and regressed to
+   the rest (:func:`predicted_noise`);
 2. the population: the distribution of each axis deconvolved from that noise, a
    nonparametric maximum-likelihood prior on a grid (EM over a random sample of up to
    ``SAMPLE_STARS`` stars); z_c and z_alpha per bin of z_fe, because [C/Fe] and [alpha/Fe]
@@ -46,7 +47,9 @@ SAMPLE_STARS = 50_000
 MIN_STARS = 200
 SIGMA_FLOOR = 1e-3
 FAINT_SNR = 20.0
-FAINT_SHARE = 0.25
+FAINT_SHARE = 0.10
+NOISE_SAMPLE = 4000
+NOISE_FEATURES = ("teff_pred", "logg_pred", "n_good", *AXES)
 
 
 @dataclass
@@ -60,7 +63,21 @@ class PosteriorPrior:
     n_stars: int
 
     def to_dict(self) -> dict:
-        return {"n_stars": self.n_stars, "fe_bins": len(self.fe_edges) + 1}
+        """The whole prior (a latents file's ``posterior_mean`` metadata): a re-encoding of
+        some of the survey's stars (``encode --ids``) reads it to put them on the same footing."""
+        def r(v):
+            return [float(f"{x:.6g}") for x in v]
+
+        return {"n_stars": self.n_stars, "fe_bins": len(self.fe_edges) + 1, "fe_edges": r(self.fe_edges),
+                "grids": {a: [r(g) for g in gs] for a, gs in self.grids.items()},
+                "weights": {a: [r(w) for w in ws] for a, ws in self.weights.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PosteriorPrior | None:
+        """The prior :meth:`to_dict` wrote, or None where ``d`` does not hold a whole one."""
+        if not all(k in d for k in ("fe_edges", "grids", "weights", "n_stars")):
+            return None
+        return cls(list(d["fe_edges"]), d["grids"], d["weights"], int(d["n_stars"]))
 
     def bin_of(self, z_fe: np.ndarray) -> np.ndarray:
         return np.searchsorted(np.asarray(self.fe_edges), z_fe)
@@ -72,6 +89,27 @@ def faint_share(survey: Survey, snr: float = FAINT_SNR) -> float:
         return 0.0
     values = survey.catalog["snr"].to_numpy(np.float64)
     return float(np.mean(values[np.isfinite(values)] < snr)) if np.isfinite(values).any() else 0.0
+
+
+MODES = ("auto", "on", "off")
+
+
+def posterior_mean_choice(mode: str, survey: Survey, model) -> tuple[bool, str]:
+    """Whether ``encode --posterior-mean MODE`` applies posterior means to ``survey``, and why
+    in words. ``auto`` (the default) applies them when at least ``FAINT_SHARE`` of the stars
+    have S/N below ``FAINT_SNR`` and the survey has ``MIN_STARS`` stars to learn its
+    population from, with chemlatent's own models (docs/model.md, "A survey of faint stars")."""
+    from chemlatent.model.vae import DisentangledVAE
+
+    if mode not in MODES:
+        raise ChemlatentError(f"--posterior-mean takes one of {', '.join(MODES)}, not {mode!r}")
+    if mode != "auto":
+        return mode == "on", f"--posterior-mean {mode}"
+    share = faint_share(survey)
+    if share < FAINT_SHARE or survey.n_stars < MIN_STARS or not isinstance(model, DisentangledVAE):
+        return False, ""
+    return True, (f"{share:.0%} of the stars have S/N < {FAINT_SNR:.0f}; --posterior-mean off keeps "
+                  "each star's own fit")
 
 
 def latent_noise(model, flux: torch.Tensor, ivar: torch.Tensor) -> np.ndarray:
@@ -104,6 +142,33 @@ def survey_noise(model, survey: Survey, star_ids: np.ndarray, chunk: int = 4096)
                 out[sel[s:s + 512]] = latent_noise(model, flux, ivar)
     finally:
         model.train(was_training)
+    return out
+
+
+def predicted_noise(model, survey: Survey, latents: pd.DataFrame, seed: int = 0) -> np.ndarray:
+    """(n, 3) noise sd of every row of ``latents``: the encoder's Jacobian on a random sample
+    of ``NOISE_SAMPLE`` stars, carried to the rest by a regression of its log on log S/N, the
+    predicted Teff/logg, the good pixels and the latents (every star's Jacobian when the
+    survey is small). The noise is a smooth function of these (a median error of 2-3 % on the
+    faint stand-in, docs/model.md), and the Jacobian costs three backward passes a star."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    ids = latents["star_id"].to_numpy()
+    if ids.size <= 2 * NOISE_SAMPLE:
+        return survey_noise(model, survey, ids)
+    snr = survey.catalog.set_index("star_id")["snr"].reindex(ids).to_numpy(np.float64) \
+        if "snr" in survey.catalog.columns else np.full(ids.size, np.nan)
+    cols = [c for c in NOISE_FEATURES if c in latents.columns]
+    x = np.column_stack([np.log(np.clip(snr, 1e-3, None)), latents[cols].to_numpy(np.float64)])
+    sample = np.sort(np.random.default_rng(seed).choice(ids.size, NOISE_SAMPLE, replace=False))
+    exact = survey_noise(model, survey, ids[sample])
+    out = np.empty((ids.size, 3))
+    for j in range(3):
+        ok = np.isfinite(exact[:, j]) & (exact[:, j] > 0)
+        reg = HistGradientBoostingRegressor(max_iter=200, random_state=seed)
+        reg.fit(x[sample[ok]], np.log(exact[ok, j]))
+        out[:, j] = np.exp(reg.predict(x))
+    out[sample] = exact
     return out
 
 
@@ -196,14 +261,39 @@ def apply_posterior_mean(path: str | Path, survey: Survey, model) -> PosteriorPr
     meta = latents_metadata(path)
     df = pd.read_parquet(path)
     z = df[list(AXES)].to_numpy(np.float64)
-    sigma = survey_noise(model, survey, df["star_id"].to_numpy())
+    sigma = predicted_noise(model, survey, df)
     prior = fit_prior(z, sigma)
-    mean, sd = posterior_means(z, sigma, prior)
-    for j, axis in enumerate(AXES):
-        df[axis] = mean[:, j].astype(df[axis].dtype)
-        if f"{axis}_std" in df.columns:
-            df[f"{axis}_std"] = sd[:, j].astype(df[f"{axis}_std"].dtype)
+    _write_columns(df, *posterior_means(z, sigma, prior))
     with LatentsWriter(path, {**meta, "posterior_mean": prior.to_dict()}) as writer:
         writer.write(df)
         writer.commit()
     return prior
+
+
+def base_prior(survey: Survey, base: str | None, model_name: str) -> PosteriorPrior | None:
+    """The prior of the survey's latents file ``base`` when it holds posterior means of the
+    same model (``latents/<model_name>.parquet``), else None."""
+    from chemlatent.io.latents import latents_metadata
+    from chemlatent.io.store import LATENTS_DIR
+
+    if base != f"{model_name}.parquet":
+        return None
+    path = survey.path / LATENTS_DIR / base
+    if not path.exists():
+        return None
+    return PosteriorPrior.from_dict(latents_metadata(path).get("posterior_mean") or {})
+
+
+def apply_prior(df: pd.DataFrame, survey: Survey, model, prior: PosteriorPrior) -> None:
+    """Replace ``df``'s latents (and ``z_*_std``) in place with their posterior means on
+    ``prior``, each star's noise from its own Jacobian."""
+    z = df[list(AXES)].to_numpy(np.float64)
+    mean, sd = posterior_means(z, survey_noise(model, survey, df["star_id"].to_numpy()), prior)
+    _write_columns(df, mean, sd)
+
+
+def _write_columns(df: pd.DataFrame, mean: np.ndarray, sd: np.ndarray) -> None:
+    for j, axis in enumerate(AXES):
+        df[axis] = mean[:, j].astype(df[axis].dtype)
+        if f"{axis}_std" in df.columns:
+            df[f"{axis}_std"] = sd[:, j].astype(df[f"{axis}_std"].dtype)

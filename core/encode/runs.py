@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chemlatent.encode.posterior_mean import apply_prior, base_prior
 from chemlatent.encode.streaming import (
     LATENT_COLUMNS,
     Encoder,
@@ -227,11 +228,16 @@ class SubsetEncoding:
         if self.done != self.total:
             raise ChemlatentError(f"re-encoding stopped after {self.done} of {self.total} stars")
         df = pd.concat(self._parts, ignore_index=True)
+        prior = base_prior(self.survey, self.base, model_name(self.model))
+        if prior is not None:  # the survey's latents are posterior means: the same footing
+            apply_prior(df, self.survey, self.model, prior)
         med = {c: float(np.nanmedian(df[f"{c}_std"])) for c in LATENT_COLUMNS}
         extra = {"kind": "subset", "n_stars": self.total, "options": self.options, "base": self.base,
                  "seconds": round(self.seconds, 3),
                  "spectra_per_s": round(self.total / self.seconds, 1) if self.seconds else 0.0,
                  "median_std": med}
+        if prior is not None:
+            extra["posterior_mean"] = prior.to_dict()
         if self.samples:
             extra["median_sigma"] = {c: float(np.nanmedian(df[f"{c}_sigma"])) for c in LATENT_COLUMNS}
         meta = latents_meta(self.model, self.survey, run=self.run_id, precision=self.encoder.precision,

@@ -114,16 +114,53 @@ def test_encode_posterior_mean_rewrites_the_latents(encoded_tiny, tmp_path, caps
     assert len(err) == 1 and "--posterior-mean encodes a whole survey" in err[0]
 
 
-@pytest.mark.parametrize("snr, noted", [(10.0, True), (60.0, False)])
-def test_encode_notes_a_survey_of_faint_stars(encoded_tiny, tmp_path, capsys, snr, noted):
+@pytest.mark.parametrize("snr, mode, applied", [(10.0, None, True), (60.0, None, False),
+                                                (10.0, "off", False), (60.0, "on", True)])
+def test_encode_applies_posterior_means_to_a_survey_of_faint_stars(encoded_tiny, tmp_path, capsys,
+                                                                  snr, mode, applied):
     path = tmp_path / "tiny"
     shutil.copytree(encoded_tiny, path)
     cat = pd.read_parquet(path / "catalog.parquet")
     cat["snr"] = np.float32(snr)
     cat.to_parquet(path / "catalog.parquet")
-    assert main(["encode", str(path), "--overwrite"]) == 0
+    argv = ["encode", str(path), "--overwrite"] + (["--posterior-mean", mode] if mode else [])
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert ("S/N < 20" in out and "--posterior-mean" in out) is noted
+    assert ("posterior means under the survey's population" in out) is applied
+    if mode is None and applied:
+        assert "100% of the stars have S/N < 20" in out
+    meta = latents_metadata(next((path / "latents").glob("*.parquet")))
+    assert ("posterior_mean" in meta) is applied
+
+
+def test_a_re_encoding_follows_the_survey_s_posterior_means(encoded_tiny, tmp_path, capsys):
+    path = tmp_path / "tiny"
+    shutil.copytree(encoded_tiny, path)
+    assert main(["encode", str(path), "--overwrite", "--posterior-mean"]) == 0
+    base = pd.read_parquet(next((path / "latents").glob("*.parquet"))).set_index("star_id")
+    ids = base.index.to_numpy()[::25]
+    (tmp_path / "ids.txt").write_text("\n".join(map(str, ids)))
+    capsys.readouterr()
+    assert main(["encode", str(path), "--ids", str(tmp_path / "ids.txt")]) == 0
+    assert "posterior means on the prior of the survey's own latents" in capsys.readouterr().out
+    run = pd.read_parquet(next((path / "latents" / "runs").glob("*.parquet"))).set_index("star_id")
+    for c in ("z_fe", "z_c", "z_alpha", "z_c_std"):
+        assert np.allclose(run.loc[ids, c], base.loc[ids, c], atol=1e-4), c
+
+
+def test_predicted_noise_follows_the_jacobian(encoded_tiny, monkeypatch):
+    from chemlatent.encode import posterior_mean as pmod
+    from chemlatent.model.modelio import load_model
+
+    survey = Survey(encoded_tiny)
+    latents = pd.read_parquet(next((encoded_tiny / "latents").glob("*.parquet")))
+    model = load_model(None)
+    exact = pmod.survey_noise(model, survey, latents["star_id"].to_numpy())
+    monkeypatch.setattr(pmod, "NOISE_SAMPLE", 400)  # 1,200 stars: a sample, and the rest regressed
+    predicted = pmod.predicted_noise(model, survey, latents)
+    err = np.abs(predicted / exact - 1)
+    assert np.median(err) < 0.1
+    assert np.allclose(np.sort(err.ravel())[: 3 * 400], 0.0, atol=1e-9)  # the sample is exact
 
 
 def test_posterior_means_are_named_on_the_page_and_in_exports(encoded_tiny, tmp_path):
