@@ -186,10 +186,8 @@ def deconvolve(z: np.ndarray, sigma: np.ndarray, steps: int = EM_STEPS
     grid = np.linspace(lo - pad, hi + pad, GRID_POINTS)
     lik = _likelihoods(z, sigma, grid)
     w = np.full(grid.size, 1.0 / grid.size)
-    for _ in range(steps):
-        p = lik * w
-        p /= p.sum(1, keepdims=True) + 1e-300
-        w = p.mean(0)
+    for _ in range(steps):  # EM: w_k <- w_k * mean_i(lik_ik / sum_l lik_il w_l), two products
+        w = w * (lik.T @ (1.0 / (lik @ w + 1e-300))) / z.size
     return grid, w
 
 
