@@ -70,8 +70,7 @@ def _bar(total: int, desc: str):
 
 
 def _whole(args) -> int:
-    from chemlatent.encode.at_labels import encode_at_labels
-    from chemlatent.encode.streaming import encode_survey
+    from chemlatent.encode.whole import encode_whole
     from chemlatent.io.store import Survey
     from chemlatent.model.device import pick_device
     from chemlatent.model.modelio import load_model
@@ -80,28 +79,21 @@ def _whole(args) -> int:
     device = pick_device(args.device)
     model = load_model(args.model, device=str(device))
     bar = _bar(survey.n_stars, "encode")
-    t0 = time.perf_counter()
-    encode = encode_at_labels if args.at_labels else encode_survey
-    path = encode(survey, model, device=str(device), precision=args.precision,
-                  chunk=args.chunk, overwrite=args.overwrite, progress=bar.update,
-                  samples=args.samples, seed=args.seed)
+    res = encode_whole(survey, model, at_labels=args.at_labels, posterior_mean=args.posterior_mean,
+                       device=str(device), precision=args.precision, chunk=args.chunk,
+                       overwrite=args.overwrite, progress=bar.update, samples=args.samples, seed=args.seed)
     bar.close()
-    dt = time.perf_counter() - t0
-    print(f"wrote {path} ({survey.n_stars} stars in {dt:.1f} s, {survey.n_stars / dt:,.0f} spectra/s)")
+    dt = res.encode_seconds
+    print(f"wrote {res.path} ({survey.n_stars} stars in {dt:.1f} s, {survey.n_stars / dt:,.0f} spectra/s)")
     if args.at_labels:
         from chemlatent.io.latents import latents_metadata
 
-        k = latents_metadata(path)["at_labels"]
+        k = latents_metadata(res.path)["at_labels"]
         print(f"z_fe moved to the catalog's Teff/logg labels: {k['fe_per_kelvin'] * 1000:+.3f} per 1000 K, "
               f"{k['fe_per_dex_logg']:+.3f} per dex of logg (measured on {k['n_stars']} stars)")
-    from chemlatent.encode.posterior_mean import apply_posterior_mean, posterior_mean_choice
-
-    use, why = posterior_mean_choice(args.posterior_mean, survey, model)
-    if use:
-        t0 = time.perf_counter()
-        prior = apply_posterior_mean(path, survey, model)
-        print(f"posterior means under the survey's population (learned from {prior.n_stars} stars) "
-              f"in {time.perf_counter() - t0:.1f} s ({why})")
+    if res.prior is not None:
+        print(f"posterior means under the survey's population (learned from {res.prior.n_stars} stars) "
+              f"in {res.posterior_seconds:.1f} s ({res.why})")
     return 0
 
 

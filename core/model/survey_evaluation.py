@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from chemlatent.encode.streaming import encode_survey
+from chemlatent.encode.whole import encode_whole
 from chemlatent.errors import ChemlatentError
 from chemlatent.io.latents import latents_metadata, read_latents
 from chemlatent.io.store import Survey
@@ -61,7 +61,7 @@ def evaluate_survey(survey_dir, model: str | None = None, *, device: str = "auto
     if lat_path.exists():
         check_latents_model(lat_path, model_dir, survey.path)
     else:
-        encode_survey(survey, loaded, device=str(dev))
+        encode_whole(survey, loaded, device=str(dev))  # as `chemlatent encode DIR` would
     latents = read_latents(lat_path)
     cal = load_calibration(model_dir) if calibration == "model" else None
     method = "regression" if calibration == "model" else calibration

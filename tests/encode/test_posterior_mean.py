@@ -176,3 +176,26 @@ def test_posterior_means_are_named_on_the_page_and_in_exports(encoded_tiny, tmp_
     assert main(["flag", str(path), "--preset", "cemp", "--out", str(tmp_path / "c.csv")]) == 0
     assert f"# latents: {data.latents_reading}" in (tmp_path / "c.csv").read_text()
     assert latents_reading({"at_labels": {}, "posterior_mean": {}}).count(";") == 1
+
+
+def test_evaluate_encodes_a_faint_survey_as_encode_does(tiny_survey, tmp_path):
+    """`evaluate` on a survey without latents encodes it through encode's own step."""
+    from chemlatent.encode.whole import encode_whole
+    from chemlatent.model.modelio import load_model
+    from chemlatent.model.survey_evaluation import evaluate_survey
+
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / name
+        shutil.copytree(tiny_survey.path, path, ignore=shutil.ignore_patterns("latents", "annotations*"))
+        cat = pd.read_parquet(path / "catalog.parquet")
+        cat["snr"] = np.float32(12.0)
+        cat.to_parquet(path / "catalog.parquet")
+        paths.append(path)
+    evaluate_survey(paths[0], None, plots=str(tmp_path / "plots"))
+    res = encode_whole(Survey(paths[1]), load_model(None))
+    assert res.prior is not None and "100% of the stars" in res.why
+    a = pd.read_parquet(next((paths[0] / "latents").glob("*.parquet")))
+    b = pd.read_parquet(res.path)
+    assert "posterior_mean" in latents_metadata(next((paths[0] / "latents").glob("*.parquet")))
+    assert np.array_equal(a[["z_fe", "z_c", "z_alpha"]].to_numpy(), b[["z_fe", "z_c", "z_alpha"]].to_numpy())
