@@ -87,7 +87,7 @@ class Preparation:
     # -- work ----------------------------------------------------------------
     def run(self) -> Any:
         """Do the steps in this thread; returns the loaded data (raises ChemlatentError)."""
-        from chemlatent.encode.streaming import encode_survey
+        from chemlatent.encode.whole import encode_whole
         from chemlatent.io.store import Survey
         from chemlatent.model.modelio import load_model
         from chemlatent.synth.generator import generate_survey
@@ -103,7 +103,7 @@ class Preparation:
             if not survey.latents_path(model.name).exists():
                 self._begin("encode", survey.n_stars,
                             f"encoding {survey.n_stars:,} stars with the model {model.name}")
-                encode_survey(survey, model, progress=self._advance)
+                encode_whole(survey, model, progress=self._advance)  # as `chemlatent encode DIR`
             self._begin("load", 0, f"loading {survey.n_stars:,} stars for the explorer")
             data = self._load(self.path)
         except ChemlatentError as exc:
