@@ -122,7 +122,8 @@ def test_killed_training_resumes_to_the_same_weights(survey, tmp_path):
     arrays land in memory (strict MKL reproducibility, set by ``import chemlatent``)."""
     rng = random.Random(SEED + 2)
     opts = ["--epochs", "4", "--batch-size", "128", "--hidden", "16", "--max-stars", "800",
-            "--device", "cpu", "--seed", "3", "--refine-stars", "200"]  # train's defaults, a short refit
+            "--device", "cpu", "--seed", "3", "--refine-stars", "200",
+            "--refine-encoder", "5"]  # train's defaults, a short refit
     out = tmp_path / "model"
     two_threads = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     delay, running = kill_at_random_moment(
