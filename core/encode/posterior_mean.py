@@ -106,10 +106,15 @@ def posterior_mean_choice(mode: str, survey: Survey, model) -> tuple[bool, str]:
     if mode != "auto":
         return mode == "on", f"--posterior-mean {mode}"
     share = faint_share(survey)
-    if share < FAINT_SHARE or survey.n_stars < MIN_STARS or not isinstance(model, DisentangledVAE):
+    if share < FAINT_SHARE:
         return False, ""
-    return True, (f"{share:.0%} of the stars have S/N < {FAINT_SNR:.0f}; --posterior-mean off keeps "
-                  "each star's own fit")
+    faint = f"{share:.0%} of the stars have S/N < {FAINT_SNR:.0f}"
+    if survey.n_stars < MIN_STARS:
+        return False, (f"{faint}, but {survey.n_stars} stars are too few to learn the survey's population "
+                       f"from ({MIN_STARS} needed): each star's own fit")
+    if not isinstance(model, DisentangledVAE):
+        return False, f"{faint}, but posterior means need a chemlatent model: each star's own fit"
+    return True, f"{faint}; --posterior-mean off keeps each star's own fit"
 
 
 def latent_noise(model, flux: torch.Tensor, ivar: torch.Tensor) -> np.ndarray:

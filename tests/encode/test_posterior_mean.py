@@ -133,6 +133,21 @@ def test_encode_applies_posterior_means_to_a_survey_of_faint_stars(encoded_tiny,
     assert ("posterior_mean" in meta) is applied
 
 
+def test_auto_says_why_a_small_faint_survey_keeps_each_stars_fit(tmp_path, capsys):
+    from chemlatent.encode.posterior_mean import MIN_STARS
+    from chemlatent.synth.generator import generate_survey
+
+    path = generate_survey(tmp_path / "few", MIN_STARS - 1, seed=3, progress=False).path
+    cat = pd.read_parquet(path / "catalog.parquet")
+    cat["snr"] = np.float32(10.0)
+    cat.to_parquet(path / "catalog.parquet")
+    assert main(["encode", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "posterior means under" not in out
+    assert f"{MIN_STARS - 1} stars are too few to learn the survey's population" in out
+    assert "posterior_mean" not in latents_metadata(next((path / "latents").glob("*.parquet")))
+
+
 def test_a_re_encoding_follows_the_survey_s_posterior_means(encoded_tiny, tmp_path, capsys):
     path = tmp_path / "tiny"
     shutil.copytree(encoded_tiny, path)
