@@ -60,7 +60,8 @@ def preparing_page(prep):
         rate = f", {st.rate:,.0f} stars/s" if st.rate else ""
         eta = f", about {st.eta_s:.0f} s left" if st.eta_s is not None else ""
         count = f": {st.done:,} of {st.total:,}{rate}{eta}" if st.total else ""
-        text.object = (f"**{st.stage}**{count}  \n{st.message}  \n"
+        notes = "".join(f"{n}  \n" for n in st.notes if n != st.message)
+        text.object = (f"**{st.stage}**{count}  \n{st.message}  \n{notes}"
                        f"*{st.elapsed_s:.0f} s since start; this page opens the explorer by itself.*")
         if prep.ready and not reload.value:
             reload.value = True

@@ -31,6 +31,7 @@ class PreparationStatus:
     eta_s: float | None
     message: str
     elapsed_s: float
+    notes: tuple[str, ...] = ()  # remarks that outlast their step (e.g. how the survey was encoded)
 
     @property
     def fraction(self) -> float:
@@ -57,6 +58,7 @@ class Preparation:
         self.data: Any = None
         self.error: str | None = None
         self.log: list[str] = []
+        self.notes: list[str] = []
         self._thread: threading.Thread | None = None
 
     # -- state ---------------------------------------------------------------
@@ -80,9 +82,10 @@ class Preparation:
             dt = time.perf_counter() - self._stage_t0
             elapsed = time.perf_counter() - self._t0
             message = self.error or (self.log[-1] if self.log else "")
+            notes = tuple(self.notes)
         rate = done / dt if dt > 0 and done else 0.0
         eta = (total - done) / rate if rate > 0 and total else None
-        return PreparationStatus(stage, done, total, rate, eta, message, elapsed)
+        return PreparationStatus(stage, done, total, rate, eta, message, elapsed, notes)
 
     # -- work ----------------------------------------------------------------
     def run(self) -> Any:
@@ -103,7 +106,13 @@ class Preparation:
             if not survey.latents_path(model.name).exists():
                 self._begin("encode", survey.n_stars,
                             f"encoding {survey.n_stars:,} stars with the model {model.name}")
-                encode_whole(survey, model, progress=self._advance)  # as `chemlatent encode DIR`
+                res = encode_whole(survey, model, progress=self._advance)  # as `chemlatent encode DIR`
+                if res.why:  # what `encode` prints: why the posterior means are on, or why not
+                    lead = ("posterior means under the survey's population" if res.prior
+                            else "no posterior means")
+                    with self._lock:
+                        self.log.append(f"{lead}: {res.why}")
+                        self.notes.append(self.log[-1])
             self._begin("load", 0, f"loading {survey.n_stars:,} stars for the explorer")
             data = self._load(self.path)
         except ChemlatentError as exc:

@@ -141,3 +141,19 @@ def test_status_lines_sit_next_to_the_controls_they_concern(data):
     assert t.index(dash.s_fe_dex) < t.index(dash.threshold_status) < t.index(dash.counts_md)
     dash.state.pick_at(1e9, 1e9, (0, 1), (0, 1))  # far from every star
     assert where("no star near the click") == ["map"]
+
+
+def test_the_preparing_page_keeps_the_encoding_note_after_its_step():
+    from chemlatent.app.dashboard.server import preparing_page
+    from chemlatent.jobs.preparation import Preparation
+
+    prep = Preparation("unused", 10, 0, load=lambda p: None)
+    prep._begin("encode", 100, "encoding 100 stars")
+    with prep._lock:
+        prep.log.append("posterior means under the survey's population: 40% of the stars have S/N < 20")
+        prep.notes.append(prep.log[-1])
+    prep._begin("load", 0, "loading 100 stars for the explorer")
+    page = preparing_page(prep)
+    text = next(o for o in page.main if "cl-progress" in getattr(o, "css_classes", []))
+    assert "**load**" in text.object and "loading 100 stars" in text.object
+    assert "posterior means under the survey's population: 40% of the stars" in text.object

@@ -214,3 +214,22 @@ def test_evaluate_encodes_a_faint_survey_as_encode_does(tiny_survey, tmp_path):
     b = pd.read_parquet(res.path)
     assert "posterior_mean" in latents_metadata(next((paths[0] / "latents").glob("*.parquet")))
     assert np.array_equal(a[["z_fe", "z_c", "z_alpha"]].to_numpy(), b[["z_fe", "z_c", "z_alpha"]].to_numpy())
+
+
+def test_auto_keeps_each_stars_fit_for_a_model_that_is_not_chemlatents(tiny_survey, tmp_path):
+    from chemlatent.encode.posterior_mean import posterior_mean_choice
+    from chemlatent.model.modelio import load_model
+
+    path = tmp_path / "faint"
+    shutil.copytree(tiny_survey.path, path, ignore=shutil.ignore_patterns("latents", "annotations*"))
+    cat = pd.read_parquet(path / "catalog.parquet")
+    cat["snr"] = np.float32(10.0)
+    cat.to_parquet(path / "catalog.parquet")
+    survey = Survey(path)
+    use, why = posterior_mean_choice("auto", survey, torch.nn.Linear(3, 3))
+    assert not use and "posterior means need a chemlatent model" in why
+    assert why.startswith("100% of the stars")
+    use, why = posterior_mean_choice("auto", survey, load_model(None))
+    assert use and "--posterior-mean off keeps each star's own fit" in why
+    with pytest.raises(ChemlatentError, match="--posterior-mean takes one of auto, on, off"):
+        posterior_mean_choice("yes", survey, load_model(None))

@@ -43,3 +43,24 @@ def test_progress_counts_stars_and_failures_are_reported(tiny_survey):
     prep2._advance(40)
     s2 = prep2.status()
     assert s2.done == 40 and s2.total == 100 and abs(s2.fraction - 0.4) < 1e-9
+
+
+def test_a_faint_survey_s_first_run_says_how_it_was_encoded(tiny_survey, tmp_path):
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    path = tmp_path / "faint"
+    shutil.copytree(tiny_survey.path, path, ignore=shutil.ignore_patterns("latents", "annotations*"))
+    cat = pd.read_parquet(path / "catalog.parquet")
+    cat["snr"] = np.float32(10.0)
+    cat.to_parquet(path / "catalog.parquet")
+    prep = Preparation(path, tiny_survey.n_stars, 11, load=lambda p: "data")
+    assert prep.run() == "data"
+    st = prep.status()
+    # the same words `chemlatent encode` prints, kept after the step that wrote them
+    assert st.stage == "ready" and len(st.notes) == 1
+    lead = "posterior means under the survey's population: 100% of the stars have S/N < 20"
+    assert st.notes[0].startswith(lead)
+    assert st.notes[0] in prep.log
