@@ -466,6 +466,10 @@ def finish_training(model: DisentangledVAE, survey: Survey, data: InMemoryData, 
         surrogate = fit_surrogate(model.cpu(), data.batch, len(data), star_noise, seed=opts.seed, log=log)
         model.to(device)
     diagnostics = validation_diagnostics(model, val, device)
+    if "labels_from_axes_r2" in diagnostics:
+        r2 = diagnostics["labels_from_axes_r2"]
+        log(f"the axes predict Teff / logg at held-out R^2 {r2['teff']:.2f} / {r2['logg']:.2f} "
+            "(lower is less leak, unless the survey's chemistry runs with them)")
     for msg in diagnostics["warnings"]:
         log(f"warning: {msg}")
     save_model(model, out, extra_config={

@@ -30,7 +30,25 @@ def test_collapsed_duplicated_and_teff_driven_axes_are_named():
     mu2 = np.column_stack([(teff - 5000) / 600 + 0.1 * rng.normal(size=n), rng.normal(size=(n, 2))])
     d2 = axis_diagnostics(mu2, np.full_like(mu2, 0.2), teff, logg)
     assert any(w.startswith("z_fe is mostly a function of Teff and logg") for w in d2["warnings"])
-    assert len(d2["warnings"]) == 1
+    assert any(w.startswith("the three axes together predict Teff") for w in d2["warnings"])
+    assert len(d2["warnings"]) == 2 and d2["labels_from_axes_r2"]["logg"] < 0.05
+
+
+def test_a_leak_shared_across_the_axes_is_named_though_no_axis_shows_it():
+    rng = np.random.default_rng(2)
+    n = 3000
+    teff, logg = rng.normal(5000, 600, n), rng.uniform(1, 5, n)
+    t = (teff - 5000) / 600
+    # each axis: a small share of Teff (R^2 ~0.1 alone) on its own chemistry
+    chem = rng.normal(size=(n, 3))
+    leaky = chem + 0.35 * t[:, None]
+    d = axis_diagnostics(leaky, np.full_like(leaky, 0.2), teff, logg)
+    assert all(d["axes"][a]["teff_logg_r2"] < 0.2 for a in ("z_fe", "z_c", "z_alpha"))
+    assert d["labels_from_axes_r2"]["teff"] > 0.2
+    assert [w for w in d["warnings"] if "together predict" in w] == [
+        w for w in d["warnings"] if w.startswith("the three axes together predict Teff")] != []
+    clean = axis_diagnostics(chem, np.full_like(chem, 0.2), teff, logg)
+    assert clean["warnings"] == [] and clean["labels_from_axes_r2"]["teff"] < 0.05
 
 
 def test_training_stores_and_prints_the_diagnostics(tiny_survey, tmp_path):
