@@ -36,3 +36,16 @@ def small_survey(src: Survey, path: Path, n: int = 600, chunk_stars: int = 64,
 
 def digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def faint_copy(src: Path, dest: Path, snr: float = 10.0) -> Path:
+    """A copy of the survey at ``src`` without its latents, every star's catalog S/N set to ``snr``."""
+    import shutil
+
+    import pandas as pd
+
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("latents", "annotations*"))
+    cat = pd.read_parquet(dest / "catalog.parquet")
+    cat["snr"] = np.float32(snr)
+    cat.to_parquet(dest / "catalog.parquet")
+    return dest

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from encode_helpers import faint_copy
 
 from chemlatent.app.cli import main
 from chemlatent.encode.posterior_mean import (
@@ -220,12 +221,7 @@ def test_auto_keeps_each_stars_fit_for_a_model_that_is_not_chemlatents(tiny_surv
     from chemlatent.encode.posterior_mean import posterior_mean_choice
     from chemlatent.model.modelio import load_model
 
-    path = tmp_path / "faint"
-    shutil.copytree(tiny_survey.path, path, ignore=shutil.ignore_patterns("latents", "annotations*"))
-    cat = pd.read_parquet(path / "catalog.parquet")
-    cat["snr"] = np.float32(10.0)
-    cat.to_parquet(path / "catalog.parquet")
-    survey = Survey(path)
+    survey = Survey(faint_copy(tiny_survey.path, tmp_path / "faint"))
     use, why = posterior_mean_choice("auto", survey, torch.nn.Linear(3, 3))
     assert not use and "posterior means need a chemlatent model" in why
     assert why.startswith("100% of the stars")

@@ -46,16 +46,9 @@ def test_progress_counts_stars_and_failures_are_reported(tiny_survey):
 
 
 def test_a_faint_survey_s_first_run_says_how_it_was_encoded(tiny_survey, tmp_path):
-    import shutil
+    from encode_helpers import faint_copy
 
-    import numpy as np
-    import pandas as pd
-
-    path = tmp_path / "faint"
-    shutil.copytree(tiny_survey.path, path, ignore=shutil.ignore_patterns("latents", "annotations*"))
-    cat = pd.read_parquet(path / "catalog.parquet")
-    cat["snr"] = np.float32(10.0)
-    cat.to_parquet(path / "catalog.parquet")
+    path = faint_copy(tiny_survey.path, tmp_path / "faint")
     prep = Preparation(path, tiny_survey.n_stars, 11, load=lambda p: "data")
     assert prep.run() == "data"
     st = prep.status()
