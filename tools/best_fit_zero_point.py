@@ -10,7 +10,7 @@ the decoders' per-line Teff/logg terms, not in the encoder (docs/model.md, "A th
 import sys
 
 import numpy as np
-from decoder_bias import refine  # tools/ is on the path when run as a script
+from decoder_bias import r_with_truth, refine  # tools/ is on the path when run as a script
 
 from chemlatent.io.store import Survey
 from chemlatent.model.modelio import load_model
@@ -20,8 +20,8 @@ if __name__ == "__main__":
     for path in sys.argv[2:]:
         survey = Survey(path)
         z, truth, *_ = refine(model, survey)
+        r = r_with_truth(z, truth)
         z = z.numpy().astype(np.float64)
-        r = [np.corrcoef(z[:, i], truth[:, i])[0, 1] for i in range(3)]
         slope, icept = np.polyfit(truth[:, 0], z[:, 0], 1)
         offset = (z[:, 0] - (slope * truth[:, 0] + icept)) / slope
         teff = survey.catalog.teff.to_numpy()

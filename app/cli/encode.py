@@ -95,7 +95,7 @@ def _whole(args) -> int:
         print(f"posterior means under the survey's population (learned from {res.prior.n_stars} stars) "
               f"in {res.posterior_seconds:.1f} s ({res.why})")
     elif res.why and args.posterior_mean == "auto":
-        print(f"no posterior means: {res.why}")
+        print(res.choice)
     return 0
 
 

@@ -25,6 +25,14 @@ class WholeEncoding:
     encode_seconds: float
     posterior_seconds: float
 
+    @property
+    def choice(self) -> str:
+        """Whether the latents are posterior means, and why, in a line ("" when nothing chose)."""
+        if not self.why:
+            return ""
+        lead = "posterior means under the survey's population" if self.prior else "no posterior means"
+        return f"{lead}: {self.why}"
+
 
 def encode_whole(survey: Survey, model, *, at_labels: bool = False, posterior_mean: str = "auto",
                  **encode_options) -> WholeEncoding:

@@ -107,12 +107,10 @@ class Preparation:
                 self._begin("encode", survey.n_stars,
                             f"encoding {survey.n_stars:,} stars with the model {model.name}")
                 res = encode_whole(survey, model, progress=self._advance)  # as `chemlatent encode DIR`
-                if res.why:  # what `encode` prints: why the posterior means are on, or why not
-                    lead = ("posterior means under the survey's population" if res.prior
-                            else "no posterior means")
+                if res.choice:  # what `encode` prints: why the posterior means are on, or why not
                     with self._lock:
-                        self.log.append(f"{lead}: {res.why}")
-                        self.notes.append(self.log[-1])
+                        self.log.append(res.choice)
+                        self.notes.append(res.choice)
             self._begin("load", 0, f"loading {survey.n_stars:,} stars for the explorer")
             data = self._load(self.path)
         except ChemlatentError as exc:

@@ -33,13 +33,18 @@ def _r(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _heldout_quadratic_r2(x: np.ndarray, y: np.ndarray) -> float:
-    """R^2 of ``y`` from a quadratic in the columns of ``x``, fitted on every other star and
-    scored on the rest (both ways, averaged): stable on the few thousand validation stars."""
+def _quadratic_features(x: np.ndarray) -> np.ndarray:
+    """1, the standardised columns of ``x`` and every product of two of them (squares too)."""
     xs = (x - x.mean(0)) / (x.std(0) + 1e-12)
     cols = [np.ones(len(xs))] + [xs[:, i] for i in range(xs.shape[1])]
     cols += [xs[:, i] * xs[:, j] for i in range(xs.shape[1]) for j in range(i, xs.shape[1])]
-    feats = np.column_stack(cols)
+    return np.column_stack(cols)
+
+
+def _heldout_quadratic_r2(x: np.ndarray, y: np.ndarray) -> float:
+    """R^2 of ``y`` from a quadratic in the columns of ``x``, fitted on every other star and
+    scored on the rest (both ways, averaged): stable on the few thousand validation stars."""
+    feats = _quadratic_features(x)
     half = np.arange(len(y)) % 2 == 0
     scores = []
     for fit in (half, ~half):
@@ -51,9 +56,7 @@ def _heldout_quadratic_r2(x: np.ndarray, y: np.ndarray) -> float:
 
 def _r2_teff_logg(y: np.ndarray, teff: np.ndarray, logg: np.ndarray) -> float:
     """R^2 of a quadratic least-squares fit of y on standardised (Teff, logg)."""
-    t = (teff - teff.mean()) / (teff.std() + 1e-12)
-    g = (logg - logg.mean()) / (logg.std() + 1e-12)
-    x = np.column_stack([np.ones_like(t), t, g, t * t, g * g, t * g])
+    x = _quadratic_features(np.column_stack([teff, logg]))
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     res = y - x @ coef
     return float(1.0 - res.var() / max(y.var(), 1e-12))
